@@ -1,0 +1,248 @@
+//! Configuration: TOML in, validated struct out.
+//!
+//! Every option has a default, so a missing config file is a valid configuration. Unknown keys
+//! are refused (a typo must not silently become a default), and errors name the file, the key
+//! and the line.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the config file lives unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kube-cert-renewer/config.toml";
+/// kubeadm's own default for `/etc/kubernetes`.
+pub const DEFAULT_KUBERNETES_DIR: &str = "/etc/kubernetes";
+/// Where backups, the intent journal and the lock live.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/kube-cert-renewer";
+
+/// The whole configuration, as read from TOML (all keys optional).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The node's kubeadm directory (`/etc/kubernetes`).
+    pub kubernetes_dir: PathBuf,
+    /// kubeadm's `certificatesDir`; defaults to `<kubernetes_dir>/pki`.
+    pub pki_dir: Option<PathBuf>,
+    /// Where `admin.conf` and friends live; defaults to `<kubernetes_dir>`.
+    pub kubeconfig_dir: Option<PathBuf>,
+    /// Static-pod manifests; defaults to `<kubernetes_dir>/manifests`.
+    pub manifests_dir: Option<PathBuf>,
+    /// Backups, journal and lock.
+    pub state_dir: PathBuf,
+    /// A leaf with fewer days left than this is in `warning`.
+    pub warn_days: u32,
+    /// A leaf with fewer days left than this is `critical`.
+    pub critical_days: u32,
+    /// A CA with fewer days left than this is in `warning` (CAs need a rotation, which takes
+    /// planning, hence a year).
+    pub ca_warn_days: u32,
+    /// A CA with fewer days left than this is `critical`.
+    pub ca_critical_days: u32,
+    /// Globs of further certificate files to watch (monitor only, never renewed).
+    pub extra_paths: Vec<String>,
+    /// `renew --due` renews what expires within this many days.
+    pub renew_before_days: u32,
+    /// Validity of a renewed certificate, capped at its CA's NotAfter.
+    pub validity_days: u32,
+    /// Keep the existing private keys instead of generating new ones.
+    pub reuse_keys: bool,
+    /// How many backup generations to keep in `<state_dir>/backups`.
+    pub keep_backups: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kubernetes_dir: PathBuf::from(DEFAULT_KUBERNETES_DIR),
+            pki_dir: None,
+            kubeconfig_dir: None,
+            manifests_dir: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            warn_days: 30,
+            critical_days: 7,
+            ca_warn_days: 365,
+            ca_critical_days: 90,
+            extra_paths: Vec::new(),
+            renew_before_days: 45,
+            validity_days: 365,
+            reuse_keys: false,
+            keep_backups: 12,
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a wrong key or value (the message names key and line).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// The values parse but make no sense together.
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path`; a file that does not exist means "all defaults".
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Config::parse(&text, path)
+    }
+
+    /// Parses TOML text; `origin` is only used in error messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| {
+            Err(ConfigError::Invalid {
+                path: origin.to_path_buf(),
+                message,
+            })
+        };
+        if self.critical_days > self.warn_days {
+            return invalid(format!(
+                "critical_days ({}) must not exceed warn_days ({})",
+                self.critical_days, self.warn_days
+            ));
+        }
+        if self.ca_critical_days > self.ca_warn_days {
+            return invalid(format!(
+                "ca_critical_days ({}) must not exceed ca_warn_days ({})",
+                self.ca_critical_days, self.ca_warn_days
+            ));
+        }
+        if self.validity_days == 0 {
+            return invalid("validity_days must be at least 1".into());
+        }
+        if self.keep_backups == 0 {
+            return invalid(
+                "keep_backups must be at least 1: a renewal always keeps its backup".into(),
+            );
+        }
+        for pattern in &self.extra_paths {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                return invalid(format!("extra_paths: bad glob {pattern:?}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The concrete directories this configuration points at.
+    pub fn paths(&self) -> NodePaths {
+        NodePaths {
+            pki: self
+                .pki_dir
+                .clone()
+                .unwrap_or_else(|| self.kubernetes_dir.join("pki")),
+            kubeconfigs: self
+                .kubeconfig_dir
+                .clone()
+                .unwrap_or_else(|| self.kubernetes_dir.clone()),
+            manifests: self
+                .manifests_dir
+                .clone()
+                .unwrap_or_else(|| self.kubernetes_dir.join("manifests")),
+            state: self.state_dir.clone(),
+        }
+    }
+}
+
+/// The directories of one node, resolved: the filesystem root every module works under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePaths {
+    /// kubeadm's certificatesDir.
+    pub pki: PathBuf,
+    /// Directory of the kubeconfig files.
+    pub kubeconfigs: PathBuf,
+    /// Static-pod manifests.
+    pub manifests: PathBuf,
+    /// Our own state: backups, journal, lock.
+    pub state: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&dir.path().join("nope.toml")).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.paths().pki, PathBuf::from("/etc/kubernetes/pki"));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::parse("warn_days = 20\nwarn_dayz = 3\n", Path::new("/x/c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/x/c.toml"), "{err}");
+        assert!(err.contains("warn_dayz"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = Config::parse("\n\ncritical_days = \"seven\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("critical_days"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn thresholds_must_be_ordered() {
+        let err = Config::parse("warn_days = 5\ncritical_days = 9\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("critical_days"), "{err}");
+    }
+
+    #[test]
+    fn explicit_dirs_override_kubernetes_dir() {
+        let c = Config::parse(
+            "kubernetes_dir = \"/k\"\npki_dir = \"/elsewhere/pki\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let p = c.paths();
+        assert_eq!(p.pki, PathBuf::from("/elsewhere/pki"));
+        assert_eq!(p.kubeconfigs, PathBuf::from("/k"));
+        assert_eq!(p.manifests, PathBuf::from("/k/manifests"));
+    }
+}

@@ -1,0 +1,607 @@
+//! Inventory: every certificate on the node, where it lives, what really signed it and when it
+//! expires. Reads, never writes; its output is plain data for `plan` and `report`.
+
+use std::path::{Path, PathBuf};
+
+use crate::cert::CertFacts;
+use crate::config::NodePaths;
+use crate::kubeadm::{self, CaSpec, LeafFile, LeafSpec};
+use crate::kubeconfig::{self, ClientCert};
+use crate::pem;
+
+/// What kind of certificate an entry is; decides thresholds, table and renewability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One of kubeadm's three CAs.
+    Ca,
+    /// One of the certificates `kubeadm certs renew all` knows.
+    Leaf,
+    /// The kubelet's client certificate (kubelet.conf).
+    KubeletClient,
+    /// A file under `extra_paths`: watched, never renewed.
+    Extra,
+}
+
+/// Where a certificate lives: the seam renewal reads and writes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A `.crt` + `.key` pair in the pki dir.
+    PemPair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
+    /// Credentials embedded in a kubeconfig's current-context user.
+    Kubeconfig {
+        /// The kubeconfig file.
+        path: PathBuf,
+        /// The user whose credentials these are.
+        user: String,
+    },
+    /// A kubeconfig whose user points at certificate files (kubelet.conf → the kubelet's
+    /// rotated `kubelet-client-current.pem`).
+    KubeconfigFileRef {
+        /// The kubeconfig file.
+        kubeconfig: PathBuf,
+        /// The certificate file it names.
+        cert: PathBuf,
+    },
+    /// The `index`-th certificate of a watched file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Position of the certificate in the file (bundles hold several).
+        index: usize,
+    },
+}
+
+impl Source {
+    /// The file that holds the certificate itself.
+    pub fn cert_path(&self) -> &Path {
+        match self {
+            Source::PemPair { cert, .. } => cert,
+            Source::Kubeconfig { path, .. } => path,
+            Source::KubeconfigFileRef { cert, .. } => cert,
+            Source::File { path, .. } => path,
+        }
+    }
+
+    /// A short human description: the file, and the kubeconfig that points at it if any.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::KubeconfigFileRef { kubeconfig, cert } => format!(
+                "{} (referenced by {})",
+                cert.display(),
+                kubeconfig.display()
+            ),
+            Source::File { path, index } if *index > 0 => {
+                format!("{} (certificate #{})", path.display(), index + 1)
+            }
+            other => other.cert_path().display().to_string(),
+        }
+    }
+}
+
+/// What we found at an entry's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// A certificate was read.
+    Present(Box<CertFacts>),
+    /// Expected but not there.
+    Missing,
+    /// Not there, and that is normal on this node (the reason says why).
+    Absent(String),
+    /// There but unusable; the reason names the file and the problem.
+    Unreadable(String),
+}
+
+/// Which CA really signed a leaf, found by verifying the signature (never by subject name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// Verified against the named CA (`index` = position in that CA file's bundle).
+    Verified {
+        /// kubeadm's CA name.
+        ca: &'static str,
+        /// Which certificate of the CA file (0 unless the file is a bundle).
+        index: usize,
+    },
+    /// No known CA verifies it.
+    Unknown,
+    /// Not checked (CAs themselves, extra paths, unreadable entries).
+    NotChecked,
+}
+
+/// One row of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// kubeadm's name (`apiserver`, `admin.conf`, `etcd-ca`…), or the path for extra files.
+    pub name: String,
+    /// What kind of certificate this is.
+    pub kind: Kind,
+    /// Where it lives.
+    pub source: Source,
+    /// The CA kubeadm's mapping assigns (leaves and kubelet.conf).
+    pub expected_ca: Option<&'static str>,
+    /// The CA that verifiably signed it.
+    pub signer: Signer,
+    /// Its CA (or, for a CA row, itself) has a certificate but no private key.
+    pub externally_managed: bool,
+    /// What was found.
+    pub state: State,
+}
+
+impl Entry {
+    /// The certificate, when one was read.
+    pub fn facts(&self) -> Option<&CertFacts> {
+        match &self.state {
+            State::Present(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The CA name to show: the verified signer, else kubeadm's mapping.
+    pub fn ca_name(&self) -> Option<&'static str> {
+        match self.signer {
+            Signer::Verified { ca, .. } => Some(ca),
+            _ => self.expected_ca,
+        }
+    }
+}
+
+/// A CA file as read: all certificates of its bundle, and whether its key exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFile {
+    /// Which CA.
+    pub spec: CaSpec,
+    /// `<pki>/<base>.crt`.
+    pub cert_path: PathBuf,
+    /// `<pki>/<base>.key`.
+    pub key_path: PathBuf,
+    /// Every certificate in the file, in order (a rotation leaves old + new).
+    pub bundle: Vec<CertFacts>,
+    /// The key file exists.
+    pub has_key: bool,
+}
+
+/// Everything on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    /// The CA rows, in kubeadm's order.
+    pub cas: Vec<Entry>,
+    /// The readable CA files, for signature checks and signing.
+    pub ca_files: Vec<CaFile>,
+    /// kubeadm's renewable certificates, in kubeadm's order.
+    pub leaves: Vec<Entry>,
+    /// kubelet.conf and extra paths.
+    pub others: Vec<Entry>,
+}
+
+impl Inventory {
+    /// Every entry: CAs, leaves, others.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.cas.iter().chain(&self.leaves).chain(&self.others)
+    }
+
+    /// The CA file of a CA, when it was readable.
+    pub fn ca_file(&self, name: &str) -> Option<&CaFile> {
+        self.ca_files.iter().find(|c| c.spec.name == name)
+    }
+
+    /// A leaf by kubeadm's name (or `kubelet.conf`).
+    pub fn leaf(&self, name: &str) -> Option<&Entry> {
+        self.leaves
+            .iter()
+            .chain(&self.others)
+            .find(|e| e.name == name && e.kind != Kind::Extra)
+    }
+}
+
+/// What to inventory besides kubeadm's fixed set.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Globs of extra certificate files to watch.
+    pub extra_paths: Vec<String>,
+}
+
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    match std::fs::read(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
+    }
+}
+
+/// Parses all CERTIFICATE blocks of a PEM file (or a single DER certificate).
+pub fn parse_cert_bundle(data: &[u8]) -> Result<Vec<CertFacts>, String> {
+    if data.first() == Some(&0x30) {
+        return Ok(vec![CertFacts::from_der(data)?]);
+    }
+    let blocks = pem::parse(data)?;
+    let certs: Vec<&pem::Block> = blocks.iter().filter(|b| b.label == "CERTIFICATE").collect();
+    if certs.is_empty() {
+        return Err(if blocks.is_empty() {
+            "no PEM data (empty or not a certificate file)".into()
+        } else {
+            "no CERTIFICATE block in the file".into()
+        });
+    }
+    certs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            CertFacts::from_der(&b.der).map_err(|e| {
+                if certs.len() > 1 {
+                    format!("certificate #{}: {e}", i + 1)
+                } else {
+                    e
+                }
+            })
+        })
+        .collect()
+}
+
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
+    let cert_path = pki.join(format!("{}.crt", spec.base));
+    let key_path = pki.join(format!("{}.key", spec.base));
+    let has_key = exists(&key_path);
+    let mut entry = Entry {
+        name: spec.name.to_string(),
+        kind: Kind::Ca,
+        source: Source::PemPair {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+        },
+        expected_ca: None,
+        signer: Signer::NotChecked,
+        externally_managed: false,
+        state: State::Missing,
+    };
+    let data = match read_file(&cert_path) {
+        Ok(Some(d)) => d,
+        Ok(None) => return (entry, None),
+        Err(e) => {
+            entry.state = State::Unreadable(e);
+            return (entry, None);
+        }
+    };
+    match parse_cert_bundle(&data) {
+        Ok(bundle) => {
+            entry.externally_managed = !has_key;
+            entry.state = State::Present(Box::new(bundle[0].clone()));
+            let file = CaFile {
+                spec,
+                cert_path,
+                key_path,
+                bundle,
+                has_key,
+            };
+            (entry, Some(file))
+        }
+        Err(e) => {
+            entry.state = State::Unreadable(format!("{}: {e}", cert_path.display()));
+            (entry, None)
+        }
+    }
+}
+
+/// Finds which CA signed `facts`: the expected CA first, then the others; each CA file may be a
+/// bundle, and every certificate in it is tried.
+pub fn find_signer(facts: &CertFacts, expected: Option<&str>, cas: &[CaFile]) -> Signer {
+    let ordered = cas
+        .iter()
+        .filter(|c| Some(c.spec.name) == expected)
+        .chain(cas.iter().filter(|c| Some(c.spec.name) != expected));
+    for ca in ordered {
+        for (index, ca_cert) in ca.bundle.iter().enumerate() {
+            if facts.is_signed_by(ca_cert) {
+                return Signer::Verified {
+                    ca: ca.spec.name,
+                    index,
+                };
+            }
+        }
+    }
+    Signer::Unknown
+}
+
+fn leaf_entry(
+    name: &str,
+    kind: Kind,
+    expected_ca: Option<&'static str>,
+    source: Source,
+    state: State,
+) -> Entry {
+    Entry {
+        name: name.to_string(),
+        kind,
+        source,
+        expected_ca,
+        signer: Signer::NotChecked,
+        externally_managed: false,
+        state,
+    }
+}
+
+/// Reads a kubeconfig's current-context client certificate.
+fn read_kubeconfig(path: &Path, name: &str, kind: Kind, expected_ca: &'static str) -> Entry {
+    let missing_source = Source::Kubeconfig {
+        path: path.to_path_buf(),
+        user: String::new(),
+    };
+    let text = match read_file(path) {
+        Ok(Some(d)) => match String::from_utf8(d) {
+            Ok(t) => t,
+            Err(_) => {
+                return leaf_entry(
+                    name,
+                    kind,
+                    Some(expected_ca),
+                    missing_source,
+                    State::Unreadable(format!("{}: not a text file", path.display())),
+                );
+            }
+        },
+        Ok(None) => {
+            return leaf_entry(
+                name,
+                kind,
+                Some(expected_ca),
+                missing_source,
+                State::Missing,
+            );
+        }
+        Err(e) => {
+            return leaf_entry(
+                name,
+                kind,
+                Some(expected_ca),
+                missing_source,
+                State::Unreadable(e),
+            );
+        }
+    };
+    let creds = match kubeconfig::credentials(&text, path) {
+        Ok(c) => c,
+        Err(e) => {
+            return leaf_entry(
+                name,
+                kind,
+                Some(expected_ca),
+                missing_source,
+                State::Unreadable(format!("{}: {e}", path.display())),
+            );
+        }
+    };
+    match creds.client {
+        ClientCert::Embedded { cert_pem, .. } => {
+            let source = Source::Kubeconfig {
+                path: path.to_path_buf(),
+                user: creds.user,
+            };
+            let state = match parse_cert_bundle(&cert_pem) {
+                Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
+                Err(e) => {
+                    State::Unreadable(format!("{}: client-certificate-data: {e}", path.display()))
+                }
+            };
+            leaf_entry(name, kind, Some(expected_ca), source, state)
+        }
+        ClientCert::Files { cert, .. } => {
+            let source = Source::KubeconfigFileRef {
+                kubeconfig: path.to_path_buf(),
+                cert: cert.clone(),
+            };
+            let state = match read_file(&cert) {
+                Ok(Some(data)) => match parse_cert_bundle(&data) {
+                    Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
+                    Err(e) => State::Unreadable(format!("{}: {e}", cert.display())),
+                },
+                Ok(None) => State::Missing,
+                Err(e) => State::Unreadable(e),
+            };
+            leaf_entry(name, kind, Some(expected_ca), source, state)
+        }
+    }
+}
+
+fn read_pem_leaf(pki: &Path, spec: &LeafSpec, base: &str) -> Entry {
+    let cert = pki.join(format!("{base}.crt"));
+    let key = pki.join(format!("{base}.key"));
+    let state = match read_file(&cert) {
+        Ok(Some(data)) => match parse_cert_bundle(&data) {
+            Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
+            Err(e) => State::Unreadable(format!("{}: {e}", cert.display())),
+        },
+        Ok(None) => State::Missing,
+        Err(e) => State::Unreadable(e),
+    };
+    leaf_entry(
+        spec.name,
+        Kind::Leaf,
+        Some(spec.ca.name),
+        Source::PemPair { cert, key },
+        state,
+    )
+}
+
+fn no_local_etcd(pki: &Path) -> bool {
+    let etcd_files = [
+        "etcd/ca.crt",
+        "etcd/server.crt",
+        "etcd/peer.crt",
+        "etcd/healthcheck-client.crt",
+    ];
+    !etcd_files.iter().any(|f| exists(&pki.join(f)))
+}
+
+fn expand_extra_paths(patterns: &[String]) -> (Vec<PathBuf>, Vec<Entry>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for pattern in patterns {
+        match glob::glob(pattern) {
+            Ok(paths) => {
+                for p in paths {
+                    match p {
+                        Ok(path) if path.is_file() => files.push(path),
+                        Ok(_) => {}
+                        Err(e) => errors.push(leaf_entry(
+                            &e.path().display().to_string(),
+                            Kind::Extra,
+                            None,
+                            Source::File {
+                                path: e.path().to_path_buf(),
+                                index: 0,
+                            },
+                            State::Unreadable(format!("{}: {}", e.path().display(), e.error())),
+                        )),
+                    }
+                }
+            }
+            Err(e) => errors.push(leaf_entry(
+                pattern,
+                Kind::Extra,
+                None,
+                Source::File {
+                    path: PathBuf::from(pattern),
+                    index: 0,
+                },
+                State::Unreadable(format!("extra_paths: bad glob {pattern:?}: {e}")),
+            )),
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, errors)
+}
+
+fn read_extra_file(path: &Path, out: &mut Vec<Entry>) {
+    let name = path.display().to_string();
+    let source = |index| Source::File {
+        path: path.to_path_buf(),
+        index,
+    };
+    let data = match read_file(path) {
+        Ok(Some(d)) => d,
+        Ok(None) => return, // vanished between glob and read
+        Err(e) => {
+            out.push(leaf_entry(
+                &name,
+                Kind::Extra,
+                None,
+                source(0),
+                State::Unreadable(e),
+            ));
+            return;
+        }
+    };
+    // A key file matched by a broad glob is not a problem: skip it silently.
+    if data.first() != Some(&0x30)
+        && let Ok(blocks) = pem::parse(&data)
+        && !blocks.is_empty()
+        && blocks
+            .iter()
+            .all(|b| b.label.ends_with("PRIVATE KEY") || b.label == "PUBLIC KEY")
+    {
+        return;
+    }
+    match parse_cert_bundle(&data) {
+        Ok(certs) => {
+            for (index, facts) in certs.into_iter().enumerate() {
+                let name = if index == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}#{}", index + 1)
+                };
+                out.push(leaf_entry(
+                    &name,
+                    Kind::Extra,
+                    None,
+                    source(index),
+                    State::Present(Box::new(facts)),
+                ));
+            }
+        }
+        Err(e) => out.push(leaf_entry(
+            &name,
+            Kind::Extra,
+            None,
+            source(0),
+            State::Unreadable(format!("{}: {e}", path.display())),
+        )),
+    }
+}
+
+/// Reads the whole node.
+pub fn scan(paths: &NodePaths, options: &Options) -> Inventory {
+    let pki = &paths.pki;
+    let etcd_absent = no_local_etcd(pki);
+    let mut cas = Vec::new();
+    let mut ca_files = Vec::new();
+    for spec in kubeadm::CAS {
+        let (mut entry, file) = read_ca(pki, spec);
+        if spec == kubeadm::ETCD_CA && etcd_absent && entry.state == State::Missing {
+            entry.state =
+                State::Absent("no local etcd (external etcd, or etcd without TLS)".into());
+        }
+        cas.push(entry);
+        ca_files.extend(file);
+    }
+    let externally_managed = |ca: &str| ca_files.iter().any(|f| f.spec.name == ca && !f.has_key);
+
+    let mut leaves = Vec::new();
+    for spec in &kubeadm::LEAVES {
+        let mut entry = match spec.file {
+            LeafFile::PemPair(base) => read_pem_leaf(pki, spec, base),
+            LeafFile::Kubeconfig(file) => read_kubeconfig(
+                &paths.kubeconfigs.join(file),
+                spec.name,
+                Kind::Leaf,
+                spec.ca.name,
+            ),
+        };
+        if entry.state == State::Missing {
+            if spec.optional {
+                entry.state =
+                    State::Absent("exists only on the node where `kubeadm init` ran".into());
+            } else if spec.etcd && etcd_absent {
+                entry.state =
+                    State::Absent("no local etcd (external etcd, or etcd without TLS)".into());
+            }
+        }
+        leaves.push(entry);
+    }
+
+    let mut others = vec![read_kubeconfig(
+        &paths.kubeconfigs.join(kubeadm::KUBELET_CONF),
+        kubeadm::KUBELET_CONF,
+        Kind::KubeletClient,
+        kubeadm::CA.name,
+    )];
+
+    for entry in leaves.iter_mut().chain(others.iter_mut()) {
+        if let State::Present(facts) = &entry.state {
+            entry.signer = find_signer(facts, entry.expected_ca, &ca_files);
+        }
+        if let Some(ca) = entry.ca_name() {
+            entry.externally_managed = externally_managed(ca);
+        }
+    }
+
+    let (files, mut errors) = expand_extra_paths(&options.extra_paths);
+    others.append(&mut errors);
+    for file in files {
+        read_extra_file(&file, &mut others);
+    }
+
+    Inventory {
+        cas,
+        ca_files,
+        leaves,
+        others,
+    }
+}

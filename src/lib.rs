@@ -1,0 +1,18 @@
+//! kube-cert-renewer: keeps the certificates of a kubeadm control-plane node from expiring.
+//!
+//! The pipeline is `inventory → plan → renew → restart → verify`; each stage is a module, with
+//! pure logic at the core and file/runtime I/O at the edges.
+
+pub mod cert;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod inventory;
+pub mod keys;
+pub mod kubeadm;
+pub mod kubeconfig;
+pub mod nodegen;
+pub mod pem;
+pub mod reissue;
+pub mod report;
+pub mod status;

@@ -1,0 +1,500 @@
+//! `check`'s output: kubeadm's tables and JSON schema (so existing scripts keep working), plus
+//! the prometheus text format with x509-certificate-exporter's metric names.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::inventory::{Entry, Inventory, Kind, Signer, Source, State};
+use crate::status::{self, Status, Thresholds};
+
+/// One entry with its computed status, ready to print.
+#[derive(Debug, Clone)]
+pub struct Row<'a> {
+    /// The inventory entry.
+    pub entry: &'a Entry,
+    /// Its status at the report's `now`.
+    pub status: Status,
+}
+
+/// A classified inventory at one instant.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    /// The instant everything is measured against.
+    pub now: OffsetDateTime,
+    /// CA rows.
+    pub cas: Vec<Row<'a>>,
+    /// kubeadm's leaves.
+    pub leaves: Vec<Row<'a>>,
+    /// kubelet.conf and extra paths.
+    pub others: Vec<Row<'a>>,
+    /// Problems that are not expiry: unreadable files, unknown signers.
+    pub problems: Vec<String>,
+    /// Some leaf is signed by no known CA (needs attention even if not expiring).
+    pub unknown_signer: bool,
+}
+
+impl<'a> Report<'a> {
+    /// Classifies every entry of `inventory` at `now`.
+    pub fn new(inventory: &'a Inventory, now: OffsetDateTime, t: &Thresholds) -> Report<'a> {
+        let rows = |entries: &'a [Entry]| -> Vec<Row<'a>> {
+            entries
+                .iter()
+                .map(|entry| Row {
+                    entry,
+                    status: status::classify(entry, now, t),
+                })
+                .collect()
+        };
+        let mut problems = Vec::new();
+        let mut unknown_signer = false;
+        for entry in inventory.entries() {
+            if let State::Unreadable(reason) = &entry.state {
+                problems.push(format!("{}: {reason}", entry.name));
+            }
+            if let Some(note) = status::notes(entry, |ca| inventory.ca_file(ca).is_some()) {
+                problems.push(note);
+                unknown_signer = true;
+            }
+        }
+        Report {
+            now,
+            cas: rows(&inventory.cas),
+            leaves: rows(&inventory.leaves),
+            others: rows(&inventory.others),
+            problems,
+            unknown_signer,
+        }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &Row<'a>> {
+        self.cas.iter().chain(&self.leaves).chain(&self.others)
+    }
+
+    /// 0 when all is well, 1 when something needs attention soon, 2 when something needs
+    /// action now (critical, expired, unreadable).
+    pub fn exit_code(&self) -> i32 {
+        let worst = self.rows().map(|r| r.status.exit_code()).max().unwrap_or(0);
+        if self.unknown_signer {
+            worst.max(1)
+        } else {
+            worst
+        }
+    }
+
+    /// kubeadm's two tables, plus a STATUS column, the kubelet/extra table and the problems.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let mut table = vec![cells(&[
+            "CERTIFICATE",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "CERTIFICATE AUTHORITY",
+            "EXTERNALLY MANAGED",
+            "STATUS",
+        ])];
+        for row in &self.leaves {
+            let e = row.entry;
+            table.push(match e.facts() {
+                Some(f) => vec![
+                    e.name.clone(),
+                    expires(f.not_after),
+                    human_duration(f.residual_seconds(self.now)),
+                    e.ca_name().unwrap_or("").to_string(),
+                    format!("{:<8}", yes_no(e.externally_managed)),
+                    row.status.as_str().to_string(),
+                ],
+                None => vec![
+                    format!("{} {}", missing_tag(row.status), e.name),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    row.status.as_str().to_string(),
+                ],
+            });
+        }
+        out.push_str(&tabulate(&table));
+        out.push('\n');
+        let mut table = vec![cells(&[
+            "CERTIFICATE AUTHORITY",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "EXTERNALLY MANAGED",
+            "STATUS",
+        ])];
+        for row in &self.cas {
+            let e = row.entry;
+            table.push(match e.facts() {
+                Some(f) => vec![
+                    e.name.clone(),
+                    expires(f.not_after),
+                    human_duration(f.residual_seconds(self.now)),
+                    format!("{:<8}", yes_no(e.externally_managed)),
+                    row.status.as_str().to_string(),
+                ],
+                None => vec![
+                    format!("{} {}", missing_tag(row.status), e.name),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    row.status.as_str().to_string(),
+                ],
+            });
+        }
+        out.push_str(&tabulate(&table));
+        if !self.others.is_empty() {
+            out.push('\n');
+            let mut table = vec![cells(&[
+                "OTHER CERTIFICATE",
+                "EXPIRES",
+                "RESIDUAL TIME",
+                "STATUS",
+                "SOURCE",
+            ])];
+            for row in &self.others {
+                let e = row.entry;
+                let (date, left) = match e.facts() {
+                    Some(f) => (
+                        expires(f.not_after),
+                        human_duration(f.residual_seconds(self.now)),
+                    ),
+                    None => (String::new(), String::new()),
+                };
+                table.push(vec![
+                    e.name.clone(),
+                    date,
+                    left,
+                    row.status.as_str().to_string(),
+                    e.source.describe(),
+                ]);
+            }
+            out.push_str(&tabulate(&table));
+        }
+        let absent: Vec<String> = self
+            .rows()
+            .filter_map(|r| match &r.entry.state {
+                State::Absent(why) => Some(format!("  {}: {why}", r.entry.name)),
+                _ => None,
+            })
+            .collect();
+        if !absent.is_empty() {
+            out.push_str("\nAbsent by design:\n");
+            for line in absent {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        if !self.problems.is_empty() {
+            out.push_str("\nProblems:\n");
+            for p in &self.problems {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+        out
+    }
+
+    /// kubeadm's `CertificateExpirationInfo` (output.kubeadm.k8s.io/v1alpha3), same keys, plus
+    /// extra keys (status, path, …) and an `otherCertificates` list.
+    pub fn json(&self) -> Value {
+        json!({
+            "kind": "CertificateExpirationInfo",
+            "apiVersion": "output.kubeadm.k8s.io/v1alpha3",
+            "certificates": self.leaves.iter().map(|r| self.json_row(r, true)).collect::<Vec<_>>(),
+            "certificateAuthorities": self.cas.iter().map(|r| self.json_row(r, false)).collect::<Vec<_>>(),
+            "otherCertificates": self.others.iter().map(|r| self.json_row(r, true)).collect::<Vec<_>>(),
+            "problems": self.problems,
+        })
+    }
+
+    fn json_row(&self, row: &Row<'_>, with_ca: bool) -> Value {
+        let e = row.entry;
+        let mut obj = serde_json::Map::new();
+        obj.insert("name".into(), json!(e.name));
+        match e.facts() {
+            Some(f) => {
+                obj.insert("expirationDate".into(), json!(rfc3339(f.not_after)));
+                obj.insert("residualTime".into(), json!(f.residual_seconds(self.now)));
+                if with_ca && let Some(ca) = e.ca_name() {
+                    obj.insert("caName".into(), json!(ca));
+                }
+                obj.insert("externallyManaged".into(), json!(e.externally_managed));
+                obj.insert("missing".into(), json!(false));
+            }
+            None => {
+                obj.insert("expirationDate".into(), Value::Null);
+                obj.insert("residualTime".into(), json!(0));
+                obj.insert("externallyManaged".into(), json!(e.externally_managed));
+                obj.insert("missing".into(), json!(true));
+            }
+        }
+        obj.insert("status".into(), json!(row.status.as_str()));
+        obj.insert(
+            "path".into(),
+            json!(e.source.cert_path().display().to_string()),
+        );
+        if let Source::KubeconfigFileRef { kubeconfig, .. } = &e.source {
+            obj.insert("kubeconfig".into(), json!(kubeconfig.display().to_string()));
+        }
+        if let Some(f) = e.facts() {
+            obj.insert("notBefore".into(), json!(rfc3339(f.not_before)));
+            obj.insert("serialNumber".into(), json!(f.serial_hex));
+            obj.insert("subject".into(), json!(f.subject));
+            obj.insert("issuer".into(), json!(f.issuer));
+            if e.kind != Kind::Ca && e.kind != Kind::Extra {
+                let signed_by = match e.signer {
+                    Signer::Verified { ca, .. } => json!(ca),
+                    _ => Value::Null,
+                };
+                obj.insert("signedBy".into(), signed_by);
+            }
+        }
+        match &e.state {
+            State::Absent(why) => {
+                obj.insert("reason".into(), json!(why));
+            }
+            State::Unreadable(why) => {
+                obj.insert("reason".into(), json!(why));
+            }
+            _ => {}
+        }
+        Value::Object(obj)
+    }
+
+    /// Prometheus text exposition with x509-certificate-exporter's metric names.
+    pub fn prometheus(&self) -> String {
+        let mut labelled = Vec::new();
+        let mut read_errors = 0u64;
+        for row in self.rows() {
+            match row.entry.facts() {
+                Some(f) => labelled.push((prom_labels(row.entry, f), f)),
+                None if matches!(row.status, Status::Missing | Status::Unreadable) => {
+                    read_errors += 1
+                }
+                None => {}
+            }
+        }
+        let mut out = String::new();
+        let mut family =
+            |name: &str, help: &str, value: &dyn Fn(&crate::cert::CertFacts) -> i64| {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                for (labels, f) in &labelled {
+                    let _ = writeln!(out, "{name}{{{labels}}} {}", value(f));
+                }
+            };
+        family(
+            "x509_cert_not_before",
+            "Indicates the certificate's not before timestamp",
+            &|f| f.not_before.unix_timestamp(),
+        );
+        family(
+            "x509_cert_not_after",
+            "Indicates the certificate's not after timestamp",
+            &|f| f.not_after.unix_timestamp(),
+        );
+        let now = self.now;
+        family(
+            "x509_cert_expired",
+            "Indicates if the certificate is expired",
+            &|f| i64::from(f.not_after <= now),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP x509_read_errors Indicates the number of read failure(s)"
+        );
+        let _ = writeln!(out, "# TYPE x509_read_errors gauge");
+        let _ = writeln!(out, "x509_read_errors {read_errors}");
+        out
+    }
+}
+
+fn prom_labels(e: &Entry, f: &crate::cert::CertFacts) -> String {
+    let path = e.source.cert_path();
+    let mut labels = vec![
+        ("name", e.name.clone()),
+        ("filepath", path.display().to_string()),
+        (
+            "filename",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        ("serial_number", f.serial_hex.clone()),
+        ("subject_CN", f.subject_cn.clone().unwrap_or_default()),
+        ("issuer_CN", f.issuer_cn.clone().unwrap_or_default()),
+    ];
+    if let Source::Kubeconfig { user, .. } = &e.source {
+        labels.push(("embedded_kind", "user".into()));
+        labels.push(("embedded_key", user.clone()));
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn cells(s: &[&str]) -> Vec<String> {
+    s.iter().map(|c| c.to_string()).collect()
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn missing_tag(status: Status) -> &'static str {
+    match status {
+        Status::Unreadable => "!UNREADABLE!",
+        _ => "!MISSING!",
+    }
+}
+
+/// kubeadm's date format, `Jan 02, 2006 15:04 MST`, in UTC.
+pub fn expires(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let fmt =
+        time::macros::format_description!("[month repr:short] [day], [year] [hour]:[minute] UTC");
+    t.format(&fmt).unwrap_or_else(|_| t.to_string())
+}
+
+/// RFC 3339 in UTC with whole seconds, as Go's metav1.Time marshals.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// Kubernetes' `duration.HumanDuration` (what `kubeadm certs check-expiration` ≥ 1.31 prints).
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    } else if seconds < 0 {
+        return "0s".into();
+    } else if seconds < 60 * 2 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    } else if minutes < 60 * 3 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        }
+    } else if hours < 48 {
+        format!("{hours}h")
+    } else if hours < 24 * 8 {
+        let h = hours % 24;
+        if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        }
+    } else if hours < 24 * 365 * 2 {
+        format!("{}d", hours / 24)
+    } else if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        }
+    } else {
+        format!("{}y", hours / 24 / 365)
+    }
+}
+
+/// Go's tabwriter as kubeadm configures it (minwidth 10, padding 3, spaces): every cell but the
+/// last of a line is padded to its column's width.
+pub fn tabulate(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(row.len().saturating_sub(1)) {
+            widths[i] = widths[i].max((cell.chars().count() + 3).max(10));
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                let _ = write!(line, "{cell:<width$}", width = widths[i]);
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_duration_matches_kubernetes() {
+        let day = 86_400;
+        assert_eq!(human_duration(-5), "<invalid>");
+        assert_eq!(human_duration(-1), "0s");
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(119), "119s");
+        assert_eq!(human_duration(125), "2m5s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(3 * 3600 + 60), "3h1m");
+        assert_eq!(human_duration(47 * 3600), "47h");
+        assert_eq!(human_duration(3 * day + 5 * 3600), "3d5h");
+        assert_eq!(human_duration(364 * day + 3600), "364d");
+        assert_eq!(human_duration((2 * 365 + 327) * day), "2y327d");
+        assert_eq!(human_duration(3650 * day), "10y");
+        assert_eq!(human_duration(9 * 365 * day), "9y");
+    }
+
+    #[test]
+    fn kubeadm_date_format() {
+        let t = time::macros::datetime!(2026-08-19 09:03:37 UTC);
+        assert_eq!(expires(t), "Aug 19, 2026 09:03 UTC");
+        assert_eq!(rfc3339(t), "2026-08-19T09:03:37Z");
+    }
+
+    #[test]
+    fn tabulate_pads_like_go_tabwriter() {
+        let rows = vec![
+            cells(&["CERTIFICATE", "EXPIRES", "LAST"]),
+            cells(&["ca", "x", "y"]),
+        ];
+        assert_eq!(
+            tabulate(&rows),
+            "CERTIFICATE   EXPIRES   LAST\nca            x         y\n"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

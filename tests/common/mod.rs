@@ -1,0 +1,191 @@
+//! Shared helpers of the integration tests: the real fixtures, the binary, and openssl as an
+//! independent oracle.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The real kubeadm trees beside the project, or `None` (said loudly) when they are absent.
+pub fn fixtures() -> Option<Vec<PathBuf>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/kubeadm-real");
+    if !root.is_dir() {
+        eprintln!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! {} is missing: tests against REAL kubeadm trees are SKIPPED\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+            root.display()
+        );
+        return None;
+    }
+    let mut trees: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    trees.sort();
+    assert!(
+        trees.len() >= 6,
+        "expected the six real trees in {}",
+        root.display()
+    );
+    Some(trees)
+}
+
+/// Copies a directory tree (files keep their modes).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Every regular file below `dir`, sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for entry in rd {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files_below(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Now, to the second (what `--now` is given).
+pub fn now() -> OffsetDateTime {
+    let n = OffsetDateTime::now_utc();
+    n.replace_nanosecond(0).unwrap()
+}
+
+/// Runs the binary with a nonexistent config (defaults) and `--now`.
+pub fn run(now: OffsetDateTime, args: &[&str]) -> Output {
+    run_with_config(now, Path::new("/nonexistent/kube-cert-renewer.toml"), args)
+}
+
+/// Runs the binary with a given config file.
+pub fn run_with_config(now: OffsetDateTime, config: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"))
+        .arg("--config")
+        .arg(config)
+        .arg("--now")
+        .arg(now.format(&Rfc3339).unwrap())
+        .args(args)
+        .output()
+        .expect("run kube-cert-renewer");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked: {stderr}"
+    );
+    out
+}
+
+/// `check -o json` on a kubernetes dir: (exit code, JSON).
+pub fn check_json(now: OffsetDateTime, dir: &Path) -> (i32, serde_json::Value) {
+    let out = run(
+        now,
+        &[
+            "check",
+            "-o",
+            "json",
+            "--kubernetes-dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check -o json printed no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), json)
+}
+
+/// `check` text output: (exit code, stdout, stderr).
+pub fn check_text(now: OffsetDateTime, dir: &Path) -> (i32, String, String) {
+    let out = run(now, &["check", "--kubernetes-dir", dir.to_str().unwrap()]);
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs openssl; returns (success, stdout+stderr).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// NotAfter (or NotBefore) of a PEM file as openssl reads it, in RFC 3339.
+pub fn openssl_date(cert: &Path, which: &str) -> String {
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        cert.to_str().unwrap(),
+        "-noout",
+        "-dateopt",
+        "iso_8601",
+        which,
+    ]);
+    assert!(ok, "openssl x509 failed on {}: {text}", cert.display());
+    // e.g. "notAfter=2019-09-06 10:41:55Z"
+    let value = text.trim().split_once('=').unwrap().1.trim();
+    value.replacen(' ', "T", 1)
+}
+
+/// Writes the certificate embedded in a kubeconfig (first client-certificate-data) to a file.
+/// Independent of the product's YAML code on purpose: a line scan, as a shell script would do.
+pub fn extract_kubeconfig_cert(kubeconfig: &Path, out: &Path) {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("client-certificate-data:"))
+        .unwrap_or_else(|| panic!("no client-certificate-data in {}", kubeconfig.display()));
+    let b64 = line.split_once(':').unwrap().1.trim();
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    std::fs::write(out, pem).unwrap();
+}
+
+/// The CA file of a kubeadm CA name.
+pub fn ca_file(pki: &Path, ca: &str) -> PathBuf {
+    match ca {
+        "ca" => pki.join("ca.crt"),
+        "etcd-ca" => pki.join("etcd/ca.crt"),
+        "front-proxy-ca" => pki.join("front-proxy-ca.crt"),
+        other => panic!("unknown CA {other}"),
+    }
+}
+
+/// Finds an element by name in a JSON array field.
+pub fn by_name<'a>(json: &'a serde_json::Value, list: &str, name: &str) -> &'a serde_json::Value {
+    json[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {json}"))
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list}: {json}"))
+}
