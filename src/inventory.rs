@@ -217,7 +217,10 @@ pub fn parse_cert_bundle(data: &[u8]) -> Result<Vec<CertFacts>, String> {
     if data.first() == Some(&0x30) {
         return Ok(vec![CertFacts::from_der(data)?]);
     }
-    let blocks = pem::parse(data)?;
+    certs_of_blocks(&pem::parse(data)?)
+}
+
+fn certs_of_blocks(blocks: &[pem::Block]) -> Result<Vec<CertFacts>, String> {
     let certs: Vec<&pem::Block> = blocks.iter().filter(|b| b.label == "CERTIFICATE").collect();
     if certs.is_empty() {
         return Err(if blocks.is_empty() {
@@ -447,8 +450,7 @@ fn expand_extra_paths(patterns: &[String]) -> (Vec<PathBuf>, Vec<Entry>) {
             Ok(paths) => {
                 for p in paths {
                     match p {
-                        Ok(path) if path.is_file() => files.push(path),
-                        Ok(_) => {}
+                        Ok(path) => files.push(path),
                         Err(e) => errors.push(leaf_entry(
                             &e.path().display().to_string(),
                             Kind::Extra,
@@ -485,10 +487,19 @@ fn read_extra_file(path: &Path, out: &mut Vec<Entry>) {
         path: path.to_path_buf(),
         index,
     };
-    let data = match read_file(path) {
-        Ok(Some(d)) => d,
-        Ok(None) => return, // vanished between glob and read
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        // Vanished between glob and read, or a directory the glob matched: nothing to watch.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+            ) =>
+        {
+            return;
+        }
         Err(e) => {
+            let e = format!("{}: cannot read: {e}", path.display());
             out.push(leaf_entry(
                 &name,
                 Kind::Extra,

@@ -235,7 +235,7 @@ fn span_range(text: &str, field: &str, s: &Spanned<String>) -> Result<(usize, us
     } else if slice.len() >= 2
         && ((slice.starts_with('"') && slice.ends_with('"'))
             || (slice.starts_with('\'') && slice.ends_with('\'')))
-        && &slice[1..slice.len() - 1] == s.value
+        && slice[1..slice.len() - 1] == s.value
     {
         (start + 1, end - 1)
     } else {
