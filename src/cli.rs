@@ -41,8 +41,35 @@ fn parse_now(s: &str) -> Result<OffsetDateTime, String> {
 pub enum Command {
     /// Report every certificate on the node, like `kubeadm certs check-expiration`.
     Check(CheckArgs),
+    /// Re-issue certificates exactly as `kubeadm certs renew` would, with backup and atomic writes.
+    Renew(RenewArgs),
     /// Build a throwaway kubeadm-shaped node in a temp dir and run the product on it.
     Demo(DemoArgs),
+}
+
+/// Options of `renew`.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// `all` (kubeadm's set), or kubeadm names: apiserver, apiserver-etcd-client,
+    /// apiserver-kubelet-client, front-proxy-client, etcd-server, etcd-peer,
+    /// etcd-healthcheck-client, admin.conf, super-admin.conf, controller-manager.conf,
+    /// scheduler.conf, kubelet.conf.
+    pub targets: Vec<String>,
+    /// Only what expires within `renew_before_days` (config, default 45).
+    #[arg(long, conflicts_with = "targets")]
+    pub due: bool,
+    /// Print the plan (and validate it) without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not restart the control plane afterwards (the only behaviour until the CRI slice).
+    #[arg(long)]
+    pub no_restart: bool,
+    /// Keep the existing private keys byte for byte.
+    #[arg(long)]
+    pub reuse_keys: bool,
+    /// Validity of the new certificates in days (config `validity_days`, default 365).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub validity: Option<u32>,
 }
 
 /// Output formats of `check`.
@@ -123,12 +150,167 @@ pub fn check(config: &Config, args: &CheckArgs, now: OffsetDateTime) -> Result<i
     Ok(report.exit_code())
 }
 
+/// Finishes or undoes whatever an interrupted run left (the intent journal), before anything else.
+pub fn recover(config: &Config) -> Result<(), String> {
+    if let Some(done) = crate::journal::recover(&config.state_dir)? {
+        eprintln!("kube-cert-renewer: {done}");
+    }
+    Ok(())
+}
+
+/// Holds the state-dir lock: one writer per node at a time.
+pub fn lock(config: &Config) -> Result<std::fs::File, String> {
+    let dir = &config.state_dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!(
+            "{}: another kube-cert-renewer is working on this node",
+            path.display()
+        )
+    })?;
+    Ok(file)
+}
+
+/// Runs `renew`; returns the process exit code (0 only when everything requested and
+/// renewable was renewed).
+pub fn renew(config: &Config, args: &RenewArgs, now: OffsetDateTime) -> Result<i32, String> {
+    use crate::plan::{self, Selection};
+    let selection = if args.due {
+        Selection::Due
+    } else if args.targets.is_empty() {
+        return Err("say what to renew: `all`, `--due`, or certificate names".into());
+    } else if args.targets.iter().any(|t| t == "all") {
+        if args.targets.len() > 1 {
+            return Err("`all` cannot be combined with names".into());
+        }
+        Selection::All
+    } else {
+        Selection::Names(args.targets.clone())
+    };
+    let _lock = lock(config)?;
+    let paths = config.paths();
+    let inventory = inventory::scan(&paths, &inventory::Options::default());
+    let plan = plan::plan(
+        &inventory,
+        &plan::Options {
+            selection,
+            validity_days: args.validity.unwrap_or(config.validity_days),
+            reuse_keys: args.reuse_keys || config.reuse_keys,
+            renew_before_days: config.renew_before_days,
+            now,
+        },
+    );
+    let outcome = match crate::renewal::execute(
+        &plan,
+        &inventory,
+        &paths,
+        &config.kubernetes_dir,
+        config.keep_backups,
+        now,
+        args.dry_run,
+    ) {
+        Ok(o) => o,
+        Err(errors) => {
+            eprintln!("kube-cert-renewer: renewal refused, nothing was changed:");
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return Ok(1);
+        }
+    };
+    print!("{}", describe_outcome(&outcome, args.dry_run));
+    if !args.dry_run {
+        let mut components: Vec<&str> = outcome
+            .renewed
+            .iter()
+            .filter_map(|r| crate::kubeadm::component_of(&r.name))
+            .collect();
+        components.sort();
+        components.dedup();
+        if !components.is_empty() {
+            println!(
+                "\nRestart {} so they use the new certificates (automatic restart over the CRI is not \
+                 built yet: this run behaves as --no-restart).",
+                components.join(", ")
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn describe_outcome(outcome: &crate::renewal::Outcome, dry_run: bool) -> String {
+    use crate::report::{expires, tabulate};
+    let mut out = String::new();
+    if outcome.renewed.is_empty() {
+        out.push_str("Nothing to renew.\n");
+    } else {
+        out.push_str(if dry_run {
+            "Plan (dry run: nothing is written):\n"
+        } else {
+            "Renewed:\n"
+        });
+        let mut rows = vec![
+            [
+                "CERTIFICATE",
+                "CERTIFICATE AUTHORITY",
+                "OLD EXPIRY",
+                "NEW EXPIRY",
+                "KEY",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for r in &outcome.renewed {
+            rows.push(vec![
+                r.name.clone(),
+                r.ca.to_string(),
+                expires(r.old_not_after),
+                expires(r.new_not_after),
+                r.key_action.clone(),
+            ]);
+        }
+        out.push_str(&tabulate(&rows));
+    }
+    if !outcome.skipped.is_empty() {
+        out.push_str("\nNot renewed:\n");
+        for s in &outcome.skipped {
+            out.push_str(&format!("  {}: {}\n", s.name, s.reason));
+        }
+    }
+    for w in &outcome.warnings {
+        out.push_str(&format!("\nwarning: {w}\n"));
+    }
+    if let Some(b) = &outcome.backup {
+        out.push_str(&format!(
+            "\nThe replaced files are backed up in {}\n",
+            b.display()
+        ));
+    } else if dry_run && !outcome.files.is_empty() {
+        out.push_str(&format!(
+            "\n{} files would be replaced (after a backup).\n",
+            outcome.files.len()
+        ));
+    }
+    out
+}
+
 /// Parses arguments and runs; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
     let result = match &cli.command {
         Command::Check(args) => effective_config(&cli).and_then(|c| check(&c, args, now)),
+        Command::Renew(args) => effective_config(&cli).and_then(|c| {
+            recover(&c)?;
+            renew(&c, args, now)
+        }),
         Command::Demo(args) => crate::demo::run(args, now),
     };
     match result {

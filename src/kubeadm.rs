@@ -123,3 +123,19 @@ pub fn leaf(name: &str) -> Option<&'static LeafSpec> {
 pub fn ca(name: &str) -> Option<CaSpec> {
     CAS.iter().copied().find(|c| c.name == name)
 }
+
+/// The static-pod component that reads a certificate, so a renewal knows what to restart.
+/// `None` for certificates no control-plane component serves or presents (admin.conf,
+/// super-admin.conf, etcd-healthcheck-client, kubelet.conf).
+pub fn component_of(name: &str) -> Option<&'static str> {
+    match name {
+        "apiserver"
+        | "apiserver-kubelet-client"
+        | "apiserver-etcd-client"
+        | "front-proxy-client" => Some("kube-apiserver"),
+        "controller-manager.conf" => Some("kube-controller-manager"),
+        "scheduler.conf" => Some("kube-scheduler"),
+        "etcd-server" | "etcd-peer" => Some("etcd"),
+        _ => None,
+    }
+}

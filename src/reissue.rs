@@ -192,3 +192,33 @@ pub fn reissue(
         .map_err(|e| format!("signing failed: {e}"))?;
     Ok(cert.der().to_vec())
 }
+
+/// Checks that `new` copies `old` faithfully: the same subject bytes and the same extensions
+/// (OID, criticality, value, order) apart from the key identifiers.
+pub fn check_faithful(old_der: &[u8], new_der: &[u8]) -> Result<(), String> {
+    let (_, old) =
+        X509Certificate::from_der(old_der).map_err(|e| format!("old certificate: {e}"))?;
+    let (_, new) =
+        X509Certificate::from_der(new_der).map_err(|e| format!("new certificate: {e}"))?;
+    if old.subject().as_raw() != new.subject().as_raw() {
+        return Err(format!(
+            "the new subject ({}) differs from the old ({})",
+            new.subject(),
+            old.subject()
+        ));
+    }
+    let copied = |c: &X509Certificate<'_>| -> Vec<(String, bool, Vec<u8>)> {
+        c.extensions()
+            .iter()
+            .filter(|e| {
+                let oid = e.oid.to_id_string();
+                oid != OID_SKI && oid != OID_AKI
+            })
+            .map(|e| (e.oid.to_id_string(), e.critical, e.value.to_vec()))
+            .collect()
+    };
+    if copied(&old) != copied(&new) {
+        return Err("the new certificate's extensions differ from the old one's".into());
+    }
+    Ok(())
+}

@@ -189,3 +189,95 @@ pub fn by_name<'a>(json: &'a serde_json::Value, list: &str, name: &str) -> &'a s
         .find(|e| e["name"] == name)
         .unwrap_or_else(|| panic!("no {name} in {list}: {json}"))
 }
+
+/// Every file below `dir` with its bytes.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    files_below(dir)
+        .into_iter()
+        .map(|f| {
+            let d = std::fs::read(&f).unwrap();
+            (f, d)
+        })
+        .collect()
+}
+
+/// Runs `renew` on a kubernetes dir with a state dir: (exit code, stdout, stderr).
+pub fn renew(
+    now: OffsetDateTime,
+    dir: &Path,
+    state: &Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut all = vec![
+        "--kubernetes-dir",
+        dir.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "renew",
+    ];
+    all.extend_from_slice(args);
+    let out = run(now, &all);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// openssl's text dump of a certificate without what a renewal must change (serial, validity,
+/// public key, signature value, key identifiers): what must stay equal.
+pub fn identity_text(cert: &Path) -> String {
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        cert.to_str().unwrap(),
+        "-noout",
+        "-text",
+        "-certopt",
+        "no_serial,no_validity,no_pubkey,no_sigdump",
+    ]);
+    assert!(ok, "{text}");
+    let mut out = Vec::new();
+    let mut skip_next = false;
+    for line in text.lines() {
+        if skip_next {
+            skip_next = false;
+            continue;
+        }
+        if line.contains("Subject Key Identifier") || line.contains("Authority Key Identifier") {
+            skip_next = true;
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    out.join("\n")
+}
+
+/// "Private-Key: (2048 bit, 2 primes)" and the curve, as openssl describes a key.
+pub fn key_kind(key_pem: &Path) -> String {
+    let (ok, text) = openssl(&["pkey", "-in", key_pem.to_str().unwrap(), "-noout", "-text"]);
+    assert!(ok, "{text}");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("Private-Key") || l.contains("ASN1 OID") || l.contains("NIST CURVE")
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Writes the key embedded in a kubeconfig (client-key-data) to a file.
+pub fn extract_kubeconfig_key(kubeconfig: &Path, out: &Path) {
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("client-key-data:"))
+        .unwrap();
+    let b64 = line.split_once(':').unwrap().1.trim();
+    std::fs::write(
+        out,
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+}

@@ -1,0 +1,398 @@
+//! Planning a renewal: a pure function of (inventory, options, now). No I/O and no clock reads,
+//! so `--dry-run` prints it as is and most of the decision logic is unit-tested here.
+
+use time::OffsetDateTime;
+
+use crate::inventory::{Entry, Inventory, Kind, Signer, Source, State};
+use crate::kubeadm;
+use crate::reissue::{self, Validity};
+
+/// Which certificates a `renew` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// kubeadm's set: the 7 leaves and admin/super-admin/controller-manager/scheduler.conf.
+    All,
+    /// Those of kubeadm's set expiring within `renew_before_days`.
+    Due,
+    /// These kubeadm names (plus `kubelet.conf`).
+    Names(Vec<String>),
+}
+
+/// What the plan depends on besides the inventory.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Which certificates.
+    pub selection: Selection,
+    /// Validity of the new certificates in days.
+    pub validity_days: u32,
+    /// Keep the existing private keys.
+    pub reuse_keys: bool,
+    /// `Due` threshold in days.
+    pub renew_before_days: u32,
+    /// The instant of the renewal.
+    pub now: OffsetDateTime,
+}
+
+/// One certificate to re-issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// kubeadm's name.
+    pub name: String,
+    /// Where it lives (read and written through this).
+    pub source: Source,
+    /// The CA that verifiably signed it, which signs the new one.
+    pub ca: &'static str,
+    /// Current NotAfter.
+    pub old_not_after: OffsetDateTime,
+    /// The new validity window.
+    pub validity: Validity,
+    /// Keep the key file as it is.
+    pub reuse_key: bool,
+}
+
+/// A certificate left alone, and why (not a failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    /// kubeadm's name.
+    pub name: String,
+    /// Why it is not renewed.
+    pub reason: String,
+}
+
+/// A reason the whole run must stop before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// kubeadm's name.
+    pub name: String,
+    /// What is wrong, naming the file.
+    pub reason: String,
+}
+
+/// The plan of one `renew`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// What will be re-issued, in kubeadm's order.
+    pub renew: Vec<Item>,
+    /// What is left alone, and why.
+    pub skip: Vec<Skip>,
+    /// What stops the run.
+    pub refuse: Vec<Refusal>,
+}
+
+const DAY: i64 = 86_400;
+
+fn selected<'a>(
+    inventory: &'a Inventory,
+    options: &Options,
+) -> Result<Vec<&'a Entry>, Vec<Refusal>> {
+    let kubeadm_set = || inventory.leaves.iter().collect::<Vec<_>>();
+    match &options.selection {
+        Selection::All | Selection::Due => Ok(kubeadm_set()),
+        Selection::Names(names) => {
+            let mut out = Vec::new();
+            let mut unknown = Vec::new();
+            for name in names {
+                match inventory.leaf(name) {
+                    Some(e) if !out.iter().any(|o: &&Entry| o.name == e.name) => out.push(e),
+                    Some(_) => {}
+                    None => unknown.push(Refusal {
+                        name: name.clone(),
+                        reason: format!(
+                            "unknown certificate name {name:?}; known: {}, {}",
+                            kubeadm::LEAVES.map(|l| l.name).join(", "),
+                            kubeadm::KUBELET_CONF
+                        ),
+                    }),
+                }
+            }
+            if unknown.is_empty() {
+                Ok(out)
+            } else {
+                Err(unknown)
+            }
+        }
+    }
+}
+
+/// Decides what a `renew` does.
+pub fn plan(inventory: &Inventory, options: &Options) -> Plan {
+    let mut plan = Plan::default();
+    let entries = match selected(inventory, options) {
+        Ok(e) => e,
+        Err(refusals) => {
+            plan.refuse = refusals;
+            return plan;
+        }
+    };
+    let explicit = matches!(options.selection, Selection::Names(_));
+    for entry in entries {
+        let name = entry.name.clone();
+        let skip = |plan: &mut Plan, reason: String| {
+            plan.skip.push(Skip {
+                name: name.clone(),
+                reason,
+            })
+        };
+        let refuse = |plan: &mut Plan, reason: String| {
+            plan.refuse.push(Refusal {
+                name: name.clone(),
+                reason,
+            })
+        };
+        let facts = match &entry.state {
+            State::Present(f) => f,
+            State::Missing => {
+                skip(
+                    &mut plan,
+                    format!(
+                        "missing: {} does not exist",
+                        entry.source.cert_path().display()
+                    ),
+                );
+                continue;
+            }
+            State::Absent(why) => {
+                skip(&mut plan, format!("absent: {why}"));
+                continue;
+            }
+            State::Unreadable(why) => {
+                refuse(&mut plan, format!("cannot be parsed: {why}"));
+                continue;
+            }
+        };
+        if entry.kind == Kind::KubeletClient {
+            if let Source::KubeconfigFileRef { cert, .. } = &entry.source {
+                skip(
+                    &mut plan,
+                    format!("the kubelet rotates it itself ({})", cert.display()),
+                );
+                continue;
+            }
+            if !explicit {
+                skip(
+                    &mut plan,
+                    "not in kubeadm's set; renew it with `renew kubelet.conf`".into(),
+                );
+                continue;
+            }
+        }
+        if let Source::KubeconfigFileRef { cert, .. } = &entry.source {
+            refuse(
+                &mut plan,
+                format!(
+                    "its kubeconfig points at {} instead of embedding it",
+                    cert.display()
+                ),
+            );
+            continue;
+        }
+        let ca = match entry.signer {
+            Signer::Verified { ca, .. } => ca,
+            _ if entry
+                .expected_ca
+                .is_some_and(|ca| inventory.ca_file(ca).is_none()) =>
+            {
+                let ca = entry.expected_ca.unwrap_or_default();
+                skip(
+                    &mut plan,
+                    format!("its CA {ca} is not on this node: nothing here can re-sign it"),
+                );
+                continue;
+            }
+            _ => {
+                refuse(
+                    &mut plan,
+                    format!(
+                        "{} is not signed by any known CA; it cannot be re-signed",
+                        entry.source.describe()
+                    ),
+                );
+                continue;
+            }
+        };
+        let Some(ca_file) = inventory.ca_file(ca) else {
+            refuse(&mut plan, format!("its CA {ca} cannot be read"));
+            continue;
+        };
+        if !ca_file.has_key {
+            skip(
+                &mut plan,
+                format!(
+                    "its CA {ca} is externally managed ({} has no key)",
+                    ca_file.cert_path.display()
+                ),
+            );
+            continue;
+        }
+        let left = facts.residual_seconds(options.now);
+        if options.selection == Selection::Due && left >= i64::from(options.renew_before_days) * DAY
+        {
+            skip(&mut plan, format!("not due: {} days left", left / DAY));
+            continue;
+        }
+        // The CA that will sign is the bundle certificate matching the key; renew checks that
+        // pairing. Here: every certificate of the bundle must still be valid to sign with.
+        let ca_not_after = ca_file
+            .bundle
+            .iter()
+            .map(|c| c.not_after)
+            .max()
+            .unwrap_or(facts.not_after);
+        if ca_not_after <= options.now {
+            refuse(
+                &mut plan,
+                format!(
+                    "its CA {ca} ({}) expired on {}: it needs a CA rotation, not a renewal",
+                    ca_file.cert_path.display(),
+                    crate::report::rfc3339(ca_not_after)
+                ),
+            );
+            continue;
+        }
+        plan.renew.push(Item {
+            name,
+            source: entry.source.clone(),
+            ca,
+            old_not_after: facts.not_after,
+            validity: reissue::validity(options.now, options.validity_days, ca_not_after),
+            reuse_key: options.reuse_keys,
+        });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodePaths;
+    use crate::inventory;
+    use crate::keys::KeyAlgorithm;
+    use crate::nodegen::{self, NodeSpec};
+    use time::Duration;
+
+    fn node(days_left: i64) -> (tempfile::TempDir, Inventory, OffsetDateTime) {
+        let now = OffsetDateTime::now_utc();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = NodeSpec::new(now, days_left);
+        spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.manifests = false;
+        spec.super_admin = false;
+        nodegen::generate(tmp.path(), &spec).unwrap();
+        let paths = NodePaths {
+            pki: tmp.path().join("pki"),
+            kubeconfigs: tmp.path().to_path_buf(),
+            manifests: tmp.path().join("manifests"),
+            state: tmp.path().join("state"),
+        };
+        let inv = inventory::scan(&paths, &inventory::Options::default());
+        (tmp, inv, now)
+    }
+
+    fn options(selection: Selection, now: OffsetDateTime) -> Options {
+        Options {
+            selection,
+            validity_days: 365,
+            reuse_keys: false,
+            renew_before_days: 45,
+            now,
+        }
+    }
+
+    #[test]
+    fn all_is_kubeadms_set_in_kubeadms_order() {
+        let (_t, inv, now) = node(100);
+        let p = plan(&inv, &options(Selection::All, now));
+        let names: Vec<&str> = p.renew.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "admin.conf",
+                "apiserver",
+                "apiserver-etcd-client",
+                "apiserver-kubelet-client",
+                "controller-manager.conf",
+                "etcd-healthcheck-client",
+                "etcd-peer",
+                "etcd-server",
+                "front-proxy-client",
+                "scheduler.conf"
+            ]
+        );
+        assert_eq!(p.skip.len(), 1, "{:?}", p.skip);
+        assert!(p.skip[0].name == "super-admin.conf" && p.skip[0].reason.starts_with("absent"));
+        assert!(p.refuse.is_empty());
+        let i = &p.renew[1];
+        assert_eq!(i.validity.not_before, now - Duration::minutes(5));
+        assert_eq!(
+            i.validity.not_after.unix_timestamp(),
+            (now + Duration::days(365)).unix_timestamp()
+        );
+        assert!(!i.validity.capped);
+    }
+
+    #[test]
+    fn due_takes_only_what_expires_within_the_threshold() {
+        let (_t, inv, now) = node(44);
+        assert_eq!(plan(&inv, &options(Selection::Due, now)).renew.len(), 10);
+        let (_t, inv, now) = node(46);
+        let p = plan(&inv, &options(Selection::Due, now));
+        assert!(p.renew.is_empty());
+        assert!(
+            p.skip
+                .iter()
+                .any(|s| s.reason.starts_with("not due: 45 days left")),
+            "{:?}",
+            p.skip
+        );
+    }
+
+    #[test]
+    fn names_pick_and_unknown_names_refuse() {
+        let (_t, inv, now) = node(100);
+        let p = plan(
+            &inv,
+            &options(
+                Selection::Names(vec!["scheduler.conf".into(), "kubelet.conf".into()]),
+                now,
+            ),
+        );
+        assert_eq!(
+            p.renew.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            ["scheduler.conf", "kubelet.conf"]
+        );
+        let p = plan(
+            &inv,
+            &options(Selection::Names(vec!["apiservr".into()]), now),
+        );
+        assert!(p.renew.is_empty());
+        assert!(p.refuse[0].reason.contains("unknown certificate name"));
+    }
+
+    #[test]
+    fn validity_is_capped_at_the_ca() {
+        let (_t, inv, now) = node(100);
+        let mut o = options(Selection::All, now);
+        o.validity_days = 20_000;
+        let p = plan(&inv, &o);
+        let ca_end = inv.ca_file("ca").unwrap().bundle[0].not_after;
+        let item = p.renew.iter().find(|i| i.name == "apiserver").unwrap();
+        assert!(item.validity.capped);
+        assert_eq!(item.validity.not_after, ca_end);
+    }
+
+    #[test]
+    fn an_expired_ca_refuses() {
+        let (_t, inv, now) = node(100);
+        let later = now + Duration::days(3650 * 2);
+        let p = plan(&inv, &options(Selection::All, later));
+        assert!(p.renew.is_empty());
+        assert!(
+            p.refuse
+                .iter()
+                .all(|r| r.reason.contains("needs a CA rotation")),
+            "{:?}",
+            p.refuse
+        );
+    }
+}

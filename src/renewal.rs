@@ -1,0 +1,409 @@
+//! Executes the certificate part of a plan: build and validate everything in memory, then back
+//! up, journal and write atomically. Storage is reached only through `inventory::Source`, so
+//! the logic is the same for a PEM pair and a kubeconfig.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::cert::CertFacts;
+use crate::config::NodePaths;
+use crate::inventory::{Inventory, Source};
+use crate::journal::{self, Intent};
+use crate::keys::{self, KeyAlgorithm, KeyEncoding, PrivateKey};
+use crate::kubeconfig::{self, ClientCert, NewCredentials};
+use crate::plan::{Item, Plan, Skip};
+use crate::reissue::{self, Signer};
+use crate::{failpoint, pem, store};
+
+/// One file that changes, with its complete new content.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The file.
+    pub path: PathBuf,
+    /// Its new bytes.
+    pub data: Vec<u8>,
+}
+
+/// What happened (or, in a dry run, would happen) to one certificate.
+#[derive(Debug, Clone)]
+pub struct Renewed {
+    /// kubeadm's name.
+    pub name: String,
+    /// The CA that signed the new certificate.
+    pub ca: &'static str,
+    /// NotAfter before.
+    pub old_not_after: OffsetDateTime,
+    /// NotAfter after.
+    pub new_not_after: OffsetDateTime,
+    /// The new certificate's serial (hex).
+    pub serial: String,
+    /// e.g. "new RSA-2048 key (RSA PRIVATE KEY)" or "key kept".
+    pub key_action: String,
+}
+
+/// The result of a renewal.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// What was renewed (or would be).
+    pub renewed: Vec<Renewed>,
+    /// What was left alone, and why.
+    pub skipped: Vec<Skip>,
+    /// Where the replaced files were saved (none in a dry run or when nothing changed).
+    pub backup: Option<PathBuf>,
+    /// Things the operator should know (validity capped at the CA's end…).
+    pub warnings: Vec<String>,
+    /// Every file written (or that would be).
+    pub files: Vec<PathBuf>,
+}
+
+/// A CA ready to sign: the bundle certificate that matches its key.
+struct SigningCa {
+    facts: CertFacts,
+    key: PrivateKey,
+    cert_file: PathBuf,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+fn load_ca(inventory: &Inventory, name: &str, now: OffsetDateTime) -> Result<SigningCa, String> {
+    let file = inventory
+        .ca_file(name)
+        .ok_or_else(|| format!("CA {name} cannot be read"))?;
+    let key_data = read(&file.key_path)?;
+    let key = keys::parse_private_key(&key_data)
+        .map_err(|e| format!("{}: {e}", file.key_path.display()))?;
+    let facts = file
+        .bundle
+        .iter()
+        .find(|c| keys::matches_spki(&key.pair, &c.spki_der))
+        .ok_or_else(|| {
+            format!(
+                "{}: this key matches no certificate in {}",
+                file.key_path.display(),
+                file.cert_path.display()
+            )
+        })?
+        .clone();
+    if facts.not_after <= now {
+        return Err(format!(
+            "{}: CA {name} expired on {}: it needs a CA rotation, not a renewal",
+            file.cert_path.display(),
+            crate::report::rfc3339(facts.not_after)
+        ));
+    }
+    Ok(SigningCa {
+        facts,
+        key,
+        cert_file: file.cert_path.clone(),
+    })
+}
+
+/// The certificate and key of one place, as they are now.
+struct Current {
+    cert: CertFacts,
+    key: PrivateKey,
+    /// For kubeconfigs: the whole file text, rewritten by span.
+    kubeconfig_text: Option<String>,
+}
+
+fn first_cert(data: &[u8], path: &Path) -> Result<CertFacts, String> {
+    crate::inventory::parse_cert_bundle(data)
+        .map(|mut v| v.swap_remove(0))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_current(source: &Source) -> Result<Current, String> {
+    let current = match source {
+        Source::PemPair { cert, key } => {
+            let cert_facts = first_cert(&read(cert)?, cert)?;
+            let key_data = read(key)?;
+            let key_parsed = keys::parse_private_key(&key_data)
+                .map_err(|e| format!("{}: {e}", key.display()))?;
+            if !keys::matches_spki(&key_parsed.pair, &cert_facts.spki_der) {
+                return Err(format!(
+                    "{}: the key does not match {}",
+                    key.display(),
+                    cert.display()
+                ));
+            }
+            Current {
+                cert: cert_facts,
+                key: key_parsed,
+                kubeconfig_text: None,
+            }
+        }
+        Source::Kubeconfig { path, .. } => {
+            let text = String::from_utf8(read(path)?)
+                .map_err(|_| format!("{}: not a text file", path.display()))?;
+            let creds = kubeconfig::credentials(&text, path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let ClientCert::Embedded { cert_pem, key_pem } = creds.client else {
+                return Err(format!(
+                    "{}: the client certificate is not embedded",
+                    path.display()
+                ));
+            };
+            let key_pem =
+                key_pem.ok_or_else(|| format!("{}: no client-key-data", path.display()))?;
+            let cert_facts = first_cert(&cert_pem, path)?;
+            let key_parsed = keys::parse_private_key(&key_pem)
+                .map_err(|e| format!("{}: client-key-data: {e}", path.display()))?;
+            if !keys::matches_spki(&key_parsed.pair, &cert_facts.spki_der) {
+                return Err(format!(
+                    "{}: client-key-data does not match client-certificate-data",
+                    path.display()
+                ));
+            }
+            Current {
+                cert: cert_facts,
+                key: key_parsed,
+                kubeconfig_text: Some(text),
+            }
+        }
+        other => return Err(format!("{}: cannot be renewed from here", other.describe())),
+    };
+    Ok(current)
+}
+
+fn key_label(encoding: KeyEncoding) -> &'static str {
+    encoding.label()
+}
+
+/// Builds and validates one item: returns what changes and a summary.
+fn build(
+    item: &Item,
+    ca: &SigningCa,
+    ca_bundle_file: &[u8],
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Change>, Renewed), String> {
+    let current = read_current(&item.source)?;
+    let algorithm: KeyAlgorithm = keys::algorithm_of_spki(&current.cert.spki_der)
+        .map_err(|e| format!("{}: {e}", item.source.describe()))?;
+    let mut validity = item.validity;
+    if ca.facts.not_after < validity.not_after {
+        validity.not_after = ca.facts.not_after;
+        validity.capped = true;
+    }
+    if validity.capped {
+        warnings.push(format!(
+            "{}: validity capped at the end of CA {} ({})",
+            item.name,
+            item.ca,
+            crate::report::rfc3339(validity.not_after)
+        ));
+    }
+    let (new_pair_pem, key_action, new_pair) = if item.reuse_key {
+        (current.key.pem.clone(), "key kept".to_string(), None)
+    } else {
+        let pair = keys::generate(algorithm)?;
+        let pem_text = keys::encode(&pair, algorithm, current.key.encoding)?;
+        (
+            pem_text.into_bytes(),
+            format!("new {algorithm} key ({})", key_label(current.key.encoding)),
+            Some(pair),
+        )
+    };
+    let subject_key = new_pair.as_ref().unwrap_or(&current.key.pair);
+    let signer = Signer {
+        cert_der: &ca.facts.der,
+        key: &ca.key.pair,
+    };
+    let new_der = reissue::reissue(
+        &current.cert.der,
+        &rcgen::PublicKeyData::subject_public_key_info(subject_key),
+        &signer,
+        validity,
+    )
+    .map_err(|e| format!("{}: {e}", item.source.describe()))?;
+    // Validate before anything is written: chain, key, faithful copy.
+    let new_facts = CertFacts::from_der(&new_der)?;
+    if !new_facts.is_signed_by(&ca.facts) {
+        return Err(format!(
+            "{}: the new certificate does not verify against {}",
+            item.name,
+            ca.cert_file.display()
+        ));
+    }
+    if !keys::matches_spki(subject_key, &new_facts.spki_der) {
+        return Err(format!(
+            "{}: the new certificate does not match its key",
+            item.name
+        ));
+    }
+    reissue::check_faithful(&current.cert.der, &new_der)
+        .map_err(|e| format!("{}: {e}", item.source.describe()))?;
+    let cert_pem = pem::encode("CERTIFICATE", &new_der);
+
+    let mut changes = Vec::new();
+    match (&item.source, &current.kubeconfig_text) {
+        (Source::PemPair { cert, key }, _) => {
+            changes.push(Change {
+                path: cert.clone(),
+                data: cert_pem.into_bytes(),
+            });
+            if !item.reuse_key {
+                changes.push(Change {
+                    path: key.clone(),
+                    data: new_pair_pem,
+                });
+            }
+        }
+        (Source::Kubeconfig { path, .. }, Some(text)) => {
+            let rewritten = kubeconfig::replace_credentials(
+                text,
+                &NewCredentials {
+                    cert_pem: cert_pem.as_bytes(),
+                    key_pem: &new_pair_pem,
+                    ca_pem: Some(ca_bundle_file),
+                },
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            changes.push(Change {
+                path: path.clone(),
+                data: rewritten.into_bytes(),
+            });
+        }
+        _ => {
+            return Err(format!(
+                "{}: cannot be renewed from here",
+                item.source.describe()
+            ));
+        }
+    }
+    let summary = Renewed {
+        name: item.name.clone(),
+        ca: item.ca,
+        old_not_after: item.old_not_after,
+        new_not_after: new_facts.not_after,
+        serial: new_facts.serial_hex,
+        key_action,
+    };
+    Ok((changes, summary))
+}
+
+/// Fails unless every directory that will receive a file can take a new file.
+fn preflight_writable(changes: &[Change]) -> Result<(), String> {
+    let mut dirs: Vec<&Path> = changes.iter().filter_map(|c| c.path.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let probe = dir.join(format!(".kcr-write-probe.{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A UTC timestamp usable as a directory name.
+pub fn stamp(now: OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    now.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+/// Runs the plan. Every refusal and every build or validation error stops the run before the
+/// first write; a write error rolls back from the backup.
+pub fn execute(
+    plan: &Plan,
+    inventory: &Inventory,
+    paths: &NodePaths,
+    backup_base: &Path,
+    keep_backups: usize,
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Result<Outcome, Vec<String>> {
+    if !plan.refuse.is_empty() {
+        return Err(plan
+            .refuse
+            .iter()
+            .map(|r| format!("{}: {}", r.name, r.reason))
+            .collect());
+    }
+    let mut outcome = Outcome {
+        skipped: plan.skip.clone(),
+        ..Outcome::default()
+    };
+    let mut errors = Vec::new();
+    let mut cas: BTreeMap<&str, (SigningCa, Vec<u8>)> = BTreeMap::new();
+    for item in &plan.renew {
+        if cas.contains_key(item.ca) {
+            continue;
+        }
+        match load_ca(inventory, item.ca, now).and_then(|ca| {
+            let file = read(&ca.cert_file)?;
+            Ok((ca, file))
+        }) {
+            Ok(loaded) => {
+                cas.insert(item.ca, loaded);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut changes = Vec::new();
+    for item in &plan.renew {
+        let Some((ca, ca_file)) = cas.get(item.ca) else {
+            continue;
+        };
+        match build(item, ca, ca_file, &mut outcome.warnings) {
+            Ok((mut c, summary)) => {
+                changes.append(&mut c);
+                outcome.renewed.push(summary);
+            }
+            Err(e) => errors.push(format!("{}: {e}", item.name)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Files whose bytes would not change are not touched at all.
+    changes.retain(|c| std::fs::read(&c.path).ok().as_deref() != Some(&c.data[..]));
+    outcome.files = changes.iter().map(|c| c.path.clone()).collect();
+    if dry_run || changes.is_empty() {
+        return Ok(outcome);
+    }
+    preflight_writable(&changes).map_err(|e| vec![e])?;
+
+    let backups = paths.state.join("backups");
+    let backup =
+        store::backup(&backups, &stamp(now), backup_base, &outcome.files).map_err(|e| vec![e])?;
+    journal::record(
+        &paths.state,
+        &Intent::Renew {
+            backup: backup.clone(),
+            files: outcome.files.clone(),
+        },
+    )
+    .map_err(|e| vec![e])?;
+    failpoint::hit("renew.after-journal");
+    for (i, change) in changes.iter().enumerate() {
+        if let Err(e) = store::write_atomic(&change.path, &change.data, 0o600) {
+            let rollback = match journal::recover(&paths.state) {
+                Ok(_) => "every file was restored from the backup".to_string(),
+                Err(r) => {
+                    format!("ROLLBACK FAILED: {r}; the journal is kept, the next run retries")
+                }
+            };
+            return Err(vec![format!("{e}; {rollback}")]);
+        }
+        if i == 0 {
+            failpoint::hit("renew.after-first-write");
+        }
+    }
+    journal::clear(&paths.state).map_err(|e| vec![e])?;
+    if let Err(e) = store::prune_backups(&backups, keep_backups) {
+        outcome
+            .warnings
+            .push(format!("old backups not pruned: {e}"));
+    }
+    outcome.backup = Some(backup);
+    Ok(outcome)
+}
