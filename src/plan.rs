@@ -85,7 +85,19 @@ fn selected<'a>(
     inventory: &'a Inventory,
     options: &Options,
 ) -> Result<Vec<&'a Entry>, Vec<Refusal>> {
-    let kubeadm_set = || inventory.leaves.iter().collect::<Vec<_>>();
+    // kubeadm's set, plus kubelet.conf so the output says why it is left alone.
+    let kubeadm_set = || {
+        inventory
+            .leaves
+            .iter()
+            .chain(
+                inventory
+                    .others
+                    .iter()
+                    .filter(|e| e.kind == Kind::KubeletClient),
+            )
+            .collect::<Vec<_>>()
+    };
     match &options.selection {
         Selection::All | Selection::Due => Ok(kubeadm_set()),
         Selection::Names(names) => {
@@ -319,8 +331,11 @@ mod tests {
                 "scheduler.conf"
             ]
         );
-        assert_eq!(p.skip.len(), 1, "{:?}", p.skip);
+        assert_eq!(p.skip.len(), 2, "{:?}", p.skip);
         assert!(p.skip[0].name == "super-admin.conf" && p.skip[0].reason.starts_with("absent"));
+        assert!(
+            p.skip[1].name == "kubelet.conf" && p.skip[1].reason.contains("not in kubeadm's set")
+        );
         assert!(p.refuse.is_empty());
         let i = &p.renew[1];
         assert_eq!(i.validity.not_before, now - Duration::minutes(5));

@@ -2,42 +2,7 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
-
-/// Verifies `cert` against exactly one of the node's CA files: the one `check` named.
-fn assert_signed_only_by(pki: &Path, cert: &Path, ca_name: &str, context: &str) {
-    let expected = ca_file(pki, ca_name);
-    let (ok, text) = openssl(&[
-        "verify",
-        "-no_check_time",
-        "-CAfile",
-        expected.to_str().unwrap(),
-        cert.to_str().unwrap(),
-    ]);
-    assert!(
-        ok,
-        "{context}: openssl does not confirm {ca_name} signed it: {text}"
-    );
-    for other in ["ca", "etcd-ca", "front-proxy-ca"] {
-        let file = ca_file(pki, other);
-        if other == ca_name || !file.exists() {
-            continue;
-        }
-        let (ok, _) = openssl(&[
-            "verify",
-            "-no_check_time",
-            "-CAfile",
-            file.to_str().unwrap(),
-            cert.to_str().unwrap(),
-        ]);
-        assert!(
-            !ok,
-            "{context}: {other} also verifies it; the CA choice is ambiguous"
-        );
-    }
-}
 
 #[test]
 fn every_certificate_is_found_with_the_ca_openssl_confirms_and_the_dates_openssl_reads() {

@@ -281,3 +281,36 @@ pub fn extract_kubeconfig_key(kubeconfig: &Path, out: &Path) {
     )
     .unwrap();
 }
+
+/// Verifies `cert` against exactly one of the node's CA files: the one `check` named.
+pub fn assert_signed_only_by(pki: &Path, cert: &Path, ca_name: &str, context: &str) {
+    let expected = ca_file(pki, ca_name);
+    let (ok, text) = openssl(&[
+        "verify",
+        "-no_check_time",
+        "-CAfile",
+        expected.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert!(
+        ok,
+        "{context}: openssl does not confirm {ca_name} signed it: {text}"
+    );
+    for other in ["ca", "etcd-ca", "front-proxy-ca"] {
+        let file = ca_file(pki, other);
+        if other == ca_name || !file.exists() {
+            continue;
+        }
+        let (ok, _) = openssl(&[
+            "verify",
+            "-no_check_time",
+            "-CAfile",
+            file.to_str().unwrap(),
+            cert.to_str().unwrap(),
+        ]);
+        assert!(
+            !ok,
+            "{context}: {other} also verifies it; the CA choice is ambiguous"
+        );
+    }
+}

@@ -1,0 +1,555 @@
+//! `renew` over generated trees: key kinds, reuse, dry run, bundles, same-named CAs, external
+//! CAs, and every refusal (which must leave the tree byte-identical and name the file).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use kube_cert_renewer::keys::{KeyAlgorithm, KeyEncoding};
+use kube_cert_renewer::nodegen::{self, LeafTemplate, NodeSpec};
+use time::{Duration, OffsetDateTime};
+
+struct Node {
+    tmp: tempfile::TempDir,
+    now: OffsetDateTime,
+}
+
+impl Node {
+    fn new(days_left: i64, edit: impl FnOnce(&mut NodeSpec)) -> Node {
+        let now = now();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = NodeSpec::new(now, days_left);
+        spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.manifests = false;
+        edit(&mut spec);
+        nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
+        Node { tmp, now }
+    }
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("k")
+    }
+    fn pki(&self) -> PathBuf {
+        self.dir().join("pki")
+    }
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+    fn renew(&self, args: &[&str]) -> (i32, String, String) {
+        renew(self.now, &self.dir(), &self.state(), args)
+    }
+    /// Runs a renewal that must be refused: exit 1, the message names `file`, nothing changes.
+    fn assert_refused(&self, args: &[&str], file: &Path, why: &str) {
+        let before = snapshot(&self.dir());
+        let (code, out, err) = self.renew(args);
+        assert_eq!(code, 1, "must be refused: {out}{err}");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "the message must name {}: {err}",
+            file.display()
+        );
+        assert!(err.contains(why), "the message must say {why:?}: {err}");
+        assert_eq!(
+            before,
+            snapshot(&self.dir()),
+            "a refusal must leave the tree byte-identical"
+        );
+        assert!(
+            !self.state().join("backups").exists()
+                || std::fs::read_dir(self.state().join("backups"))
+                    .unwrap()
+                    .count()
+                    == 0
+        );
+    }
+}
+
+fn backup_dirs(state: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(state.join("backups"))
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn fresh_keys_keep_algorithm_size_and_encoding() {
+    let cases = [
+        (KeyAlgorithm::Rsa(2048), Some(KeyEncoding::Pkcs8)),
+        (KeyAlgorithm::Rsa(3072), None),
+        (KeyAlgorithm::EcdsaP256, None),
+        (KeyAlgorithm::EcdsaP256, Some(KeyEncoding::Pkcs8)),
+        (KeyAlgorithm::EcdsaP384, None),
+    ];
+    for (algorithm, encoding) in cases {
+        let node = Node::new(5, |s| {
+            s.key_algorithm = algorithm;
+            s.key_encoding = encoding;
+        });
+        let old_key = node.tmp.path().join("old.key");
+        std::fs::copy(node.pki().join("apiserver.key"), &old_key).unwrap();
+        let old_cert = node.tmp.path().join("old.crt");
+        std::fs::copy(node.pki().join("apiserver.crt"), &old_cert).unwrap();
+        let (code, out, err) = node.renew(&["apiserver", "admin.conf"]);
+        assert_eq!(code, 0, "{algorithm}: {out}{err}");
+        let new_key = node.pki().join("apiserver.key");
+        assert_eq!(key_kind(&new_key), key_kind(&old_key), "{algorithm}");
+        let first = |p: &Path| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(first(&new_key), first(&old_key), "{algorithm} {encoding:?}");
+        assert_ne!(
+            std::fs::read(&new_key).unwrap(),
+            std::fs::read(&old_key).unwrap()
+        );
+        assert_eq!(
+            identity_text(&node.pki().join("apiserver.crt")),
+            identity_text(&old_cert)
+        );
+        let (ok, text) = openssl(&[
+            "verify",
+            "-CAfile",
+            node.pki().join("ca.crt").to_str().unwrap(),
+            node.pki().join("apiserver.crt").to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        // The kubeconfig's key keeps its encoding too.
+        let k = node.tmp.path().join("admin.key");
+        extract_kubeconfig_key(&node.dir().join("admin.conf"), &k);
+        assert_eq!(first(&k), first(&old_key), "{algorithm}");
+        // AKI = the CA's SKI.
+        let (_, ca_text) = openssl(&[
+            "x509",
+            "-in",
+            node.pki().join("ca.crt").to_str().unwrap(),
+            "-noout",
+            "-ext",
+            "subjectKeyIdentifier",
+        ]);
+        let (_, leaf_text) = openssl(&[
+            "x509",
+            "-in",
+            node.pki().join("apiserver.crt").to_str().unwrap(),
+            "-noout",
+            "-ext",
+            "authorityKeyIdentifier",
+        ]);
+        let ski = ca_text.lines().nth(1).unwrap().trim().to_string();
+        assert!(
+            leaf_text.contains(&ski),
+            "AKI {leaf_text} must equal the CA's SKI {ski}"
+        );
+    }
+}
+
+#[test]
+fn reuse_keys_keeps_key_files_byte_for_byte() {
+    let node = Node::new(5, |_| {});
+    let before = snapshot(&node.dir());
+    let (code, out, err) = node.renew(&["all", "--reuse-keys"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("key kept"), "{out}");
+    let after = snapshot(&node.dir());
+    for (file, data) in &before {
+        let name = file.file_name().unwrap().to_string_lossy();
+        if name.ends_with(".key") {
+            assert_eq!(&after[file], data, "{} must not change", file.display());
+        }
+    }
+    assert_ne!(
+        before[&node.pki().join("apiserver.crt")],
+        after[&node.pki().join("apiserver.crt")]
+    );
+    let (_, a) = openssl(&[
+        "x509",
+        "-in",
+        node.pki().join("apiserver.crt").to_str().unwrap(),
+        "-noout",
+        "-pubkey",
+    ]);
+    let (_, b) = openssl(&[
+        "pkey",
+        "-in",
+        node.pki().join("apiserver.key").to_str().unwrap(),
+        "-pubout",
+    ]);
+    assert_eq!(a, b);
+    let old = node.tmp.path().join("old-admin.key");
+    std::fs::write(&old, &before[&node.dir().join("admin.conf")]).unwrap();
+    extract_kubeconfig_key(&old, &node.tmp.path().join("a1"));
+    extract_kubeconfig_key(&node.dir().join("admin.conf"), &node.tmp.path().join("a2"));
+    assert_eq!(
+        std::fs::read(node.tmp.path().join("a1")).unwrap(),
+        std::fs::read(node.tmp.path().join("a2")).unwrap()
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let node = Node::new(5, |_| {});
+    let before = snapshot(&node.dir());
+    let (code, out, err) = node.renew(&["all", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dry run"), "{out}");
+    for name in ["apiserver", "etcd-peer", "admin.conf", "super-admin.conf"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(name)),
+            "{name} missing from the plan: {out}"
+        );
+    }
+    assert!(out.contains("new ECDSA-P256 key (EC PRIVATE KEY)"), "{out}");
+    assert_eq!(before, snapshot(&node.dir()));
+    assert!(backup_dirs(&node.state()).is_empty());
+}
+
+#[test]
+fn a_ca_bundle_signs_with_the_certificate_matching_the_key() {
+    let node = Node::new(5, |_| {});
+    let mut spec = NodeSpec::new(node.now, 5);
+    spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+    let other = nodegen::make_ca("kubernetes", &spec).unwrap();
+    let real = std::fs::read_to_string(node.pki().join("ca.crt")).unwrap();
+    let bundle = format!("{}{}", other.cert_pem, real);
+    std::fs::write(node.pki().join("ca.crt"), &bundle).unwrap();
+    std::fs::write(node.tmp.path().join("real-ca.crt"), &real).unwrap();
+    let (code, out, err) = node.renew(&["all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for cert in ["apiserver.crt", "apiserver-kubelet-client.crt"] {
+        let (ok, text) = openssl(&[
+            "verify",
+            "-CAfile",
+            node.tmp.path().join("real-ca.crt").to_str().unwrap(),
+            node.pki().join(cert).to_str().unwrap(),
+        ]);
+        assert!(
+            ok,
+            "{cert} must be signed by the bundle's certificate that matches ca.key: {text}"
+        );
+    }
+    // kubeconfigs now trust the whole bundle.
+    let text = std::fs::read_to_string(node.dir().join("admin.conf")).unwrap();
+    use base64::Engine;
+    assert!(text.contains(&base64::engine::general_purpose::STANDARD.encode(&bundle)));
+}
+
+#[test]
+fn three_same_named_cas_each_sign_their_own() {
+    let node = Node::new(5, |s| s.same_ca_subject = true);
+    let (code, out, err) = node.renew(&["all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pki = node.pki();
+    assert_signed_only_by(&pki, &pki.join("apiserver.crt"), "ca", "apiserver");
+    assert_signed_only_by(
+        &pki,
+        &pki.join("apiserver-etcd-client.crt"),
+        "etcd-ca",
+        "apiserver-etcd-client",
+    );
+    assert_signed_only_by(&pki, &pki.join("etcd/peer.crt"), "etcd-ca", "etcd-peer");
+    assert_signed_only_by(
+        &pki,
+        &pki.join("front-proxy-client.crt"),
+        "front-proxy-ca",
+        "front-proxy-client",
+    );
+}
+
+#[test]
+fn only_the_etcd_ca_key_present_renews_the_etcd_leaves_and_skips_the_rest() {
+    let node = Node::new(5, |_| {});
+    std::fs::remove_file(node.pki().join("ca.key")).unwrap();
+    std::fs::remove_file(node.pki().join("front-proxy-ca.key")).unwrap();
+    let before = snapshot(&node.dir());
+    let (code, out, err) = node.renew(&["all"]);
+    assert_eq!(
+        code, 0,
+        "external CAs are skipped, not failures: {out}{err}"
+    );
+    let after = snapshot(&node.dir());
+    let changed: Vec<String> = before
+        .keys()
+        .filter(|f| before[*f] != after[*f])
+        .map(|f| f.strip_prefix(node.dir()).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "pki/apiserver-etcd-client.crt",
+            "pki/apiserver-etcd-client.key",
+            "pki/etcd/healthcheck-client.crt",
+            "pki/etcd/healthcheck-client.key",
+            "pki/etcd/peer.crt",
+            "pki/etcd/peer.key",
+            "pki/etcd/server.crt",
+            "pki/etcd/server.key"
+        ]
+    );
+    assert!(
+        out.contains("apiserver: its CA ca is externally managed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("front-proxy-client: its CA front-proxy-ca is externally managed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_expired_ca_is_refused() {
+    let node = Node::new(-30, |s| {
+        s.ca_not_after = s.leaf_not_after + Duration::days(1)
+    });
+    node.assert_refused(&["all"], &node.pki().join("ca.crt"), "needs a CA rotation");
+}
+
+#[test]
+fn a_swapped_key_is_refused() {
+    let node = Node::new(5, |_| {});
+    std::fs::copy(
+        node.pki().join("front-proxy-client.key"),
+        node.pki().join("apiserver.key"),
+    )
+    .unwrap();
+    node.assert_refused(
+        &["all"],
+        &node.pki().join("apiserver.key"),
+        "does not match",
+    );
+}
+
+#[test]
+fn a_leaf_from_an_unknown_ca_is_refused() {
+    let node = Node::new(5, |_| {});
+    let mut spec = NodeSpec::new(node.now, 5);
+    spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+    spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+    let stranger = nodegen::make_ca("front-proxy-ca", &spec).unwrap();
+    let t = LeafTemplate {
+        cn: "front-proxy-client".into(),
+        org: None,
+        sans: vec![],
+        server: false,
+        client: true,
+    };
+    let (cert, key) = nodegen::make_leaf(&t, &stranger, &spec).unwrap();
+    std::fs::write(node.pki().join("front-proxy-client.crt"), cert).unwrap();
+    std::fs::write(node.pki().join("front-proxy-client.key"), key).unwrap();
+    node.assert_refused(
+        &["all"],
+        &node.pki().join("front-proxy-client.crt"),
+        "not signed by any known CA",
+    );
+}
+
+#[test]
+fn unparseable_files_are_refused() {
+    let node = Node::new(5, |_| {});
+    let f = node.pki().join("etcd/peer.crt");
+    let pem = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(&f, &pem[..pem.len() / 3]).unwrap();
+    node.assert_refused(&["all"], &f, "truncated");
+    let node = Node::new(5, |_| {});
+    std::fs::write(node.dir().join("scheduler.conf"), "]]] nope").unwrap();
+    node.assert_refused(
+        &["all"],
+        &node.dir().join("scheduler.conf"),
+        "not a valid kubeconfig",
+    );
+    let node = Node::new(5, |_| {});
+    std::fs::write(
+        node.pki().join("apiserver.key"),
+        "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    node.assert_refused(
+        &["apiserver"],
+        &node.pki().join("apiserver.key"),
+        "unusable",
+    );
+}
+
+/// Makes a path immutable (even root cannot replace it) until dropped.
+struct Immutable(PathBuf);
+impl Immutable {
+    fn new(p: PathBuf) -> Immutable {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "chattr +i {} failed (needs root and ext4/xfs)",
+            p.display()
+        );
+        Immutable(p)
+    }
+}
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn an_unwritable_target_changes_nothing() {
+    // A directory that refuses new files: caught before the first write.
+    let node = Node::new(5, |_| {});
+    let _guard = Immutable::new(node.pki().join("etcd"));
+    node.assert_refused(&["all"], &node.pki().join("etcd"), "cannot write there");
+    drop(_guard);
+    // A file that refuses to be replaced, late in the run: the files already written are
+    // rolled back from the backup.
+    let node = Node::new(5, |_| {});
+    let before = snapshot(&node.dir());
+    let target = node.dir().join("scheduler.conf");
+    let guard = Immutable::new(target.clone());
+    let (code, out, err) = node.renew(&["all"]);
+    drop(guard);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&target.display().to_string()) && err.contains("restored from the backup"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        snapshot(&node.dir()),
+        "every written file must be rolled back"
+    );
+    assert!(!node.state().join("journal.json").exists());
+}
+
+#[test]
+fn validity_is_capped_at_the_ca_with_a_warning() {
+    let node = Node::new(5, |s| {
+        s.ca_not_after = s.leaf_not_after + Duration::days(100)
+    });
+    let (code, out, err) = node.renew(&["apiserver"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("warning: apiserver: validity capped at the end of CA ca"),
+        "{out}"
+    );
+    assert_eq!(
+        openssl_date(&node.pki().join("apiserver.crt"), "-enddate"),
+        openssl_date(&node.pki().join("ca.crt"), "-enddate")
+    );
+}
+
+#[test]
+fn a_crash_in_the_middle_is_rolled_back_by_the_next_run() {
+    for failpoint in ["renew.after-journal", "renew.after-first-write"] {
+        let node = Node::new(5, |_| {});
+        let before = snapshot(&node.dir());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"))
+            .env("KUBE_CERT_RENEWER_FAILPOINT", failpoint)
+            .args([
+                "--config",
+                "/nonexistent",
+                "--kubernetes-dir",
+                node.dir().to_str().unwrap(),
+                "--state-dir",
+                node.state().to_str().unwrap(),
+                "renew",
+                "all",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{failpoint}: the process must have died"
+        );
+        assert!(node.state().join("journal.json").exists());
+        if failpoint == "renew.after-first-write" {
+            assert_ne!(
+                before,
+                snapshot(&node.dir()),
+                "one file was replaced before the crash"
+            );
+        }
+        let (code, _, err) = node.renew(&["all", "--dry-run"]);
+        assert_eq!(code, 0);
+        assert!(err.contains("interrupted renewal was rolled back"), "{err}");
+        assert_eq!(
+            before,
+            snapshot(&node.dir()),
+            "{failpoint}: the next run restores the node"
+        );
+        assert!(!node.state().join("journal.json").exists());
+    }
+}
+
+#[test]
+fn backups_are_pruned_to_keep_backups() {
+    let node = Node::new(5, |_| {});
+    let config = node.tmp.path().join("config.toml");
+    std::fs::write(&config, "keep_backups = 2\n").unwrap();
+    for i in 0..3 {
+        let out = run_with_config(
+            node.now + Duration::seconds(i),
+            &config,
+            &[
+                "--kubernetes-dir",
+                node.dir().to_str().unwrap(),
+                "--state-dir",
+                node.state().to_str().unwrap(),
+                "renew",
+                "scheduler.conf",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(backup_dirs(&node.state()).len(), 2);
+}
+
+#[test]
+fn kubelet_conf_is_renewed_only_on_request_and_never_when_it_points_at_kubelets_file() {
+    let node = Node::new(5, |_| {});
+    let (_, out, _) = node.renew(&["all"]);
+    assert!(out.contains("kubelet.conf: not in kubeadm's set"), "{out}");
+    let (code, out, err) = node.renew(&["kubelet.conf"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().any(|l| l.starts_with("kubelet.conf")), "{out}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let pem = tmp.path().join("kubelet-client-current.pem");
+    let node = Node::new(5, |s| s.kubelet_cert_file = Some(pem.clone()));
+    let before = snapshot(&node.dir());
+    let (code, out, _) = node.renew(&["kubelet.conf"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("the kubelet rotates it itself"), "{out}");
+    assert_eq!(before, snapshot(&node.dir()));
+}
+
+#[test]
+fn due_renews_only_what_is_due() {
+    let node = Node::new(100, |_| {});
+    let before = snapshot(&node.dir());
+    let (code, out, _) = node.renew(&["--due"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Nothing to renew") && out.contains("not due"),
+        "{out}"
+    );
+    assert_eq!(before, snapshot(&node.dir()));
+    let node = Node::new(20, |_| {});
+    let (code, out, _) = node.renew(&["--due"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("apiserver ")), "{out}");
+}
