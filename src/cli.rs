@@ -306,7 +306,13 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
     let result = match &cli.command {
-        Command::Check(args) => effective_config(&cli).and_then(|c| check(&c, args, now)),
+        Command::Check(args) => effective_config(&cli).and_then(|c| {
+            // check only reads, so a journal it cannot act on (no permission) is a warning.
+            if let Err(e) = recover(&c) {
+                eprintln!("kube-cert-renewer: warning: pending recovery not done: {e}");
+            }
+            check(&c, args, now)
+        }),
         Command::Renew(args) => effective_config(&cli).and_then(|c| {
             recover(&c)?;
             renew(&c, args, now)

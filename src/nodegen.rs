@@ -48,6 +48,9 @@ pub struct NodeSpec {
     pub kubelet_cert_file: Option<PathBuf>,
     /// All three CAs get the subject `CN=kubernetes`, as kubeadm ≤ 1.11 made them.
     pub same_ca_subject: bool,
+    /// Expiry of the kubelet's client certificate when it differs from the other leaves (the
+    /// kubelet rotates its own, so on a real node it is usually fresh).
+    pub kubelet_not_after: Option<OffsetDateTime>,
 }
 
 impl NodeSpec {
@@ -68,6 +71,7 @@ impl NodeSpec {
             manifests: true,
             kubelet_cert_file: None,
             same_ca_subject: false,
+            kubelet_not_after: None,
         }
     }
 
@@ -362,10 +366,15 @@ pub fn generate(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         )?;
     }
     let kubelet_user = format!("system:node:{node}");
+    let mut kubelet_spec = spec.clone();
+    if let Some(end) = spec.kubelet_not_after {
+        kubelet_spec.leaf_not_after = end;
+        kubelet_spec.leaf_not_before = end - Duration::days(365);
+    }
     let (cert, key) = make_leaf(
         &t(&kubelet_user, Some("system:nodes"), &[], false, true),
         &ca,
-        spec,
+        &kubelet_spec,
     )?;
     let kubelet_conf = match &spec.kubelet_cert_file {
         Some(file) => {

@@ -58,6 +58,9 @@ pub struct Outcome {
     pub files: Vec<PathBuf>,
 }
 
+/// One item built: its file changes, its summary and its warnings.
+type Built = (Vec<Change>, Renewed, Vec<String>);
+
 /// A CA ready to sign: the bundle certificate that matches its key.
 struct SigningCa {
     facts: CertFacts,
@@ -348,17 +351,66 @@ pub fn execute(
     if !errors.is_empty() {
         return Err(errors);
     }
+    // Items are independent and key generation dominates: with fresh keys, build them on one
+    // worker per core. (Each new thread seeds its own random generator, which costs more than
+    // signing, so reused keys stay on this thread.)
+    let work: Vec<(&Item, &(SigningCa, Vec<u8>))> = plan
+        .renew
+        .iter()
+        .filter_map(|item| cas.get(item.ca).map(|ca| (item, ca)))
+        .collect();
+    let build_one = |(item, (ca, ca_file)): &(&Item, &(SigningCa, Vec<u8>))| {
+        let mut warnings = Vec::new();
+        build(item, ca, ca_file, &mut warnings)
+            .map(|(changes, summary)| (changes, summary, warnings))
+            .map_err(|e| format!("{}: {e}", item.name))
+    };
+    let fresh_keys = work.iter().filter(|(item, _)| !item.reuse_key).count();
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(fresh_keys);
+    let built: Vec<Result<Built, String>> = if workers <= 1 {
+        work.iter().map(build_one).collect()
+    } else {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut results: Vec<(usize, Result<_, String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(w) = work.get(i) else { break done };
+                            done.push((i, build_one(w)));
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![(
+                            usize::MAX,
+                            Err("internal error: a renewal worker panicked".into()),
+                        )]
+                    })
+                })
+                .collect()
+        });
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    };
     let mut changes = Vec::new();
-    for item in &plan.renew {
-        let Some((ca, ca_file)) = cas.get(item.ca) else {
-            continue;
-        };
-        match build(item, ca, ca_file, &mut outcome.warnings) {
-            Ok((mut c, summary)) => {
+    for result in built {
+        match result {
+            Ok((mut c, summary, mut warnings)) => {
                 changes.append(&mut c);
                 outcome.renewed.push(summary);
+                outcome.warnings.append(&mut warnings);
             }
-            Err(e) => errors.push(format!("{}: {e}", item.name)),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
