@@ -209,16 +209,14 @@ fn etcd_serves_the_renewed_server_certificate_and_accepts_the_renewed_clients() 
             .expect("start etcd"),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
     loop {
         let (ok, text) = etcdctl_health(client, &pki, "etcd/healthcheck-client");
         if ok {
             break;
         }
-        last = text;
         assert!(
             Instant::now() < deadline,
-            "etcd never became healthy: {last}\n{}",
+            "etcd never became healthy: {text}\n{}",
             std::fs::read_to_string(tmp.path().join("etcd.log")).unwrap()
         );
         std::thread::sleep(Duration::from_millis(200));
