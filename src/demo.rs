@@ -40,15 +40,12 @@ pub fn run(args: &DemoArgs, now: OffsetDateTime) -> Result<i32, String> {
         "== kube-cert-renewer check --kubernetes-dir {}\n",
         kubernetes_dir.display()
     );
-    let code = crate::cli::check(
-        &config,
-        &CheckArgs {
-            output: Output::Text,
-            warn_days: None,
-            critical_days: None,
-        },
-        now,
-    )?;
+    let text_check = CheckArgs {
+        output: Output::Text,
+        warn_days: None,
+        critical_days: None,
+    };
+    let code = crate::cli::check(&config, &text_check, now)?;
     println!("\n(check exit code {code}: 0 ok, 1 warning, 2 critical/expired/unreadable)");
 
     println!("\n== kube-cert-renewer renew all --dry-run\n");
@@ -70,15 +67,7 @@ pub fn run(args: &DemoArgs, now: OffsetDateTime) -> Result<i32, String> {
         return Ok(renewed);
     }
     println!("\n== kube-cert-renewer check (after)\n");
-    let after = crate::cli::check(
-        &config,
-        &CheckArgs {
-            output: Output::Text,
-            warn_days: None,
-            critical_days: None,
-        },
-        now,
-    )?;
+    let after = crate::cli::check(&config, &text_check, now)?;
     println!("\n(check exit code {after})");
     if args.keep {
         let kept = dir.keep();

@@ -332,7 +332,9 @@ fn leaf_entry(
 
 /// Reads a kubeconfig's current-context client certificate.
 fn read_kubeconfig(path: &Path, name: &str, kind: Kind, expected_ca: &'static str) -> Entry {
-    let missing_source = Source::Kubeconfig {
+    let entry =
+        |source: Source, state: State| leaf_entry(name, kind, Some(expected_ca), source, state);
+    let unlocated = Source::Kubeconfig {
         path: path.to_path_buf(),
         user: String::new(),
     };
@@ -340,89 +342,63 @@ fn read_kubeconfig(path: &Path, name: &str, kind: Kind, expected_ca: &'static st
         Ok(Some(d)) => match String::from_utf8(d) {
             Ok(t) => t,
             Err(_) => {
-                return leaf_entry(
-                    name,
-                    kind,
-                    Some(expected_ca),
-                    missing_source,
-                    State::Unreadable(format!("{}: not a text file", path.display())),
-                );
+                let why = format!("{}: not a text file", path.display());
+                return entry(unlocated, State::Unreadable(why));
             }
         },
-        Ok(None) => {
-            return leaf_entry(
-                name,
-                kind,
-                Some(expected_ca),
-                missing_source,
-                State::Missing,
-            );
-        }
-        Err(e) => {
-            return leaf_entry(
-                name,
-                kind,
-                Some(expected_ca),
-                missing_source,
-                State::Unreadable(e),
-            );
-        }
+        Ok(None) => return entry(unlocated, State::Missing),
+        Err(e) => return entry(unlocated, State::Unreadable(e)),
     };
     let creds = match kubeconfig::credentials(&text, path) {
         Ok(c) => c,
         Err(e) => {
-            return leaf_entry(
-                name,
-                kind,
-                Some(expected_ca),
-                missing_source,
+            return entry(
+                unlocated,
                 State::Unreadable(format!("{}: {e}", path.display())),
             );
         }
     };
     match creds.client {
         ClientCert::Embedded { cert_pem, .. } => {
-            let source = Source::Kubeconfig {
-                path: path.to_path_buf(),
-                user: creds.user,
-            };
             let state = match parse_cert_bundle(&cert_pem) {
                 Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
                 Err(e) => {
                     State::Unreadable(format!("{}: client-certificate-data: {e}", path.display()))
                 }
             };
-            leaf_entry(name, kind, Some(expected_ca), source, state)
+            let source = Source::Kubeconfig {
+                path: path.to_path_buf(),
+                user: creds.user,
+            };
+            entry(source, state)
         }
         ClientCert::Files { cert, .. } => {
+            let state = leaf_file_state(&cert);
             let source = Source::KubeconfigFileRef {
                 kubeconfig: path.to_path_buf(),
-                cert: cert.clone(),
+                cert,
             };
-            let state = match read_file(&cert) {
-                Ok(Some(data)) => match parse_cert_bundle(&data) {
-                    Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
-                    Err(e) => State::Unreadable(format!("{}: {e}", cert.display())),
-                },
-                Ok(None) => State::Missing,
-                Err(e) => State::Unreadable(e),
-            };
-            leaf_entry(name, kind, Some(expected_ca), source, state)
+            entry(source, state)
         }
     }
 }
 
-fn read_pem_leaf(pki: &Path, spec: &LeafSpec, base: &str) -> Entry {
-    let cert = pki.join(format!("{base}.crt"));
-    let key = pki.join(format!("{base}.key"));
-    let state = match read_file(&cert) {
+/// The first certificate of a file (what kubeadm reads), as an entry state.
+fn leaf_file_state(cert: &Path) -> State {
+    match read_file(cert) {
         Ok(Some(data)) => match parse_cert_bundle(&data) {
             Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
             Err(e) => State::Unreadable(format!("{}: {e}", cert.display())),
         },
         Ok(None) => State::Missing,
         Err(e) => State::Unreadable(e),
-    };
+    }
+}
+
+fn read_pem_leaf(pki: &Path, spec: &LeafSpec, base: &str) -> Entry {
+    let cert = pki.join(format!("{base}.crt"));
+    let key = pki.join(format!("{base}.key"));
+    let state = leaf_file_state(&cert);
     leaf_entry(
         spec.name,
         Kind::Leaf,

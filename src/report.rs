@@ -95,27 +95,7 @@ impl<'a> Report<'a> {
             "EXTERNALLY MANAGED",
             "STATUS",
         ])];
-        for row in &self.leaves {
-            let e = row.entry;
-            table.push(match e.facts() {
-                Some(f) => vec![
-                    e.name.clone(),
-                    expires(f.not_after),
-                    human_duration(f.residual_seconds(self.now)),
-                    e.ca_name().unwrap_or("").to_string(),
-                    format!("{:<8}", yes_no(e.externally_managed)),
-                    row.status.as_str().to_string(),
-                ],
-                None => vec![
-                    format!("{} {}", missing_tag(row.status), e.name),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    row.status.as_str().to_string(),
-                ],
-            });
-        }
+        table.extend(self.leaves.iter().map(|r| self.kubeadm_row(r, true)));
         out.push_str(&tabulate(&table));
         out.push('\n');
         let mut table = vec![cells(&[
@@ -125,25 +105,7 @@ impl<'a> Report<'a> {
             "EXTERNALLY MANAGED",
             "STATUS",
         ])];
-        for row in &self.cas {
-            let e = row.entry;
-            table.push(match e.facts() {
-                Some(f) => vec![
-                    e.name.clone(),
-                    expires(f.not_after),
-                    human_duration(f.residual_seconds(self.now)),
-                    format!("{:<8}", yes_no(e.externally_managed)),
-                    row.status.as_str().to_string(),
-                ],
-                None => vec![
-                    format!("{} {}", missing_tag(row.status), e.name),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    row.status.as_str().to_string(),
-                ],
-            });
-        }
+        table.extend(self.cas.iter().map(|r| self.kubeadm_row(r, false)));
         out.push_str(&tabulate(&table));
         if !self.others.is_empty() {
             out.push('\n');
@@ -194,6 +156,38 @@ impl<'a> Report<'a> {
             }
         }
         out
+    }
+
+    /// One row of kubeadm's tables (with the CA column for leaves), plus STATUS.
+    fn kubeadm_row(&self, row: &Row<'_>, with_ca: bool) -> Vec<String> {
+        let e = row.entry;
+        let mut cells = match e.facts() {
+            Some(f) => vec![
+                e.name.clone(),
+                expires(f.not_after),
+                human_duration(f.residual_seconds(self.now)),
+            ],
+            None => vec![
+                format!("{} {}", missing_tag(row.status), e.name),
+                String::new(),
+                String::new(),
+            ],
+        };
+        let present = e.facts().is_some();
+        if with_ca {
+            cells.push(if present {
+                e.ca_name().unwrap_or("").to_string()
+            } else {
+                String::new()
+            });
+        }
+        cells.push(if present {
+            format!("{:<8}", yes_no(e.externally_managed))
+        } else {
+            String::new()
+        });
+        cells.push(row.status.as_str().to_string());
+        cells
     }
 
     /// kubeadm's `CertificateExpirationInfo` (output.kubeadm.k8s.io/v1alpha3), same keys, plus
