@@ -23,8 +23,6 @@ pub struct CertFacts {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
-    /// basicConstraints CA:TRUE.
-    pub is_ca: bool,
     /// The raw subjectPublicKeyInfo, to match a private key or a CA.
     pub spki_der: Vec<u8>,
 }
@@ -46,12 +44,6 @@ impl CertFacts {
                 .and_then(|a| a.as_str().ok())
                 .map(str::to_string)
         };
-        let is_ca = cert
-            .basic_constraints()
-            .ok()
-            .flatten()
-            .map(|bc| bc.value.ca)
-            .unwrap_or(false);
         Ok(CertFacts {
             der: der.to_vec(),
             subject: cert.subject().to_string(),
@@ -61,7 +53,6 @@ impl CertFacts {
             serial_hex: hex(cert.raw_serial()),
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
-            is_ca,
             spki_der: cert.public_key().raw.to_vec(),
         })
     }

@@ -68,7 +68,7 @@ pub struct RenewArgs {
     #[arg(long)]
     pub reuse_keys: bool,
     /// Validity of the new certificates in days (config `validity_days`, default 365).
-    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub validity: Option<u32>,
 }
 
@@ -113,6 +113,21 @@ pub fn effective_config(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(dir) = &cli.state_dir {
         config.state_dir = dir.clone();
+    }
+    // The journal and backups record paths; they must not depend on the working directory.
+    let absolute =
+        |p: &std::path::Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    config.kubernetes_dir = absolute(&config.kubernetes_dir)?;
+    config.state_dir = absolute(&config.state_dir)?;
+    for dir in [
+        &mut config.pki_dir,
+        &mut config.kubeconfig_dir,
+        &mut config.manifests_dir,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *dir = absolute(dir)?;
     }
     Ok(config)
 }
@@ -194,11 +209,12 @@ pub fn renew(config: &Config, args: &RenewArgs, now: OffsetDateTime) -> Result<i
     } else {
         Selection::Names(args.targets.clone())
     };
-    let _lock = lock(config)?;
     let paths = config.paths();
     let inventory = inventory::scan(&paths, &inventory::Options::default());
+    let signers = crate::renewal::load_signers(&inventory);
     let plan = plan::plan(
         &inventory,
+        &crate::renewal::signing_certs(&signers),
         &plan::Options {
             selection,
             validity_days: args.validity.unwrap_or(config.validity_days),
@@ -209,7 +225,7 @@ pub fn renew(config: &Config, args: &RenewArgs, now: OffsetDateTime) -> Result<i
     );
     let outcome = match crate::renewal::execute(
         &plan,
-        &inventory,
+        &signers,
         &paths,
         &config.kubernetes_dir,
         config.keep_backups,
@@ -217,11 +233,15 @@ pub fn renew(config: &Config, args: &RenewArgs, now: OffsetDateTime) -> Result<i
         args.dry_run,
     ) {
         Ok(o) => o,
-        Err(errors) => {
+        Err(crate::renewal::RenewError::Refused(errors)) => {
             eprintln!("kube-cert-renewer: renewal refused, nothing was changed:");
             for e in errors {
                 eprintln!("  {e}");
             }
+            return Ok(1);
+        }
+        Err(crate::renewal::RenewError::Failed(e)) => {
+            eprintln!("kube-cert-renewer: renewal failed: {e}");
             return Ok(1);
         }
     };
@@ -307,13 +327,20 @@ pub fn main() -> i32 {
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
     let result = match &cli.command {
         Command::Check(args) => effective_config(&cli).and_then(|c| {
-            // check only reads, so a journal it cannot act on (no permission) is a warning.
-            if let Err(e) = recover(&c) {
-                eprintln!("kube-cert-renewer: warning: pending recovery not done: {e}");
+            // check only reads: when it cannot take the lock (another run is working, or no
+            // permission) it leaves any pending recovery to that run and says so.
+            if crate::journal::path(&c.state_dir).exists() {
+                match lock(&c).and_then(|_lock| recover(&c)) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        eprintln!("kube-cert-renewer: warning: pending recovery not done: {e}")
+                    }
+                }
             }
             check(&c, args, now)
         }),
         Command::Renew(args) => effective_config(&cli).and_then(|c| {
+            let _lock = lock(&c)?;
             recover(&c)?;
             renew(&c, args, now)
         }),

@@ -145,8 +145,11 @@ impl Config {
                 self.ca_critical_days, self.ca_warn_days
             ));
         }
-        if self.validity_days == 0 {
-            return invalid("validity_days must be at least 1".into());
+        if !(1..=36_500).contains(&self.validity_days) {
+            return invalid(format!(
+                "validity_days must be 1 to 36500, not {}",
+                self.validity_days
+            ));
         }
         if self.keep_backups == 0 {
             return invalid(

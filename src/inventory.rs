@@ -99,12 +99,10 @@ pub enum State {
 /// Which CA really signed a leaf, found by verifying the signature (never by subject name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signer {
-    /// Verified against the named CA (`index` = position in that CA file's bundle).
+    /// Verified against (some certificate of) the named CA's file.
     Verified {
         /// kubeadm's CA name.
         ca: &'static str,
-        /// Which certificate of the CA file (0 unless the file is a bundle).
-        index: usize,
     },
     /// No known CA verifies it.
     Unknown,
@@ -143,7 +141,7 @@ impl Entry {
     /// The CA name to show: the verified signer, else kubeadm's mapping.
     pub fn ca_name(&self) -> Option<&'static str> {
         match self.signer {
-            Signer::Verified { ca, .. } => Some(ca),
+            Signer::Verified { ca } => Some(ca),
             _ => self.expected_ca,
         }
     }
@@ -300,13 +298,8 @@ pub fn find_signer(facts: &CertFacts, expected: Option<&str>, cas: &[CaFile]) ->
         .filter(|c| Some(c.spec.name) == expected)
         .chain(cas.iter().filter(|c| Some(c.spec.name) != expected));
     for ca in ordered {
-        for (index, ca_cert) in ca.bundle.iter().enumerate() {
-            if facts.is_signed_by(ca_cert) {
-                return Signer::Verified {
-                    ca: ca.spec.name,
-                    index,
-                };
-            }
+        if ca.bundle.iter().any(|ca_cert| facts.is_signed_by(ca_cert)) {
+            return Signer::Verified { ca: ca.spec.name };
         }
     }
     Signer::Unknown

@@ -1,12 +1,24 @@
 //! The intent journal: one small file in the state dir that records, before a step that can be
-//! left half-done, how to undo it. Every command reads it first and finishes the undo, so a crash
-//! or kill at any point leaves a node that a simple restart repairs.
+//! left half-done, how to finish or undo it. Every command reads it first (under the state-dir
+//! lock), so a crash or kill at any point leaves a node that a simple restart repairs.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::store;
+
+/// One file a renewal replaces: where, and the SHA-256 of its old and new bytes, so recovery
+/// can tell ours from someone else's change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIntent {
+    /// The file.
+    pub path: PathBuf,
+    /// SHA-256 (hex) of the bytes before the renewal (kept in the backup).
+    pub old_sha256: String,
+    /// SHA-256 (hex) of the bytes the renewal writes.
+    pub new_sha256: String,
+}
 
 /// What was in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,13 +29,18 @@ pub enum Intent {
         /// The complete backup of every file being replaced.
         backup: PathBuf,
         /// The files being replaced.
-        files: Vec<PathBuf>,
+        files: Vec<FileIntent>,
     },
 }
 
 /// The journal file of a state dir.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("journal.json")
+}
+
+/// SHA-256 of `data`, lower-case hex.
+pub fn sha256(data: &[u8]) -> String {
+    crate::cert::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
 }
 
 /// Records `intent` durably (before the step it describes begins).
@@ -58,19 +75,85 @@ pub fn clear(state_dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", state_dir.display()))
 }
 
-/// Undoes whatever an interrupted run left; returns a description of what was repaired.
-pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
-    match pending(state_dir)? {
-        None => Ok(None),
-        Some(Intent::Renew { backup, files }) => {
-            let restored = store::restore(&backup)?;
-            clear(state_dir)?;
-            Ok(Some(format!(
-                "an interrupted renewal was rolled back: {} of {} files restored from {}",
-                restored.len(),
-                files.len(),
-                backup.display()
-            )))
-        }
+/// Where each journaled file stands now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileNow {
+    Old,
+    New,
+    Foreign,
+}
+
+fn file_now(f: &FileIntent) -> FileNow {
+    match std::fs::read(&f.path).map(|d| sha256(&d)) {
+        Ok(h) if h == f.new_sha256 => FileNow::New,
+        Ok(h) if h == f.old_sha256 => FileNow::Old,
+        _ => FileNow::Foreign,
     }
+}
+
+/// Finishes or undoes whatever an interrupted run left; returns what was done. The caller must
+/// hold the state-dir lock.
+///
+/// - every file already new: the renewal completed, only the journal is cleared;
+/// - a mix of old and new: every new file is put back from the backup (old pairs again);
+/// - a file that is neither (changed by someone else since): nothing is touched, the journal is
+///   kept, and the error says which file needs a human.
+pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
+    let Some(Intent::Renew { backup, files }) = pending(state_dir)? else {
+        return Ok(None);
+    };
+    for f in &files {
+        store::remove_temp_files(&f.path);
+    }
+    let states: Vec<FileNow> = files.iter().map(file_now).collect();
+    if let Some(i) = states.iter().position(|s| *s == FileNow::Foreign) {
+        return Err(format!(
+            "an interrupted renewal cannot be recovered: {} was changed by something else since \
+             (backup of the originals: {}; journal: {}). Decide which version to keep, then \
+             delete the journal.",
+            files[i].path.display(),
+            backup.display(),
+            path(state_dir).display()
+        ));
+    }
+    if states.iter().all(|s| *s == FileNow::New) {
+        clear(state_dir)?;
+        return Ok(Some(format!(
+            "an interrupted renewal had written all {} files; it is complete (backup: {})",
+            files.len(),
+            backup.display()
+        )));
+    }
+    let copies = store::backup_entries(&backup)?;
+    let mut restored = 0;
+    for (f, state) in files.iter().zip(&states) {
+        if *state != FileNow::New {
+            continue;
+        }
+        let (copy, _) = copies
+            .iter()
+            .find(|(_, original)| original == &f.path)
+            .ok_or_else(|| {
+                format!(
+                    "{}: not in the backup {}",
+                    f.path.display(),
+                    backup.display()
+                )
+            })?;
+        let data = std::fs::read(copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+        if sha256(&data) != f.old_sha256 {
+            return Err(format!(
+                "{}: the backup copy is not the original",
+                copy.display()
+            ));
+        }
+        store::write_atomic(&f.path, &data, 0o600)?;
+        restored += 1;
+    }
+    clear(state_dir)?;
+    Ok(Some(format!(
+        "an interrupted renewal was rolled back: {restored} of {} files restored from {}",
+        files.len(),
+        backup.display()
+    )))
 }

@@ -114,16 +114,6 @@ pub const LEAVES: [LeafSpec; 11] = [
 /// but we report it, and renew an embedded one on explicit request.
 pub const KUBELET_CONF: &str = "kubelet.conf";
 
-/// Looks up a renewable certificate by kubeadm's name.
-pub fn leaf(name: &str) -> Option<&'static LeafSpec> {
-    LEAVES.iter().find(|l| l.name == name)
-}
-
-/// Looks up a CA by kubeadm's name.
-pub fn ca(name: &str) -> Option<CaSpec> {
-    CAS.iter().copied().find(|c| c.name == name)
-}
-
 /// The static-pod component that reads a certificate, so a renewal knows what to restart.
 /// `None` for certificates no control-plane component serves or presents (admin.conf,
 /// super-admin.conf, etcd-healthcheck-client, kubelet.conf).

@@ -134,10 +134,24 @@ fn locate(raw: &RawConfig) -> Result<Located<'_>, String> {
         .as_deref()
         .filter(|c| !c.is_empty())
         .ok_or("no current-context")?;
-    let context = raw
-        .contexts
-        .iter()
-        .flatten()
+    // client-go keeps the last of duplicate names; rather than guess, refuse them.
+    let unique = |kind: &str, count: usize, name: &str| {
+        if count > 1 {
+            Err(format!(
+                "{count} {kind} are named {name:?}; refusing an ambiguous kubeconfig"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let contexts = raw.contexts.iter().flatten();
+    unique(
+        "contexts",
+        contexts.clone().filter(|c| c.name == current).count(),
+        current,
+    )?;
+    let context = contexts
+        .clone()
         .find(|c| c.name == current)
         .ok_or_else(|| format!("current-context {current:?} is not among the contexts"))?;
     let user_name = context
@@ -146,6 +160,20 @@ fn locate(raw: &RawConfig) -> Result<Located<'_>, String> {
         .clone()
         .ok_or_else(|| format!("context {current:?} names no user"))?;
     let cluster_name = context.context.cluster.clone().unwrap_or_default();
+    let users = raw
+        .users
+        .iter()
+        .flatten()
+        .filter(|u| u.name == user_name)
+        .count();
+    unique("users", users, &user_name)?;
+    let clusters = raw
+        .clusters
+        .iter()
+        .flatten()
+        .filter(|c| c.name == cluster_name)
+        .count();
+    unique("clusters", clusters, &cluster_name)?;
     let user = raw
         .users
         .iter()
@@ -369,6 +397,16 @@ mod tests {
                 cert: PathBuf::from("/etc/kubernetes/pki/u.pem"),
                 key: Some(PathBuf::from("/abs/u.pem"))
             }
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let text = sample("CERT", "KEY").replace("- name: other", "- name: kubernetes-admin");
+        let err = credentials(&text, Path::new("x")).unwrap_err();
+        assert!(
+            err.contains("2 users are named \"kubernetes-admin\""),
+            "{err}"
         );
     }
 

@@ -6,6 +6,7 @@
 pub mod cert;
 pub mod cli;
 pub mod config;
+pub mod cri;
 pub mod demo;
 pub mod failpoint;
 pub mod inventory;

@@ -92,15 +92,8 @@ pub struct GeneratedCa {
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn serial() -> SerialNumber {
-    let mut bytes = [0u8; 16];
-    let _ = aws_lc_rs_fill(&mut bytes);
-    bytes[0] = (bytes[0] & 0x7f) | 0x01;
-    SerialNumber::from_slice(&bytes)
-}
-
-fn aws_lc_rs_fill(bytes: &mut [u8]) -> Result<(), String> {
-    crate::reissue::random_fill(bytes)
+fn serial() -> Result<SerialNumber, String> {
+    crate::reissue::random_serial()
 }
 
 /// Makes a self-signed CA the way kubeadm does (CN, SAN DNS = CN, CA usages).
@@ -117,7 +110,7 @@ pub fn make_ca(cn: &str, spec: &NodeSpec) -> Result<GeneratedCa, String> {
     ];
     params.not_before = spec.ca_not_before;
     params.not_after = spec.ca_not_after;
-    params.serial_number = Some(serial());
+    params.serial_number = Some(serial()?);
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let key_pem = keys::encode(
         &key,
@@ -187,7 +180,7 @@ pub fn make_leaf(
     params.use_authority_key_identifier_extension = true;
     params.not_before = spec.leaf_not_before;
     params.not_after = spec.leaf_not_after;
-    params.serial_number = Some(serial());
+    params.serial_number = Some(serial()?);
     let cert = params
         .signed_by(&key, &ca.issuer)
         .map_err(|e| e.to_string())?;

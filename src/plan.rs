@@ -1,8 +1,11 @@
 //! Planning a renewal: a pure function of (inventory, options, now). No I/O and no clock reads,
 //! so `--dry-run` prints it as is and most of the decision logic is unit-tested here.
 
+use std::collections::BTreeMap;
+
 use time::OffsetDateTime;
 
+use crate::cert::CertFacts;
 use crate::inventory::{Entry, Inventory, Kind, Signer, Source, State};
 use crate::kubeadm;
 use crate::reissue::{self, Validity};
@@ -126,8 +129,12 @@ fn selected<'a>(
     }
 }
 
+/// For each CA whose key is on the node: the certificate of its file that matches the key (the
+/// one that will sign), or why it cannot sign. Read by `renewal::load_signers`.
+pub type SigningCerts = BTreeMap<&'static str, Result<CertFacts, String>>;
+
 /// Decides what a `renew` does.
-pub fn plan(inventory: &Inventory, options: &Options) -> Plan {
+pub fn plan(inventory: &Inventory, signing: &SigningCerts, options: &Options) -> Plan {
     let mut plan = Plan::default();
     let entries = match selected(inventory, options) {
         Ok(e) => e,
@@ -151,6 +158,16 @@ pub fn plan(inventory: &Inventory, options: &Options) -> Plan {
                 reason,
             })
         };
+        if entry.kind == Kind::KubeletClient && !explicit {
+            let why = match &entry.source {
+                Source::KubeconfigFileRef { cert, .. } => {
+                    format!("the kubelet rotates it itself ({})", cert.display())
+                }
+                _ => "not in kubeadm's set; renew it with `renew kubelet.conf`".into(),
+            };
+            skip(&mut plan, why);
+            continue;
+        }
         let facts = match &entry.state {
             State::Present(f) => f,
             State::Missing => {
@@ -172,42 +189,48 @@ pub fn plan(inventory: &Inventory, options: &Options) -> Plan {
                 continue;
             }
         };
-        if entry.kind == Kind::KubeletClient {
-            if let Source::KubeconfigFileRef { cert, .. } = &entry.source {
+        if let Source::KubeconfigFileRef { cert, .. } = &entry.source {
+            if entry.kind == Kind::KubeletClient {
                 skip(
                     &mut plan,
                     format!("the kubelet rotates it itself ({})", cert.display()),
                 );
-                continue;
-            }
-            if !explicit {
-                skip(
+            } else {
+                refuse(
                     &mut plan,
-                    "not in kubeadm's set; renew it with `renew kubelet.conf`".into(),
+                    format!(
+                        "its kubeconfig points at {} instead of embedding it",
+                        cert.display()
+                    ),
                 );
-                continue;
             }
+            continue;
         }
-        if let Source::KubeconfigFileRef { cert, .. } = &entry.source {
+        let expected = entry.expected_ca.unwrap_or(kubeadm::CA.name);
+        let ca_row = inventory.cas.iter().find(|c| c.name == expected);
+        if let Some(State::Unreadable(why)) = ca_row.map(|c| &c.state) {
             refuse(
                 &mut plan,
-                format!(
-                    "its kubeconfig points at {} instead of embedding it",
-                    cert.display()
-                ),
+                format!("its CA {expected} cannot be read: {why}"),
             );
             continue;
         }
         let ca = match entry.signer {
-            Signer::Verified { ca, .. } => ca,
-            _ if entry
-                .expected_ca
-                .is_some_and(|ca| inventory.ca_file(ca).is_none()) =>
-            {
-                let ca = entry.expected_ca.unwrap_or_default();
+            Signer::Verified { ca } if ca == expected => ca,
+            Signer::Verified { ca } => {
+                refuse(
+                    &mut plan,
+                    format!(
+                        "{} is signed by {ca}, but kubeadm signs it with {expected}; refusing to guess",
+                        entry.source.describe()
+                    ),
+                );
+                continue;
+            }
+            _ if inventory.ca_file(expected).is_none() => {
                 skip(
                     &mut plan,
-                    format!("its CA {ca} is not on this node: nothing here can re-sign it"),
+                    format!("its CA {expected} is not on this node: nothing here can re-sign it"),
                 );
                 continue;
             }
@@ -223,8 +246,7 @@ pub fn plan(inventory: &Inventory, options: &Options) -> Plan {
             }
         };
         let Some(ca_file) = inventory.ca_file(ca) else {
-            refuse(&mut plan, format!("its CA {ca} cannot be read"));
-            continue;
+            continue; // a verified signer always has its CA file
         };
         if !ca_file.has_key {
             skip(
@@ -242,25 +264,29 @@ pub fn plan(inventory: &Inventory, options: &Options) -> Plan {
             skip(&mut plan, format!("not due: {} days left", left / DAY));
             continue;
         }
-        // The CA that will sign is the bundle certificate matching the key; renew checks that
-        // pairing. Here: every certificate of the bundle must still be valid to sign with.
-        let ca_not_after = ca_file
-            .bundle
-            .iter()
-            .map(|c| c.not_after)
-            .max()
-            .unwrap_or(facts.not_after);
-        if ca_not_after <= options.now {
+        let signing_cert = match signing.get(ca) {
+            Some(Ok(cert)) => cert,
+            Some(Err(why)) => {
+                refuse(&mut plan, why.clone());
+                continue;
+            }
+            None => {
+                refuse(&mut plan, format!("the key of CA {ca} was not loaded"));
+                continue;
+            }
+        };
+        if signing_cert.not_after <= options.now {
             refuse(
                 &mut plan,
                 format!(
                     "its CA {ca} ({}) expired on {}: it needs a CA rotation, not a renewal",
                     ca_file.cert_path.display(),
-                    crate::report::rfc3339(ca_not_after)
+                    crate::report::rfc3339(signing_cert.not_after)
                 ),
             );
             continue;
         }
+        let ca_not_after = signing_cert.not_after;
         plan.renew.push(Item {
             name,
             source: entry.source.clone(),
@@ -282,7 +308,7 @@ mod tests {
     use crate::nodegen::{self, NodeSpec};
     use time::Duration;
 
-    fn node(days_left: i64) -> (tempfile::TempDir, Inventory, OffsetDateTime) {
+    fn node(days_left: i64) -> (tempfile::TempDir, Inventory, SigningCerts, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
         let tmp = tempfile::tempdir().unwrap();
         let mut spec = NodeSpec::new(now, days_left);
@@ -298,7 +324,8 @@ mod tests {
             state: tmp.path().join("state"),
         };
         let inv = inventory::scan(&paths, &inventory::Options::default());
-        (tmp, inv, now)
+        let signing = crate::renewal::signing_certs(&crate::renewal::load_signers(&inv));
+        (tmp, inv, signing, now)
     }
 
     fn options(selection: Selection, now: OffsetDateTime) -> Options {
@@ -313,8 +340,8 @@ mod tests {
 
     #[test]
     fn all_is_kubeadms_set_in_kubeadms_order() {
-        let (_t, inv, now) = node(100);
-        let p = plan(&inv, &options(Selection::All, now));
+        let (_t, inv, signing, now) = node(100);
+        let p = plan(&inv, &signing, &options(Selection::All, now));
         let names: Vec<&str> = p.renew.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(
             names,
@@ -348,10 +375,15 @@ mod tests {
 
     #[test]
     fn due_takes_only_what_expires_within_the_threshold() {
-        let (_t, inv, now) = node(44);
-        assert_eq!(plan(&inv, &options(Selection::Due, now)).renew.len(), 10);
-        let (_t, inv, now) = node(46);
-        let p = plan(&inv, &options(Selection::Due, now));
+        let (_t, inv, signing, now) = node(44);
+        assert_eq!(
+            plan(&inv, &signing, &options(Selection::Due, now))
+                .renew
+                .len(),
+            10
+        );
+        let (_t, inv, signing, now) = node(46);
+        let p = plan(&inv, &signing, &options(Selection::Due, now));
         assert!(p.renew.is_empty());
         assert!(
             p.skip
@@ -364,9 +396,10 @@ mod tests {
 
     #[test]
     fn names_pick_and_unknown_names_refuse() {
-        let (_t, inv, now) = node(100);
+        let (_t, inv, signing, now) = node(100);
         let p = plan(
             &inv,
+            &signing,
             &options(
                 Selection::Names(vec!["scheduler.conf".into(), "kubelet.conf".into()]),
                 now,
@@ -378,6 +411,7 @@ mod tests {
         );
         let p = plan(
             &inv,
+            &signing,
             &options(Selection::Names(vec!["apiservr".into()]), now),
         );
         assert!(p.renew.is_empty());
@@ -386,11 +420,11 @@ mod tests {
 
     #[test]
     fn validity_is_capped_at_the_ca() {
-        let (_t, inv, now) = node(100);
+        let (_t, inv, signing, now) = node(100);
         let mut o = options(Selection::All, now);
         o.validity_days = 20_000;
-        let p = plan(&inv, &o);
-        let ca_end = inv.ca_file("ca").unwrap().bundle[0].not_after;
+        let p = plan(&inv, &signing, &o);
+        let ca_end = signing["ca"].as_ref().unwrap().not_after;
         let item = p.renew.iter().find(|i| i.name == "apiserver").unwrap();
         assert!(item.validity.capped);
         assert_eq!(item.validity.not_after, ca_end);
@@ -398,9 +432,9 @@ mod tests {
 
     #[test]
     fn an_expired_ca_refuses() {
-        let (_t, inv, now) = node(100);
+        let (_t, inv, signing, now) = node(100);
         let later = now + Duration::days(3650 * 2);
-        let p = plan(&inv, &options(Selection::All, later));
+        let p = plan(&inv, &signing, &options(Selection::All, later));
         assert!(p.renew.is_empty());
         assert!(
             p.refuse

@@ -10,10 +10,10 @@ use time::OffsetDateTime;
 use crate::cert::CertFacts;
 use crate::config::NodePaths;
 use crate::inventory::{Inventory, Source};
-use crate::journal::{self, Intent};
-use crate::keys::{self, KeyAlgorithm, KeyEncoding, PrivateKey};
+use crate::journal::{self, FileIntent, Intent};
+use crate::keys::{self, KeyAlgorithm, PrivateKey};
 use crate::kubeconfig::{self, ClientCert, NewCredentials};
-use crate::plan::{Item, Plan, Skip};
+use crate::plan::{Item, Plan, SigningCerts, Skip};
 use crate::reissue::{self, Signer};
 use crate::{failpoint, pem, store};
 
@@ -61,48 +61,72 @@ pub struct Outcome {
 /// One item built: its file changes, its summary and its warnings.
 type Built = (Vec<Change>, Renewed, Vec<String>);
 
-/// A CA ready to sign: the bundle certificate that matches its key.
-struct SigningCa {
-    facts: CertFacts,
-    key: PrivateKey,
-    cert_file: PathBuf,
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
 
-fn load_ca(inventory: &Inventory, name: &str, now: OffsetDateTime) -> Result<SigningCa, String> {
-    let file = inventory
-        .ca_file(name)
-        .ok_or_else(|| format!("CA {name} cannot be read"))?;
-    let key_data = read(&file.key_path)?;
-    let key = keys::parse_private_key(&key_data)
-        .map_err(|e| format!("{}: {e}", file.key_path.display()))?;
-    let facts = file
-        .bundle
+/// A CA ready to sign: the bundle certificate that matches its key, the key, and the CA file's
+/// certificates as PEM (what kubeconfigs get as `certificate-authority-data`).
+pub struct SigningCa {
+    facts: CertFacts,
+    key: PrivateKey,
+    cert_file: PathBuf,
+    bundle_pem: Vec<u8>,
+}
+
+/// Loads the key of every CA that has one, and finds the certificate of its file that the key
+/// belongs to (in a bundle, the new CA of a rotation may come first or last).
+pub fn load_signers(inventory: &Inventory) -> BTreeMap<&'static str, Result<SigningCa, String>> {
+    inventory
+        .ca_files
         .iter()
-        .find(|c| keys::matches_spki(&key.pair, &c.spki_der))
-        .ok_or_else(|| {
-            format!(
-                "{}: this key matches no certificate in {}",
-                file.key_path.display(),
-                file.cert_path.display()
+        .filter(|f| f.has_key)
+        .map(|file| {
+            let loaded = (|| {
+                let key_data = read(&file.key_path)?;
+                let key = keys::parse_private_key(&key_data)
+                    .map_err(|e| format!("{}: {e}", file.key_path.display()))?;
+                let facts = file
+                    .bundle
+                    .iter()
+                    .find(|c| keys::matches_spki(&key.pair, &c.spki_der))
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: this key matches no certificate in {}",
+                            file.key_path.display(),
+                            file.cert_path.display()
+                        )
+                    })?
+                    .clone();
+                let bundle_pem = file
+                    .bundle
+                    .iter()
+                    .map(|c| pem::encode("CERTIFICATE", &c.der))
+                    .collect::<String>()
+                    .into_bytes();
+                Ok(SigningCa {
+                    facts,
+                    key,
+                    cert_file: file.cert_path.clone(),
+                    bundle_pem,
+                })
+            })();
+            (file.spec.name, loaded)
+        })
+        .collect()
+}
+
+/// What the (pure) planner needs to know of the signers.
+pub fn signing_certs(signers: &BTreeMap<&'static str, Result<SigningCa, String>>) -> SigningCerts {
+    signers
+        .iter()
+        .map(|(name, s)| {
+            (
+                *name,
+                s.as_ref().map(|s| s.facts.clone()).map_err(Clone::clone),
             )
-        })?
-        .clone();
-    if facts.not_after <= now {
-        return Err(format!(
-            "{}: CA {name} expired on {}: it needs a CA rotation, not a renewal",
-            file.cert_path.display(),
-            crate::report::rfc3339(facts.not_after)
-        ));
-    }
-    Ok(SigningCa {
-        facts,
-        key,
-        cert_file: file.cert_path.clone(),
-    })
+        })
+        .collect()
 }
 
 /// The certificate and key of one place, as they are now.
@@ -119,25 +143,25 @@ fn first_cert(data: &[u8], path: &Path) -> Result<CertFacts, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Parses a key and checks it belongs to the certificate; `what` names it in errors.
+fn matching_key(cert: &CertFacts, key_pem: &[u8], what: &str) -> Result<PrivateKey, String> {
+    let key = keys::parse_private_key(key_pem).map_err(|e| format!("{what}: {e}"))?;
+    if !keys::matches_spki(&key.pair, &cert.spki_der) {
+        return Err(format!("{what} does not match its certificate"));
+    }
+    Ok(key)
+}
+
 fn read_current(source: &Source) -> Result<Current, String> {
-    let current = match source {
+    match source {
         Source::PemPair { cert, key } => {
             let cert_facts = first_cert(&read(cert)?, cert)?;
-            let key_data = read(key)?;
-            let key_parsed = keys::parse_private_key(&key_data)
-                .map_err(|e| format!("{}: {e}", key.display()))?;
-            if !keys::matches_spki(&key_parsed.pair, &cert_facts.spki_der) {
-                return Err(format!(
-                    "{}: the key does not match {}",
-                    key.display(),
-                    cert.display()
-                ));
-            }
-            Current {
+            let key_parsed = matching_key(&cert_facts, &read(key)?, &key.display().to_string())?;
+            Ok(Current {
                 cert: cert_facts,
                 key: key_parsed,
                 kubeconfig_text: None,
-            }
+            })
         }
         Source::Kubeconfig { path, .. } => {
             let text = String::from_utf8(read(path)?)
@@ -153,44 +177,28 @@ fn read_current(source: &Source) -> Result<Current, String> {
             let key_pem =
                 key_pem.ok_or_else(|| format!("{}: no client-key-data", path.display()))?;
             let cert_facts = first_cert(&cert_pem, path)?;
-            let key_parsed = keys::parse_private_key(&key_pem)
-                .map_err(|e| format!("{}: client-key-data: {e}", path.display()))?;
-            if !keys::matches_spki(&key_parsed.pair, &cert_facts.spki_der) {
-                return Err(format!(
-                    "{}: client-key-data does not match client-certificate-data",
-                    path.display()
-                ));
-            }
-            Current {
+            let what = format!("{}: client-key-data", path.display());
+            let key_parsed = matching_key(&cert_facts, &key_pem, &what)?;
+            Ok(Current {
                 cert: cert_facts,
                 key: key_parsed,
                 kubeconfig_text: Some(text),
-            }
+            })
         }
-        other => return Err(format!("{}: cannot be renewed from here", other.describe())),
-    };
-    Ok(current)
-}
-
-fn key_label(encoding: KeyEncoding) -> &'static str {
-    encoding.label()
+        other => Err(format!("{}: cannot be renewed from here", other.describe())),
+    }
 }
 
 /// Builds and validates one item: returns what changes and a summary.
 fn build(
     item: &Item,
     ca: &SigningCa,
-    ca_bundle_file: &[u8],
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<Change>, Renewed), String> {
     let current = read_current(&item.source)?;
     let algorithm: KeyAlgorithm = keys::algorithm_of_spki(&current.cert.spki_der)
         .map_err(|e| format!("{}: {e}", item.source.describe()))?;
-    let mut validity = item.validity;
-    if ca.facts.not_after < validity.not_after {
-        validity.not_after = ca.facts.not_after;
-        validity.capped = true;
-    }
+    let validity = item.validity;
     if validity.capped {
         warnings.push(format!(
             "{}: validity capped at the end of CA {} ({})",
@@ -206,7 +214,7 @@ fn build(
         let pem_text = keys::encode(&pair, algorithm, current.key.encoding)?;
         (
             pem_text.into_bytes(),
-            format!("new {algorithm} key ({})", key_label(current.key.encoding)),
+            format!("new {algorithm} key ({})", current.key.encoding.label()),
             Some(pair),
         )
     };
@@ -261,7 +269,7 @@ fn build(
                 &NewCredentials {
                     cert_pem: cert_pem.as_bytes(),
                     key_pem: &new_pair_pem,
-                    ca_pem: Some(ca_bundle_file),
+                    ca_pem: Some(&ca.bundle_pem),
                 },
             )
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -310,58 +318,60 @@ pub fn stamp(now: OffsetDateTime) -> String {
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }
 
+/// Why a renewal did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewError {
+    /// Stopped before the first write: the node is exactly as it was.
+    Refused(Vec<String>),
+    /// Failed after writing began; the message says what state the node was left in.
+    Failed(String),
+}
+
 /// Runs the plan. Every refusal and every build or validation error stops the run before the
 /// first write; a write error rolls back from the backup.
+#[allow(clippy::too_many_arguments)]
 pub fn execute(
     plan: &Plan,
-    inventory: &Inventory,
+    signers: &BTreeMap<&'static str, Result<SigningCa, String>>,
     paths: &NodePaths,
     backup_base: &Path,
     keep_backups: usize,
     now: OffsetDateTime,
     dry_run: bool,
-) -> Result<Outcome, Vec<String>> {
+) -> Result<Outcome, RenewError> {
     if !plan.refuse.is_empty() {
-        return Err(plan
-            .refuse
-            .iter()
-            .map(|r| format!("{}: {}", r.name, r.reason))
-            .collect());
+        return Err(RenewError::Refused(
+            plan.refuse
+                .iter()
+                .map(|r| format!("{}: {}", r.name, r.reason))
+                .collect(),
+        ));
     }
     let mut outcome = Outcome {
         skipped: plan.skip.clone(),
         ..Outcome::default()
     };
+    let mut work: Vec<(&Item, &SigningCa)> = Vec::new();
     let mut errors = Vec::new();
-    let mut cas: BTreeMap<&str, (SigningCa, Vec<u8>)> = BTreeMap::new();
     for item in &plan.renew {
-        if cas.contains_key(item.ca) {
-            continue;
-        }
-        match load_ca(inventory, item.ca, now).and_then(|ca| {
-            let file = read(&ca.cert_file)?;
-            Ok((ca, file))
-        }) {
-            Ok(loaded) => {
-                cas.insert(item.ca, loaded);
-            }
-            Err(e) => errors.push(e),
+        match signers.get(item.ca) {
+            Some(Ok(ca)) => work.push((item, ca)),
+            Some(Err(e)) => errors.push(format!("{}: {e}", item.name)),
+            None => errors.push(format!(
+                "{}: the key of CA {} was not loaded",
+                item.name, item.ca
+            )),
         }
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(RenewError::Refused(errors));
     }
     // Items are independent and key generation dominates: with fresh keys, build them on one
     // worker per core. (Each new thread seeds its own random generator, which costs more than
     // signing, so reused keys stay on this thread.)
-    let work: Vec<(&Item, &(SigningCa, Vec<u8>))> = plan
-        .renew
-        .iter()
-        .filter_map(|item| cas.get(item.ca).map(|ca| (item, ca)))
-        .collect();
-    let build_one = |(item, (ca, ca_file)): &(&Item, &(SigningCa, Vec<u8>))| {
+    let build_one = |(item, ca): &(&Item, &SigningCa)| {
         let mut warnings = Vec::new();
-        build(item, ca, ca_file, &mut warnings)
+        build(item, ca, &mut warnings)
             .map(|(changes, summary)| (changes, summary, warnings))
             .map_err(|e| format!("{}: {e}", item.name))
     };
@@ -374,7 +384,7 @@ pub fn execute(
         work.iter().map(build_one).collect()
     } else {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut results: Vec<(usize, Result<_, String>)> = std::thread::scope(|scope| {
+        let mut results: Vec<(usize, Result<Built, String>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     scope.spawn(|| {
@@ -414,43 +424,57 @@ pub fn execute(
         }
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(RenewError::Refused(errors));
     }
-    // Files whose bytes would not change are not touched at all.
-    changes.retain(|c| std::fs::read(&c.path).ok().as_deref() != Some(&c.data[..]));
     outcome.files = changes.iter().map(|c| c.path.clone()).collect();
     if dry_run || changes.is_empty() {
         return Ok(outcome);
     }
-    preflight_writable(&changes).map_err(|e| vec![e])?;
+    let refused = |e: String| RenewError::Refused(vec![e]);
+    preflight_writable(&changes).map_err(refused)?;
+    let mut intents = Vec::new();
+    for c in &changes {
+        let old = read(&c.path).map_err(refused)?;
+        intents.push(FileIntent {
+            path: c.path.clone(),
+            old_sha256: journal::sha256(&old),
+            new_sha256: journal::sha256(&c.data),
+        });
+    }
 
     let backups = paths.state.join("backups");
     let backup =
-        store::backup(&backups, &stamp(now), backup_base, &outcome.files).map_err(|e| vec![e])?;
+        store::backup(&backups, &stamp(now), backup_base, &outcome.files).map_err(refused)?;
     journal::record(
         &paths.state,
         &Intent::Renew {
             backup: backup.clone(),
-            files: outcome.files.clone(),
+            files: intents,
         },
     )
-    .map_err(|e| vec![e])?;
+    .map_err(refused)?;
     failpoint::hit("renew.after-journal");
     for (i, change) in changes.iter().enumerate() {
         if let Err(e) = store::write_atomic(&change.path, &change.data, 0o600) {
-            let rollback = match journal::recover(&paths.state) {
+            let state = match journal::recover(&paths.state) {
                 Ok(_) => "every file was restored from the backup".to_string(),
                 Err(r) => {
-                    format!("ROLLBACK FAILED: {r}; the journal is kept, the next run retries")
+                    format!("ROLLBACK FAILED: {r}; the journal is kept and the next run retries")
                 }
             };
-            return Err(vec![format!("{e}; {rollback}")]);
+            return Err(RenewError::Failed(format!("{e}; {state}")));
         }
         if i == 0 {
             failpoint::hit("renew.after-first-write");
         }
     }
-    journal::clear(&paths.state).map_err(|e| vec![e])?;
+    failpoint::hit("renew.before-journal-clear");
+    if let Err(e) = journal::clear(&paths.state) {
+        return Err(RenewError::Failed(format!(
+            "every file was renewed, but the journal could not be cleared ({e}); the next run will \
+             see the renewal complete and clear it"
+        )));
+    }
     if let Err(e) = store::prune_backups(&backups, keep_backups) {
         outcome
             .warnings

@@ -239,7 +239,7 @@ impl<'a> Report<'a> {
             obj.insert("issuer".into(), json!(f.issuer));
             if e.kind != Kind::Ca && e.kind != Kind::Extra {
                 let signed_by = match e.signer {
-                    Signer::Verified { ca, .. } => json!(ca),
+                    Signer::Verified { ca } => json!(ca),
                     _ => Value::Null,
                 };
                 obj.insert("signedBy".into(), signed_by);

@@ -19,16 +19,42 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Replaces `path` with `data` atomically: a temp file in the same directory, the original's
-/// mode and owner (or `new_mode` for a new file), fsync, rename, fsync of the directory.
+/// The marker in the names of our temp files (`.<name>.kcr-tmp.<pid>`), so a crash's leftovers
+/// (which may hold private keys) can be found and removed.
+const TEMP_MARK: &str = ".kcr-tmp.";
+
+/// Removes the temp files a crashed run may have left beside `path`.
+pub fn remove_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}{TEMP_MARK}", name.to_string_lossy());
+    if let Ok(rd) = fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Replaces `path` with `data` atomically: a temp file in the same directory, the current
+/// file's mode and owner (or `new_mode` for a new file), fsync, rename, fsync of the directory.
+/// A symlink is followed: its target is replaced, as a plain write would.
 pub fn write_atomic(path: &Path, data: &[u8], new_mode: u32) -> Result<(), String> {
+    let resolved = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)
+            .map_err(|e| format!("{}: cannot resolve link: {e}", path.display()))?,
+        _ => path.to_path_buf(),
+    };
+    let path = resolved.as_path();
     let dir = parent(path);
     let name = path
         .file_name()
         .ok_or_else(|| format!("{}: not a file path", path.display()))?
         .to_string_lossy();
     let original = fs::metadata(path).ok();
-    let tmp = dir.join(format!(".{name}.kcr-tmp.{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut file = OpenOptions::new()
             .write(true)
@@ -131,7 +157,8 @@ pub fn backup_entries(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
         .collect()
 }
 
-/// Puts every file of a backup back in place, atomically, with the backed-up mode and owner.
+/// Puts every file of a backup back in place, atomically (a file keeps its current mode and
+/// owner; one that vanished gets the backed-up mode).
 pub fn restore(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut restored = Vec::new();
     for (copy, original) in backup_entries(dir)? {
@@ -178,6 +205,28 @@ mod tests {
         assert_eq!(fs::read(&f).unwrap(), b"new");
         assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o640);
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_is_written_through_and_crash_leftovers_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("real.crt");
+        let link = tmp.path().join("link.crt");
+        fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new", 0o600).unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        let leftover = tmp.path().join(".real.crt.kcr-tmp.12345");
+        fs::write(&leftover, b"secret").unwrap();
+        remove_temp_files(&target);
+        assert!(!leftover.exists());
+        assert!(target.exists());
     }
 
     #[test]

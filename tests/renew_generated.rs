@@ -490,6 +490,125 @@ fn a_crash_in_the_middle_is_rolled_back_by_the_next_run() {
     }
 }
 
+fn crash_at(node: &Node, failpoint: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"))
+        .env("KUBE_CERT_RENEWER_FAILPOINT", failpoint)
+        .args([
+            "--config",
+            "/nonexistent",
+            "--kubernetes-dir",
+            node.dir().to_str().unwrap(),
+            "--state-dir",
+            node.state().to_str().unwrap(),
+            "renew",
+            "all",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "{failpoint}: the process must have died"
+    );
+    assert!(node.state().join("journal.json").exists());
+}
+
+#[test]
+fn a_crash_after_the_last_write_completes_instead_of_undoing() {
+    let node = Node::new(5, |_| {});
+    let before = snapshot(&node.dir());
+    crash_at(&node, "renew.before-journal-clear");
+    let renewed = snapshot(&node.dir());
+    assert_ne!(before, renewed);
+    let (code, _, err) = node.renew(&["all", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("it is complete"), "{err}");
+    assert_eq!(renewed, snapshot(&node.dir()), "a complete renewal is kept");
+    assert!(!node.state().join("journal.json").exists());
+}
+
+#[test]
+fn a_file_changed_by_someone_else_after_a_crash_is_left_for_a_human() {
+    let node = Node::new(5, |_| {});
+    crash_at(&node, "renew.after-first-write");
+    // Say the operator ran `kubeadm certs renew admin.conf` meanwhile: admin.conf is neither old nor ours.
+    let admin = node.dir().join("admin.conf");
+    let mut text = std::fs::read_to_string(&admin).unwrap();
+    text.push_str("# edited\n");
+    std::fs::write(&admin, text).unwrap();
+    let before = snapshot(&node.dir());
+    let (code, _, err) = node.renew(&["all", "--dry-run"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&admin.display().to_string()) && err.contains("changed by something else"),
+        "{err}"
+    );
+    assert_eq!(before, snapshot(&node.dir()), "nothing is touched");
+    assert!(
+        node.state().join("journal.json").exists(),
+        "the journal is kept"
+    );
+}
+
+#[test]
+fn a_leaf_verified_by_another_ca_than_kubeadms_is_refused() {
+    let node = Node::new(5, |_| {});
+    std::fs::copy(
+        node.pki().join("apiserver-kubelet-client.crt"),
+        node.pki().join("front-proxy-client.crt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        node.pki().join("apiserver-kubelet-client.key"),
+        node.pki().join("front-proxy-client.key"),
+    )
+    .unwrap();
+    node.assert_refused(
+        &["all"],
+        &node.pki().join("front-proxy-client.crt"),
+        "kubeadm signs it with front-proxy-ca",
+    );
+}
+
+#[test]
+fn a_corrupt_ca_file_is_refused_not_skipped() {
+    let node = Node::new(5, |_| {});
+    let ca = node.pki().join("etcd/ca.crt");
+    let text = std::fs::read_to_string(&ca).unwrap();
+    std::fs::write(&ca, &text[..text.len() / 2]).unwrap();
+    node.assert_refused(&["all"], &ca, "cannot be read");
+}
+
+#[test]
+fn a_broken_kubelet_conf_does_not_block_renew_all() {
+    let node = Node::new(5, |_| {});
+    std::fs::write(node.dir().join("kubelet.conf"), "not: [a kubeconfig").unwrap();
+    let (code, out, err) = node.renew(&["all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("kubelet.conf: not in kubeadm's set"), "{out}");
+}
+
+#[test]
+fn absurd_validity_is_an_error_not_a_panic() {
+    let node = Node::new(5, |_| {});
+    let (code, _, err) = node.renew(&["all", "--validity", "4000000"]);
+    assert_eq!(code, 2, "clap usage error: {err}");
+    let config = node.tmp.path().join("c.toml");
+    std::fs::write(&config, "validity_days = 4000000\n").unwrap();
+    let out = run_with_config(
+        node.now,
+        &config,
+        &[
+            "--kubernetes-dir",
+            node.dir().to_str().unwrap(),
+            "renew",
+            "all",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("validity_days"));
+}
+
 #[test]
 fn backups_are_pruned_to_keep_backups() {
     let node = Node::new(5, |_| {});
