@@ -24,6 +24,9 @@ pub struct Cli {
     /// Our own state: backups, journal, lock.
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
+    /// The container runtime's CRI socket, crictl's spelling (`unix:///run/containerd/containerd.sock`).
+    #[arg(long, global = true, value_name = "ENDPOINT")]
+    pub runtime_endpoint: Option<String>,
     /// Pretend the time is this RFC 3339 instant (tests and what-if questions).
     #[arg(long, global = true, hide = true, value_parser = parse_now)]
     pub now: Option<OffsetDateTime>,
@@ -43,8 +46,36 @@ pub enum Command {
     Check(CheckArgs),
     /// Re-issue certificates exactly as `kubeadm certs renew` would, with backup and atomic writes.
     Renew(RenewArgs),
+    /// Restart control-plane static pods over the CRI: park their manifests, wait for the
+    /// containers to exit, put the manifests back, wait for new healthy containers.
+    Restart(RestartArgs),
     /// Build a throwaway kubeadm-shaped node in a temp dir and run the product on it.
     Demo(DemoArgs),
+    /// A kubelet stand-in for tests: runs the static pods of a manifests dir on a CRI runtime.
+    #[command(hide = true)]
+    KubeletStandin(StandinArgs),
+}
+
+/// Options of `restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Static pods to restart (kube-apiserver, kube-controller-manager, kube-scheduler, etcd);
+    /// none means every static pod of the node.
+    pub components: Vec<String>,
+}
+
+/// Options of the hidden `kubelet-standin`.
+#[derive(Debug, Args)]
+pub struct StandinArgs {
+    /// The manifests dir to watch.
+    #[arg(long)]
+    pub manifests_dir: PathBuf,
+    /// The node name (pods are named `<pod>-<node>`).
+    #[arg(long, default_value = "standin")]
+    pub node_name: String,
+    /// Where container logs go.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Options of `renew`.
@@ -61,7 +92,7 @@ pub struct RenewArgs {
     /// Print the plan (and validate it) without writing anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// Do not restart the control plane afterwards (the only behaviour until the CRI slice).
+    /// Do not restart the control plane afterwards (say what needs a restart instead).
     #[arg(long)]
     pub no_restart: bool,
     /// Keep the existing private keys byte for byte.
@@ -195,7 +226,12 @@ pub fn lock(config: &Config) -> Result<std::fs::File, String> {
 
 /// Runs `renew`; returns the process exit code (0 only when everything requested and
 /// renewable was renewed).
-pub fn renew(config: &Config, args: &RenewArgs, now: OffsetDateTime) -> Result<i32, String> {
+pub fn renew(
+    cli_endpoint: Option<&str>,
+    config: &Config,
+    args: &RenewArgs,
+    now: OffsetDateTime,
+) -> Result<i32, String> {
     use crate::plan::{self, Selection};
     let selection = if args.due {
         Selection::Due
@@ -246,23 +282,221 @@ pub fn renew(config: &Config, args: &RenewArgs, now: OffsetDateTime) -> Result<i
         }
     };
     print!("{}", describe_outcome(&outcome, args.dry_run));
-    if !args.dry_run {
-        let mut components: Vec<&str> = outcome
-            .renewed
-            .iter()
-            .filter_map(|r| crate::kubeadm::component_of(&r.name))
-            .collect();
-        components.sort();
-        components.dedup();
-        if !components.is_empty() {
+    let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
+    let affected: Vec<&str> = crate::restart::affected_names(&renewed)
+        .into_iter()
+        .collect();
+    if args.dry_run || args.no_restart {
+        if !affected.is_empty() {
             println!(
-                "\nRestart {} so they use the new certificates (automatic restart over the CRI is not \
-                 built yet: this run behaves as --no-restart).",
-                components.join(", ")
+                "\n{} {} so they use the new certificates{}.",
+                if args.dry_run {
+                    "Would restart"
+                } else {
+                    "Restart"
+                },
+                affected.join(", "),
+                if args.dry_run {
+                    ""
+                } else {
+                    " (--no-restart: not done; `kube-cert-renewer restart` does it)"
+                }
             );
         }
+        return Ok(0);
     }
-    Ok(0)
+    let available = crate::restart::all_components(&paths.manifests);
+    let available = match available {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!(
+                "kube-cert-renewer: the certificates are renewed, but the static pods cannot be \
+                 restarted: {e}"
+            );
+            return Ok(1);
+        }
+    };
+    let probes = tls_probes(&paths);
+    let (components, notes) = crate::restart::choose(config.restart, &renewed, available, &probes);
+    for n in &notes {
+        println!("{n}");
+    }
+    if components.is_empty() {
+        return Ok(0);
+    }
+    match run_restart(cli_endpoint, config, &components, outcome.backup.as_deref()) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("kube-cert-renewer: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// The health probes for a node.
+fn tls_probes(paths: &config::NodePaths) -> crate::restart::TlsProbes {
+    crate::restart::TlsProbes {
+        pki: paths.pki.clone(),
+        timeout: std::time::Duration::from_secs(5),
+    }
+}
+
+/// The CRI socket to use: `--runtime-endpoint`, else `runtime_endpoint` in the config, else the
+/// first of the default sockets that exists.
+pub fn runtime_socket(cli_endpoint: Option<&str>, config: &Config) -> Result<PathBuf, String> {
+    if let Some(endpoint) = cli_endpoint.or(config.runtime_endpoint.as_deref()) {
+        return config::runtime_socket(endpoint);
+    }
+    config::DEFAULT_RUNTIME_SOCKETS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            format!(
+                "no container runtime socket found (tried {}); set runtime_endpoint in the \
+                 config or --runtime-endpoint",
+                config::DEFAULT_RUNTIME_SOCKETS.join(", ")
+            )
+        })
+}
+
+/// The kubelet's node name: the config's, else the one in kubelet.conf's client certificate
+/// (`CN=system:node:<name>`).
+fn node_name(config: &Config) -> Option<String> {
+    if let Some(name) = &config.node_name {
+        return Some(name.clone());
+    }
+    let inventory = inventory::scan(&config.paths(), &inventory::Options::default());
+    inventory
+        .entries()
+        .find(|e| e.name == crate::kubeadm::KUBELET_CONF)
+        .and_then(|e| e.facts())
+        .and_then(|f| f.subject_cn.as_deref())
+        .and_then(|cn| cn.strip_prefix("system:node:"))
+        .map(str::to_string)
+}
+
+/// Restarts `components` over the CRI and prints what happened; with `backup`, a failed
+/// restart puts the backed-up certificates back and restarts again.
+pub fn run_restart(
+    cli_endpoint: Option<&str>,
+    config: &Config,
+    components: &[crate::restart::Component],
+    backup: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use crate::restart::{self, Settings};
+    let socket = runtime_socket(cli_endpoint, config)
+        .map_err(|e| format!("cannot restart {}: {e}", names_of(components)))?;
+    let settings = Settings::from_config(config, node_name(config));
+    let probes = tls_probes(&config.paths());
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    println!(
+        "\nRestarting {} over the CRI at {}",
+        names_of(components),
+        socket.display()
+    );
+    let outcome = tokio.block_on(async {
+        let client = crate::cri::RuntimeClient::connect(&socket)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot restart {}: {e}; nothing was restarted",
+                    names_of(components)
+                )
+            })?;
+        restart::restart_with_rollback(
+            &client,
+            &probes,
+            components,
+            &config.state_dir,
+            &settings,
+            backup,
+        )
+        .await
+    })?;
+    print!("{}", describe_restart(&outcome));
+    Ok(())
+}
+
+fn names_of(components: &[crate::restart::Component]) -> String {
+    components
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_restart(outcome: &crate::restart::Outcome) -> String {
+    use crate::restart::short;
+    let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
+    let mut rows = vec![
+        [
+            "COMPONENT",
+            "OLD CONTAINER",
+            "NEW CONTAINER",
+            "STOPPED",
+            "RUNNING",
+            "HEALTHY",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in &outcome.restarted {
+        rows.push(vec![
+            r.name.clone(),
+            r.old_ids
+                .iter()
+                .map(|i| short(i))
+                .collect::<Vec<_>>()
+                .join(","),
+            short(&r.new_id).to_string(),
+            secs(r.stopped_after),
+            secs(r.running_after),
+            secs(r.healthy_after),
+        ]);
+    }
+    let mut out = crate::report::tabulate(&rows);
+    for n in &outcome.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out.push_str(&format!(
+        "Restarted in {} (stop phase {}, start phase {}); every manifest is back in place.\n",
+        secs(outcome.total),
+        secs(outcome.stop_phase),
+        secs(outcome.start_phase)
+    ));
+    out
+}
+
+/// Runs `restart`: the named static pods, or all of them.
+pub fn restart(
+    cli_endpoint: Option<&str>,
+    config: &Config,
+    args: &RestartArgs,
+) -> Result<i32, String> {
+    let manifests = config.paths().manifests;
+    let components = if args.components.is_empty() {
+        crate::restart::all_components(&manifests)?
+    } else {
+        crate::restart::named_components(&manifests, &args.components)?
+    };
+    if components.is_empty() {
+        println!(
+            "No static pods in {}: nothing to restart.",
+            manifests.display()
+        );
+        return Ok(0);
+    }
+    match run_restart(cli_endpoint, config, &components, None) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("kube-cert-renewer: {e}");
+            Ok(1)
+        }
+    }
 }
 
 fn describe_outcome(outcome: &crate::renewal::Outcome, dry_run: bool) -> String {
@@ -321,6 +555,37 @@ fn describe_outcome(outcome: &crate::renewal::Outcome, dry_run: bool) -> String 
     out
 }
 
+/// Runs the kubelet stand-in until SIGINT/SIGTERM.
+fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String> {
+    let endpoint = cli_endpoint.ok_or("kubelet-standin needs --runtime-endpoint")?;
+    let socket = config::runtime_socket(endpoint)?;
+    let mut options =
+        crate::standin::Options::new(args.manifests_dir.clone(), socket, args.node_name.clone());
+    options.log_dir = args.log_dir.clone();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    tokio.block_on(async {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        crate::standin::run(options, shutdown).await
+    })?;
+    Ok(0)
+}
+
 /// Parses arguments and runs; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -342,9 +607,15 @@ pub fn main() -> i32 {
         Command::Renew(args) => effective_config(&cli).and_then(|c| {
             let _lock = lock(&c)?;
             recover(&c)?;
-            renew(&c, args, now)
+            renew(cli.runtime_endpoint.as_deref(), &c, args, now)
         }),
-        Command::Demo(args) => crate::demo::run(args, now),
+        Command::Restart(args) => effective_config(&cli).and_then(|c| {
+            let _lock = lock(&c)?;
+            recover(&c)?;
+            restart(cli.runtime_endpoint.as_deref(), &c, args)
+        }),
+        Command::KubeletStandin(args) => standin(cli.runtime_endpoint.as_deref(), args),
+        Command::Demo(args) => crate::demo::run(args, now, cli.runtime_endpoint.as_deref()),
     };
     match result {
         Ok(code) => code,

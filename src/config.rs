@@ -48,6 +48,38 @@ pub struct Config {
     pub reuse_keys: bool,
     /// How many backup generations to keep in `<state_dir>/backups`.
     pub keep_backups: usize,
+    /// The CRI socket (`unix:///run/containerd/containerd.sock`, crictl's spelling); unset means
+    /// the first that exists of containerd's, CRI-O's and cri-dockerd's default sockets.
+    pub runtime_endpoint: Option<String>,
+    /// Which control-plane components a renewal restarts.
+    pub restart: RestartMode,
+    /// How often the runtime is asked whether containers stopped or started, in milliseconds.
+    pub restart_poll_ms: u64,
+    /// How long parked components may take to stop, in seconds.
+    pub restart_stop_timeout_secs: u64,
+    /// How long restarted components may take to run again and answer healthy, in seconds.
+    pub restart_start_timeout_secs: u64,
+    /// How long kube-controller-manager and kube-scheduler must keep running, without a
+    /// restart, to count as healthy, in seconds.
+    pub restart_settle_secs: u64,
+    /// The kubelet's node name, to tell this node's static pods (`<pod>-<node>`) from others
+    /// in a shared runtime; unset means the name in kubelet.conf's client certificate
+    /// (`system:node:<name>`), else no such filter.
+    pub node_name: Option<String>,
+}
+
+/// Which components `renew` restarts (config `restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartMode {
+    /// The components fed by what was renewed.
+    #[default]
+    Affected,
+    /// Every static pod, as the operators' recipe does.
+    All,
+    /// Like `affected`, but not kube-apiserver or etcd when their TLS endpoint already serves
+    /// the new certificate (they reload serving certificates by themselves).
+    Minimal,
 }
 
 impl Default for Config {
@@ -67,6 +99,13 @@ impl Default for Config {
             validity_days: 365,
             reuse_keys: false,
             keep_backups: 12,
+            runtime_endpoint: None,
+            restart: RestartMode::Affected,
+            restart_poll_ms: 200,
+            restart_stop_timeout_secs: 120,
+            restart_start_timeout_secs: 300,
+            restart_settle_secs: 15,
+            node_name: None,
         }
     }
 }
@@ -156,6 +195,34 @@ impl Config {
                 "keep_backups must be at least 1: a renewal always keeps its backup".into(),
             );
         }
+        if !(50..=1000).contains(&self.restart_poll_ms) {
+            return invalid(format!(
+                "restart_poll_ms must be 50 to 1000, not {}",
+                self.restart_poll_ms
+            ));
+        }
+        for (key, value) in [
+            ("restart_stop_timeout_secs", self.restart_stop_timeout_secs),
+            (
+                "restart_start_timeout_secs",
+                self.restart_start_timeout_secs,
+            ),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return invalid(format!("{key} must be 1 to 3600, not {value}"));
+            }
+        }
+        if self.restart_settle_secs > 600 {
+            return invalid(format!(
+                "restart_settle_secs must be at most 600, not {}",
+                self.restart_settle_secs
+            ));
+        }
+        if let Some(endpoint) = &self.runtime_endpoint
+            && let Err(e) = runtime_socket(endpoint)
+        {
+            return invalid(format!("runtime_endpoint: {e}"));
+        }
         for pattern in &self.extra_paths {
             if let Err(e) = glob::Pattern::new(pattern) {
                 return invalid(format!("extra_paths: bad glob {pattern:?}: {e}"));
@@ -183,6 +250,31 @@ impl Config {
         }
     }
 }
+
+/// The socket path of a CRI endpoint given as crictl spells it (`unix:///path`) or as a plain
+/// absolute path; other transports are refused (the CRI on Linux is a unix socket).
+pub fn runtime_socket(endpoint: &str) -> Result<PathBuf, String> {
+    let path = match endpoint.split_once("://") {
+        Some(("unix", path)) => path,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{endpoint:?}: only unix:// endpoints are supported, not {scheme}://"
+            ));
+        }
+        None => endpoint,
+    };
+    if !path.starts_with('/') {
+        return Err(format!("{endpoint:?}: the socket path must be absolute"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The default CRI sockets, in the order crictl tries them.
+pub const DEFAULT_RUNTIME_SOCKETS: [&str; 3] = [
+    "/run/containerd/containerd.sock",
+    "/var/run/crio/crio.sock",
+    "/var/run/cri-dockerd.sock",
+];
 
 /// The directories of one node, resolved: the filesystem root every module works under.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,6 +326,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("critical_days"), "{err}");
+    }
+
+    #[test]
+    fn example_config_shows_the_defaults() {
+        let example = include_str!("../config.example.toml");
+        let parsed = Config::parse(example, Path::new("config.example.toml")).unwrap();
+        assert_eq!(parsed, Config::default());
+        // every key is at least mentioned (commented or not)
+        for key in [
+            "pki_dir",
+            "kubeconfig_dir",
+            "manifests_dir",
+            "runtime_endpoint",
+            "restart",
+            "restart_poll_ms",
+            "restart_stop_timeout_secs",
+            "restart_start_timeout_secs",
+            "restart_settle_secs",
+            "node_name",
+            "keep_backups",
+            "reuse_keys",
+        ] {
+            assert!(
+                example.contains(&format!("{key} =")),
+                "{key} missing from the example"
+            );
+        }
+    }
+
+    #[test]
+    fn runtime_endpoints_in_crictl_spelling() {
+        assert_eq!(
+            runtime_socket("unix:///run/containerd/containerd.sock").unwrap(),
+            PathBuf::from("/run/containerd/containerd.sock")
+        );
+        assert_eq!(
+            runtime_socket("/var/run/crio/crio.sock").unwrap(),
+            PathBuf::from("/var/run/crio/crio.sock")
+        );
+        assert!(runtime_socket("tcp://127.0.0.1:1234").is_err());
+        assert!(runtime_socket("unix://relative.sock").is_err());
+        let err = Config::parse(
+            "runtime_endpoint = \"npipe:////./pipe/x\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("runtime_endpoint"), "{err}");
+        let c = Config::parse("restart = \"minimal\"\n", Path::new("c.toml")).unwrap();
+        assert_eq!(c.restart, RestartMode::Minimal);
+        assert!(Config::parse("restart = \"some\"\n", Path::new("c.toml")).is_err());
     }
 
     #[test]

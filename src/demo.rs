@@ -8,8 +8,13 @@ use crate::config::Config;
 use crate::nodegen::{self, NodeSpec};
 
 /// Builds the node, shows `check`, renews it (dry run, then for real), shows `check` again, and
-/// cleans up unless asked to keep it.
-pub fn run(args: &DemoArgs, now: OffsetDateTime) -> Result<i32, String> {
+/// cleans up unless asked to keep it. With a runtime endpoint, the node's static pods run under
+/// the kubelet stand-in and the renewal restarts them over the CRI.
+pub fn run(
+    args: &DemoArgs,
+    now: OffsetDateTime,
+    runtime_endpoint: Option<&str>,
+) -> Result<i32, String> {
     let dir = tempfile::Builder::new()
         .prefix("kube-cert-renewer-demo.")
         .tempdir()
@@ -30,11 +35,45 @@ pub fn run(args: &DemoArgs, now: OffsetDateTime) -> Result<i32, String> {
             .join("var/lib/kubelet/pki/kubelet-client-current.pem"),
     );
     spec.kubelet_not_after = Some(now + time::Duration::days(300));
+    let socket = runtime_endpoint
+        .map(crate::config::runtime_socket)
+        .transpose()?;
+    if socket.is_some() {
+        spec.node_name = format!("demo-{}", std::process::id());
+        spec.apiserver_port = free_port()?;
+        spec.etcd_client_port = free_port()?;
+        spec.etcd_peer_port = free_port()?;
+    }
     nodegen::generate(&kubernetes_dir, &spec)?;
     let config = Config {
         kubernetes_dir: kubernetes_dir.clone(),
         state_dir,
+        runtime_endpoint: runtime_endpoint.map(str::to_string),
+        restart_settle_secs: 3,
+        restart_start_timeout_secs: 60,
         ..Config::default()
+    };
+    let standin = match &socket {
+        Some(socket) => {
+            println!(
+                "== Running its static pods on the runtime at {} under the kubelet stand-in",
+                socket.display()
+            );
+            println!(
+                "   (kube-apiserver = openssl s_server on :{}, etcd = Debian's etcd on :{}, \
+                 controller-manager and scheduler = sleep)\n",
+                spec.apiserver_port, spec.etcd_client_port
+            );
+            let running = crate::standin::spawn(crate::standin::Options::new(
+                kubernetes_dir.join("manifests"),
+                socket.clone(),
+                spec.node_name.clone(),
+            ))?;
+            let served = wait_served(&kubernetes_dir, spec.apiserver_port)?;
+            println!("kube-apiserver serves the certificate with serial {served}\n");
+            Some(running)
+        }
+        None => None,
     };
     println!(
         "== kube-cert-renewer check --kubernetes-dir {}\n",
@@ -53,18 +92,31 @@ pub fn run(args: &DemoArgs, now: OffsetDateTime) -> Result<i32, String> {
         targets: vec!["all".into()],
         due: false,
         dry_run,
-        no_restart: true,
+        no_restart: standin.is_none(),
         reuse_keys: false,
         validity: None,
     };
-    let dry = crate::cli::renew(&config, &renew_args(true), now)?;
+    let dry = crate::cli::renew(None, &config, &renew_args(true), now)?;
     if dry != 0 {
         return Ok(dry);
     }
-    println!("\n== kube-cert-renewer renew all --no-restart\n");
-    let renewed = crate::cli::renew(&config, &renew_args(false), now)?;
+    if standin.is_some() {
+        println!("\n== kube-cert-renewer renew all\n");
+    } else {
+        println!("\n== kube-cert-renewer renew all --no-restart");
+        println!(
+            "   (no --runtime-endpoint: not restarting; give it a private containerd's socket to \
+             see the restart)\n"
+        );
+    }
+    let renewed = crate::cli::renew(runtime_endpoint, &config, &renew_args(false), now)?;
     if renewed != 0 {
         return Ok(renewed);
+    }
+    if let Some(running) = standin {
+        let served = wait_served(&kubernetes_dir, spec.apiserver_port)?;
+        println!("\nkube-apiserver now serves the certificate with serial {served}");
+        running.stop()?;
     }
     println!("\n== kube-cert-renewer check (after)\n");
     let after = crate::cli::check(&config, &text_check, now)?;
@@ -74,4 +126,36 @@ pub fn run(args: &DemoArgs, now: OffsetDateTime) -> Result<i32, String> {
         println!("\nKept the demo node in {}", kept.display());
     }
     Ok(0)
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// Waits (up to a minute) until the stand-in's API server answers, and returns the serial it
+/// serves.
+fn wait_served(kubernetes_dir: &std::path::Path, port: u16) -> Result<String, String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ca = kubernetes_dir.join("pki/ca.crt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match crate::health::https_get(
+            addr,
+            "/readyz",
+            &ca,
+            None,
+            std::time::Duration::from_secs(2),
+        ) {
+            Ok(probe) => return crate::health::serial_hex(&probe.served_leaf_der),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(format!(
+                    "the stand-in's kube-apiserver did not come up: {e}"
+                ));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
 }

@@ -31,6 +31,26 @@ pub enum Intent {
         /// The files being replaced.
         files: Vec<FileIntent>,
     },
+    /// Static-pod manifests moved out of the manifests dir to stop their pods.
+    Park {
+        /// Every manifest of the restart, whether or not it has been moved yet.
+        manifests: Vec<ParkedManifest>,
+    },
+    /// Putting a backup back after a restart with the new certificates failed; restoring is
+    /// idempotent, so an interrupted one is simply done again.
+    Restore {
+        /// The backup being restored.
+        backup: PathBuf,
+    },
+}
+
+/// One manifest of a restart: its place in the manifests dir and its place while parked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedManifest {
+    /// Where kubelet reads it.
+    pub manifest: PathBuf,
+    /// Where it waits, outside the manifests dir, on the same filesystem.
+    pub parked: PathBuf,
 }
 
 /// The journal file of a state dir.
@@ -93,16 +113,95 @@ fn file_now(f: &FileIntent) -> FileNow {
 
 /// Finishes or undoes whatever an interrupted run left; returns what was done. The caller must
 /// hold the state-dir lock.
+pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
+    match pending(state_dir)? {
+        None => Ok(None),
+        Some(Intent::Renew { backup, files }) => {
+            recover_renew(state_dir, &backup, &files).map(Some)
+        }
+        Some(Intent::Park { manifests }) => {
+            let message = unpark(&manifests)?;
+            clear(state_dir)?;
+            Ok(Some(message))
+        }
+        Some(Intent::Restore { backup }) => {
+            let restored = store::restore(&backup)?;
+            clear(state_dir)?;
+            Ok(Some(format!(
+                "an interrupted restore of {} was finished ({} files)",
+                backup.display(),
+                restored.len()
+            )))
+        }
+    }
+}
+
+/// Moves every parked manifest back into the manifests dir (rename, then fsync both dirs).
+/// A manifest that is already back is left alone; one that is both back and still parked (an
+/// operator put a new one in place meanwhile) keeps the operator's and leaves the parked copy
+/// where it is, said in the message. Only a manifest found in neither place is an error.
+pub fn unpark(manifests: &[ParkedManifest]) -> Result<String, String> {
+    let mut moved = Vec::new();
+    let mut notes = Vec::new();
+    let mut missing = Vec::new();
+    for m in manifests {
+        let back = m.manifest.symlink_metadata().is_ok();
+        let parked = m.parked.symlink_metadata().is_ok();
+        match (back, parked) {
+            (false, true) => {
+                std::fs::rename(&m.parked, &m.manifest).map_err(|e| {
+                    format!(
+                        "cannot move {} back to {}: {e}",
+                        m.parked.display(),
+                        m.manifest.display()
+                    )
+                })?;
+                for dir in [m.manifest.parent(), m.parked.parent()]
+                    .into_iter()
+                    .flatten()
+                {
+                    store::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                }
+                moved.push(m.manifest.display().to_string());
+            }
+            (true, true) => notes.push(format!(
+                "{} was put back by someone else; the parked copy stays in {}",
+                m.manifest.display(),
+                m.parked.display()
+            )),
+            (true, false) => {}
+            (false, false) => missing.push(m.manifest.display().to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "parked manifests are missing from both the manifests dir and the parking dir: {}",
+            missing.join(", ")
+        ));
+    }
+    let mut message = if moved.is_empty() {
+        "an interrupted restart had already put every manifest back".to_string()
+    } else {
+        format!(
+            "an interrupted restart had left manifests parked; put back: {}",
+            moved.join(", ")
+        )
+    };
+    for n in notes {
+        message.push_str("; ");
+        message.push_str(&n);
+    }
+    Ok(message)
+}
+
+/// Recovery of an interrupted renewal:
 ///
 /// - every file already new: the renewal completed, only the journal is cleared;
 /// - a mix of old and new: every new file is put back from the backup (old pairs again);
 /// - a file that is neither (changed by someone else since): nothing is touched, the journal is
 ///   kept, and the error says which file needs a human.
-pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
-    let Some(Intent::Renew { backup, files }) = pending(state_dir)? else {
-        return Ok(None);
-    };
-    for f in &files {
+fn recover_renew(state_dir: &Path, backup: &Path, files: &[FileIntent]) -> Result<String, String> {
+    for f in files {
         store::remove_temp_files(&f.path);
     }
     let states: Vec<FileNow> = files.iter().map(file_now).collect();
@@ -118,13 +217,13 @@ pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
     }
     if states.iter().all(|s| *s == FileNow::New) {
         clear(state_dir)?;
-        return Ok(Some(format!(
+        return Ok(format!(
             "an interrupted renewal had written all {} files; it is complete (backup: {})",
             files.len(),
             backup.display()
-        )));
+        ));
     }
-    let copies = store::backup_entries(&backup)?;
+    let copies = store::backup_entries(backup)?;
     let mut restored = 0;
     for (f, state) in files.iter().zip(&states) {
         if *state != FileNow::New {
@@ -151,9 +250,9 @@ pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
         restored += 1;
     }
     clear(state_dir)?;
-    Ok(Some(format!(
+    Ok(format!(
         "an interrupted renewal was rolled back: {restored} of {} files restored from {}",
         files.len(),
         backup.display()
-    )))
+    ))
 }

@@ -51,6 +51,12 @@ pub struct NodeSpec {
     /// Expiry of the kubelet's client certificate when it differs from the other leaves (the
     /// kubelet rotates its own, so on a real node it is usually fresh).
     pub kubelet_not_after: Option<OffsetDateTime>,
+    /// kube-apiserver's `--secure-port` in the manifest.
+    pub apiserver_port: u16,
+    /// etcd's client port in the manifest.
+    pub etcd_client_port: u16,
+    /// etcd's peer port in the manifest.
+    pub etcd_peer_port: u16,
 }
 
 impl NodeSpec {
@@ -72,6 +78,9 @@ impl NodeSpec {
             kubelet_cert_file: None,
             same_ca_subject: false,
             kubelet_not_after: None,
+            apiserver_port: 6443,
+            etcd_client_port: 2379,
+            etcd_peer_port: 2380,
         }
     }
 
@@ -383,29 +392,58 @@ pub fn generate(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
     Ok(())
 }
 
-fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
-    let pki = dir.join("pki");
-    let p = |f: &str| pki.join(f).display().to_string();
-    let adv = spec.advertise_address.to_string();
-    let pod = |name: &str, command: Vec<String>| {
-        let mut s = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  labels:\n    component: {name}\n    tier: control-plane\n  name: {name}\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n"
-        );
-        for c in command {
-            s.push_str(&format!("    - {c}\n"));
-        }
+/// Container-side paths, as kubeadm writes them; hostPath volumes map them onto `dir`.
+const POD_PKI: &str = "/etc/kubernetes/pki";
+const POD_ETCD_DATA: &str = "/var/lib/etcd";
+
+/// One kubeadm-style static pod: a single container, host network, hostPath volumes given as
+/// (name, host path, container path, read only).
+fn pod_manifest(name: &str, command: &[String], volumes: &[(&str, PathBuf, &str, bool)]) -> String {
+    let mut s = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  annotations:\n    kube-cert-renewer.test/generated: \"true\"\n  labels:\n    component: {name}\n    tier: control-plane\n  name: {name}\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n"
+    );
+    for c in command {
+        s.push_str(&format!("    - {c}\n"));
+    }
+    s.push_str(&format!(
+        "    image: registry.k8s.io/{name}:v1.30.0\n    imagePullPolicy: IfNotPresent\n    name: {name}\n    volumeMounts:\n"
+    ));
+    for (volume, _, mount_path, read_only) in volumes {
         s.push_str(&format!(
-            "    image: registry.k8s.io/{name}:v1.30.0\n    name: {name}\n  hostNetwork: true\n  priorityClassName: system-node-critical\n"
+            "    - mountPath: {mount_path}\n      name: {volume}\n"
         ));
-        s
-    };
+        if *read_only {
+            s.push_str("      readOnly: true\n");
+        }
+    }
+    s.push_str("  hostNetwork: true\n  priorityClassName: system-node-critical\n  volumes:\n");
+    for (volume, host, _, _) in volumes {
+        let kind = if host.extension().is_some_and(|e| e == "conf") {
+            "FileOrCreate"
+        } else {
+            "DirectoryOrCreate"
+        };
+        s.push_str(&format!(
+            "  - hostPath:\n      path: {}\n      type: {kind}\n    name: {volume}\n",
+            host.display()
+        ));
+    }
+    s.push_str("status: {}\n");
+    s
+}
+
+fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
+    let p = |f: &str| format!("{POD_PKI}/{f}");
+    let adv = spec.advertise_address.to_string();
+    let api_port = spec.apiserver_port;
+    let (client_port, peer_port) = (spec.etcd_client_port, spec.etcd_peer_port);
     let mut apiserver = vec![
         "kube-apiserver".to_string(),
         format!("--advertise-address={adv}"),
-        "--secure-port=6443".into(),
+        "--allow-privileged=true".into(),
+        "--authorization-mode=Node,RBAC".into(),
         format!("--client-ca-file={}", p("ca.crt")),
-        format!("--tls-cert-file={}", p("apiserver.crt")),
-        format!("--tls-private-key-file={}", p("apiserver.key")),
+        "--enable-bootstrap-token-auth=true".into(),
         format!(
             "--kubelet-client-certificate={}",
             p("apiserver-kubelet-client.crt")
@@ -414,30 +452,35 @@ fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
         format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
         format!("--requestheader-client-ca-file={}", p("front-proxy-ca.crt")),
+        format!("--secure-port={api_port}"),
         format!("--service-account-key-file={}", p("sa.pub")),
         format!("--service-account-signing-key-file={}", p("sa.key")),
         "--service-cluster-ip-range=10.96.0.0/12".into(),
+        format!("--tls-cert-file={}", p("apiserver.crt")),
+        format!("--tls-private-key-file={}", p("apiserver.key")),
     ];
     if spec.etcd {
         apiserver.extend([
             format!("--etcd-cafile={}", p("etcd/ca.crt")),
             format!("--etcd-certfile={}", p("apiserver-etcd-client.crt")),
             format!("--etcd-keyfile={}", p("apiserver-etcd-client.key")),
-            "--etcd-servers=https://127.0.0.1:2379".into(),
+            format!("--etcd-servers=https://127.0.0.1:{client_port}"),
         ]);
     }
+    let pki_volume = ("k8s-certs", dir.join("pki"), POD_PKI, true);
     let manifests = dir.join("manifests");
     write(
         &manifests.join("kube-apiserver.yaml"),
-        &pod("kube-apiserver", apiserver),
+        &pod_manifest(
+            "kube-apiserver",
+            &apiserver,
+            std::slice::from_ref(&pki_volume),
+        ),
         0o600,
     )?;
     let kcm = vec![
         "kube-controller-manager".to_string(),
-        format!(
-            "--kubeconfig={}",
-            dir.join("controller-manager.conf").display()
-        ),
+        "--kubeconfig=/etc/kubernetes/controller-manager.conf".into(),
         format!("--cluster-signing-cert-file={}", p("ca.crt")),
         format!("--cluster-signing-key-file={}", p("ca.key")),
         format!("--root-ca-file={}", p("ca.crt")),
@@ -446,37 +489,86 @@ fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
     ];
     write(
         &manifests.join("kube-controller-manager.yaml"),
-        &pod("kube-controller-manager", kcm),
+        &pod_manifest(
+            "kube-controller-manager",
+            &kcm,
+            &[
+                pki_volume.clone(),
+                (
+                    "kubeconfig",
+                    dir.join("controller-manager.conf"),
+                    "/etc/kubernetes/controller-manager.conf",
+                    true,
+                ),
+            ],
+        ),
         0o600,
     )?;
     let sched = vec![
         "kube-scheduler".to_string(),
-        format!("--kubeconfig={}", dir.join("scheduler.conf").display()),
+        "--kubeconfig=/etc/kubernetes/scheduler.conf".into(),
         "--leader-elect=true".into(),
     ];
     write(
         &manifests.join("kube-scheduler.yaml"),
-        &pod("kube-scheduler", sched),
+        &pod_manifest(
+            "kube-scheduler",
+            &sched,
+            &[(
+                "kubeconfig",
+                dir.join("scheduler.conf"),
+                "/etc/kubernetes/scheduler.conf",
+                true,
+            )],
+        ),
         0o600,
     )?;
     if spec.etcd {
         let etcd = vec![
             "etcd".to_string(),
-            format!("--advertise-client-urls=https://{adv}:2379"),
+            format!("--advertise-client-urls=https://{adv}:{client_port}"),
             format!("--cert-file={}", p("etcd/server.crt")),
             "--client-cert-auth=true".into(),
-            format!("--data-dir={}", dir.join("etcd-data").display()),
+            format!("--data-dir={POD_ETCD_DATA}"),
+            format!("--initial-advertise-peer-urls=https://{adv}:{peer_port}"),
+            format!(
+                "--initial-cluster={}=https://{adv}:{peer_port}",
+                spec.node_name
+            ),
             format!("--key-file={}", p("etcd/server.key")),
-            "--listen-client-urls=https://127.0.0.1:2379".into(),
-            "--listen-peer-urls=https://127.0.0.1:2380".into(),
+            if spec.advertise_address.is_loopback() {
+                format!("--listen-client-urls=https://127.0.0.1:{client_port}")
+            } else {
+                format!(
+                    "--listen-client-urls=https://127.0.0.1:{client_port},https://{adv}:{client_port}"
+                )
+            },
+            format!("--listen-peer-urls=https://{adv}:{peer_port}"),
             format!("--name={}", spec.node_name),
             format!("--peer-cert-file={}", p("etcd/peer.crt")),
             "--peer-client-cert-auth=true".into(),
             format!("--peer-key-file={}", p("etcd/peer.key")),
             format!("--peer-trusted-ca-file={}", p("etcd/ca.crt")),
+            "--snapshot-count=10000".into(),
             format!("--trusted-ca-file={}", p("etcd/ca.crt")),
         ];
-        write(&manifests.join("etcd.yaml"), &pod("etcd", etcd), 0o600)?;
+        write(
+            &manifests.join("etcd.yaml"),
+            &pod_manifest(
+                "etcd",
+                &etcd,
+                &[
+                    ("etcd-data", dir.join("etcd-data"), POD_ETCD_DATA, false),
+                    (
+                        "etcd-certs",
+                        dir.join("pki/etcd"),
+                        "/etc/kubernetes/pki/etcd",
+                        true,
+                    ),
+                ],
+            ),
+            0o600,
+        )?;
     }
     Ok(())
 }

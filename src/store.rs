@@ -8,7 +8,8 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+/// Makes a directory's entries (renames, new files) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

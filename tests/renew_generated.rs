@@ -462,6 +462,7 @@ fn a_crash_in_the_middle_is_rolled_back_by_the_next_run() {
                 node.state().to_str().unwrap(),
                 "renew",
                 "all",
+                "--no-restart",
             ])
             .output()
             .unwrap();
@@ -502,6 +503,7 @@ fn crash_at(node: &Node, failpoint: &str) {
             node.state().to_str().unwrap(),
             "renew",
             "all",
+            "--no-restart",
         ])
         .output()
         .unwrap();
@@ -625,6 +627,7 @@ fn backups_are_pruned_to_keep_backups() {
                 node.state().to_str().unwrap(),
                 "renew",
                 "scheduler.conf",
+                "--no-restart",
             ],
         );
         assert_eq!(

@@ -1,0 +1,807 @@
+//! Health probes over TLS: what the restart step asks of kube-apiserver and etcd after a restart.
+//!
+//! A restarted component that answers `200` proves little on its own: a process that did not
+//! really restart still serves the OLD certificate. So a probe also returns the leaf the server
+//! presented, and the caller compares its serial with the file it just wrote. Trust is checked
+//! by signature against the node's own CA file only — kubeadm's serving certificates need not
+//! name `127.0.0.1`, and the system trust store has no business vouching for a cluster CA.
+//!
+//! The probe is synchronous and self-contained (one TCP connection, one request, one deadline)
+//! because it runs once per restart from a blocking code path; an async runtime would add
+//! nothing but moving parts.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    ServerName, UnixTime,
+};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
+    StreamOwned,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::cert::CertFacts;
+use crate::pem;
+
+/// The most body kept: health endpoints answer a few bytes; anything bigger is not a probe
+/// answer worth holding in memory or in a report.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The most raw response bytes read (headers, chunk framing and the kept body); past this the
+/// probe stops reading instead of draining a server that never stops talking.
+const MAX_RAW: usize = MAX_BODY + 16 * 1024;
+
+/// What one HTTPS probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// HTTP status code of the response.
+    pub status: u16,
+    /// Response body (lossy UTF-8, at most 64 KiB kept).
+    pub body: String,
+    /// DER of the leaf certificate the server presented.
+    pub served_leaf_der: Vec<u8>,
+}
+
+/// Client credentials to present (PEM files; key in PKCS#1, SEC1 or PKCS#8), because etcd runs
+/// with `--client-cert-auth` and answers nobody without one.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCert<'a> {
+    /// Certificate chain, leaf first.
+    pub cert: &'a Path,
+    /// Private key of the leaf.
+    pub key: &'a Path,
+}
+
+/// GET `path` over HTTPS from `addr` (e.g. 127.0.0.1:6443). The served leaf must be signed by one
+/// of the CA certificates in `ca_file` (a PEM file that may hold a bundle) — verified by
+/// signature, no hostname check (kubeadm's apiserver cert need not name 127.0.0.1) — and the TLS
+/// handshake signature must verify with the leaf's key, so the server proves it holds the new
+/// key rather than replaying a certificate. Every failure is an Err(String) naming the address
+/// and what went wrong (connection refused, timeout, handshake failure, untrusted cert with its
+/// issuer, bad HTTP), because the message ends up in an operator's log after a failed restart.
+/// `timeout` bounds connect + handshake + whole response.
+pub fn https_get(
+    addr: SocketAddr,
+    path: &str,
+    ca_file: &Path,
+    client: Option<ClientCert<'_>>,
+    timeout: Duration,
+) -> Result<Probe, String> {
+    probe(addr, path, ca_file, client, timeout).map_err(|e| format!("https://{addr}{path}: {e}"))
+}
+
+/// Serial of a DER certificate as lower-case hex without separators (same format as
+/// crate::cert::CertFacts::serial_hex), so a served leaf compares directly with the file on disk.
+pub fn serial_hex(der: &[u8]) -> Result<String, String> {
+    CertFacts::from_der(der).map(|facts| facts.serial_hex)
+}
+
+/// True when an etcd `/health` answer says the member is healthy (`"health":"true"`; a JSON
+/// boolean `true` is accepted too). A substring test would also match `"reason":"health:true"`
+/// style noise, so the JSON is parsed.
+pub fn etcd_healthy(body: &str) -> bool {
+    match serde_json::from_str::<serde_json::Value>(body.trim()) {
+        Ok(value) => match value.get("health") {
+            Some(serde_json::Value::String(s)) => s == "true",
+            Some(serde_json::Value::Bool(b)) => *b,
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
+fn probe(
+    addr: SocketAddr,
+    path: &str,
+    ca_file: &Path,
+    client: Option<ClientCert<'_>>,
+    timeout: Duration,
+) -> Result<Probe, String> {
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "invalid request path {path:?} (must start with / and hold no spaces)"
+        ));
+    }
+    if timeout.is_zero() {
+        return Err("zero timeout".into());
+    }
+    let deadline = Instant::now() + timeout;
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(CaVerifier::load(ca_file, &provider)?);
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone());
+    let config = match client {
+        Some(cc) => {
+            let (chain, key) = load_client_cert(cc)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!(
+                    "client certificate {} / key {} unusable: {e}",
+                    cc.cert.display(),
+                    cc.key.display()
+                )
+            })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    // An IP server name sends no SNI: kube-apiserver then serves its default certificate (the
+    // one being renewed) rather than an --tls-sni-cert-key one matching some name we guessed.
+    let server_name = ServerName::IpAddress(addr.ip().into());
+    let conn = ClientConnection::new(Arc::new(config), server_name)
+        .map_err(|e| format!("TLS setup: {e}"))?;
+
+    let sock = match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(sock) => sock,
+        Err(e) => {
+            return Err(match e.kind() {
+                io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                    format!("connect timed out after {timeout:?}")
+                }
+                _ => format!("cannot connect: {e}"),
+            });
+        }
+    };
+    let _ = sock.set_nodelay(true);
+    let mut tls = StreamOwned::new(conn, DeadlineSocket { sock, deadline });
+
+    // Handshake explicitly, so its failures are told apart from the HTTP exchange's.
+    while tls.conn.is_handshaking() {
+        if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+            if let Some(why) = verifier.rejection() {
+                return Err(why);
+            }
+            return Err(match e.kind() {
+                io::ErrorKind::TimedOut => {
+                    format!("timed out after {timeout:?} during the TLS handshake")
+                }
+                io::ErrorKind::UnexpectedEof => {
+                    "server closed the connection during the TLS handshake".to_string()
+                }
+                io::ErrorKind::ConnectionReset => {
+                    "connection reset during the TLS handshake".to_string()
+                }
+                _ => format!("TLS handshake failed: {e}{}", client_cert_hint(&e)),
+            });
+        }
+    }
+    let served_leaf_der = tls
+        .conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.as_ref().to_vec())
+        .ok_or("server presented no certificate")?;
+
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if let Err(e) = tls.write_all(request.as_bytes()).and_then(|()| tls.flush()) {
+        return Err(exchange_error("sending the request", &e, timeout));
+    }
+
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if raw.len() >= MAX_RAW || response_complete(&raw) {
+            break;
+        }
+        match tls.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The server dropped TCP without close_notify after answering (openssl s_server
+            // sends one, not every server does): what arrived is enough to judge.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            Err(e) => {
+                return Err(if raw.is_empty() {
+                    exchange_error("waiting for the response", &e, timeout)
+                } else {
+                    exchange_error("reading the response", &e, timeout)
+                });
+            }
+        }
+    }
+    // Politeness only: the answer is in hand whatever the server does with this.
+    tls.conn.send_close_notify();
+    let _ = tls.conn.complete_io(&mut tls.sock);
+
+    if raw.is_empty() {
+        return Err("server closed the connection without answering \
+             (did it reject the client certificate?)"
+            .into());
+    }
+    let (status, body) = parse_response(&raw, raw.len() >= MAX_RAW)?;
+    let kept = &body[..body.len().min(MAX_BODY)];
+    Ok(Probe {
+        status,
+        body: String::from_utf8_lossy(kept).into_owned(),
+        served_leaf_der,
+    })
+}
+
+/// Describes an I/O error after the handshake; a TLS alert here usually means the server
+/// refused our client certificate (TLS 1.3 reports that only after the client's Finished).
+fn exchange_error(during: &str, e: &io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        io::ErrorKind::TimedOut => format!("timed out after {timeout:?} {during}"),
+        io::ErrorKind::UnexpectedEof => {
+            format!("server closed the connection {during} (did it reject the client certificate?)")
+        }
+        io::ErrorKind::ConnectionReset => format!("connection reset {during}"),
+        io::ErrorKind::InvalidData => format!("TLS error {during}: {e}{}", client_cert_hint(e)),
+        _ => format!("I/O error {during}: {e}"),
+    }
+}
+
+/// A hint when the server's alert says it refused our client certificate (or its absence): the
+/// bare alert name does not tell an operator which side to look at.
+fn client_cert_hint(e: &io::Error) -> &'static str {
+    use rustls::AlertDescription as A;
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(
+            A::BadCertificate
+            | A::CertificateRequired
+            | A::UnknownCA
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::UnsupportedCertificate
+            | A::AccessDenied,
+        )) => " (the server refused the client certificate, or its absence)",
+        _ => "",
+    }
+}
+
+/// A socket whose every read and write gets the time left until one deadline, so a server that
+/// trickles bytes cannot stretch the probe past its timeout.
+struct DeadlineSocket {
+    sock: TcpStream,
+    deadline: Instant,
+}
+
+impl DeadlineSocket {
+    fn remaining(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"))
+        } else {
+            Ok(left)
+        }
+    }
+}
+
+/// Linux reports an expired SO_RCVTIMEO/SO_SNDTIMEO as EAGAIN; rustls would take that for a
+/// non-blocking socket, so it becomes the timeout it is.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    } else {
+        e
+    }
+}
+
+impl Read for DeadlineSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.remaining()?;
+        self.sock.set_read_timeout(Some(left))?;
+        self.sock.read(buf).map_err(timed_out)
+    }
+}
+
+impl Write for DeadlineSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.remaining()?;
+        self.sock.set_write_timeout(Some(left))?;
+        self.sock.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// Reads the client chain and key with the crate's strict PEM reader, so a broken file gets the
+/// same precise message here as everywhere else.
+fn load_client_cert(
+    cc: ClientCert<'_>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let cert_text = std::fs::read(cc.cert)
+        .map_err(|e| format!("cannot read client certificate {}: {e}", cc.cert.display()))?;
+    let chain: Vec<CertificateDer<'static>> = pem::parse(&cert_text)
+        .map_err(|e| format!("client certificate {}: {e}", cc.cert.display()))?
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .map(|b| CertificateDer::from(b.der))
+        .collect();
+    if chain.is_empty() {
+        return Err(format!(
+            "client certificate {} holds no CERTIFICATE block",
+            cc.cert.display()
+        ));
+    }
+    let key_text = std::fs::read(cc.key)
+        .map_err(|e| format!("cannot read client key {}: {e}", cc.key.display()))?;
+    let blocks =
+        pem::parse(&key_text).map_err(|e| format!("client key {}: {e}", cc.key.display()))?;
+    let key = blocks
+        .into_iter()
+        .find_map(|b| match b.label.as_str() {
+            "RSA PRIVATE KEY" => Some(PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(b.der))),
+            "EC PRIVATE KEY" => Some(PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(b.der))),
+            "PRIVATE KEY" => Some(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(b.der))),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            format!(
+                "client key {} holds no RSA/EC/PKCS#8 PRIVATE KEY block",
+                cc.key.display()
+            )
+        })?;
+    Ok((chain, key))
+}
+
+/// Trusts a served leaf exactly when one CA of the node's CA file signed it and it is within
+/// its validity period; names and usages are not checked (see the module doc).
+#[derive(Debug)]
+struct CaVerifier {
+    ca_file: PathBuf,
+    /// DER of every CA certificate in the file (re-parsed per use to keep lifetimes local).
+    cas: Vec<Vec<u8>>,
+    algorithms: WebPkiSupportedAlgorithms,
+    /// Why the last leaf was refused, in words for the operator; rustls's own error type would
+    /// only say "invalid peer certificate: other error".
+    rejected: Mutex<Option<String>>,
+}
+
+impl CaVerifier {
+    fn load(ca_file: &Path, provider: &CryptoProvider) -> Result<CaVerifier, String> {
+        let text = std::fs::read(ca_file)
+            .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
+        let mut cas = Vec::new();
+        for block in pem::parse(&text).map_err(|e| format!("CA file {}: {e}", ca_file.display()))? {
+            if block.label != "CERTIFICATE" {
+                continue;
+            }
+            X509Certificate::from_der(&block.der).map_err(|e| {
+                format!(
+                    "CA file {}: certificate {} is not valid X.509: {e}",
+                    ca_file.display(),
+                    cas.len() + 1
+                )
+            })?;
+            cas.push(block.der);
+        }
+        if cas.is_empty() {
+            return Err(format!(
+                "CA file {} holds no CERTIFICATE block",
+                ca_file.display()
+            ));
+        }
+        Ok(CaVerifier {
+            ca_file: ca_file.to_path_buf(),
+            cas,
+            algorithms: provider.signature_verification_algorithms,
+            rejected: Mutex::new(None),
+        })
+    }
+
+    fn rejection(&self) -> Option<String> {
+        self.rejected.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn reject(&self, why: String, error: CertificateError) -> rustls::Error {
+        if let Ok(mut slot) = self.rejected.lock() {
+            *slot = Some(why);
+        }
+        rustls::Error::InvalidCertificate(error)
+    }
+
+    fn check(&self, leaf_der: &[u8], now: UnixTime) -> Result<(), (String, CertificateError)> {
+        let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| {
+            (
+                format!("served certificate is not valid X.509: {e}"),
+                CertificateError::BadEncoding,
+            )
+        })?;
+        let describe = || {
+            format!(
+                "served certificate (subject {}, serial {})",
+                leaf.subject(),
+                crate::cert::hex(leaf.raw_serial())
+            )
+        };
+        let mut ca_subjects = Vec::new();
+        let mut signed = false;
+        for ca_der in &self.cas {
+            let Ok((_, ca)) = X509Certificate::from_der(ca_der) else {
+                continue;
+            };
+            if leaf.verify_signature(Some(ca.public_key())).is_ok() {
+                signed = true;
+                break;
+            }
+            ca_subjects.push(ca.subject().to_string());
+        }
+        if !signed {
+            return Err((
+                format!(
+                    "untrusted certificate: {} has issuer {} but is not signed by any CA in {} \
+                     (which holds {})",
+                    describe(),
+                    leaf.issuer(),
+                    self.ca_file.display(),
+                    ca_subjects.join("; ")
+                ),
+                CertificateError::UnknownIssuer,
+            ));
+        }
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let validity = leaf.validity();
+        if now_secs < validity.not_before.timestamp() {
+            return Err((
+                format!(
+                    "{} is not valid before {} (clock skew?)",
+                    describe(),
+                    rfc3339(&validity.not_before)
+                ),
+                CertificateError::NotValidYet,
+            ));
+        }
+        if now_secs > validity.not_after.timestamp() {
+            return Err((
+                format!("{} expired at {}", describe(), rfc3339(&validity.not_after)),
+                CertificateError::Expired,
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerCertVerifier for CaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.check(end_entity.as_ref(), now) {
+            Ok(()) => Ok(ServerCertVerified::assertion()),
+            Err((why, error)) => Err(self.reject(why, error)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn rfc3339(t: &x509_parser::time::ASN1Time) -> String {
+    t.to_datetime()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// The status code of an HTTP/1.x status line (`HTTP/1.1 200 OK`, `HTTP/1.0 200 ok`,
+/// `HTTP/1.1 204`).
+fn parse_status_line(line: &str) -> Result<u16, String> {
+    let bad = || format!("bad HTTP status line {:?}", truncate(line, 80));
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let code = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(bad());
+    }
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    code.parse::<u16>()
+        .ok()
+        .filter(|c| (100..=599).contains(c))
+        .ok_or_else(bad)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Where the header block ends: (index of the first body byte).
+fn header_end(raw: &[u8]) -> Option<usize> {
+    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The parts of a header block the probe needs.
+struct Head {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+}
+
+fn parse_head(head: &[u8]) -> Result<Head, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.lines();
+    let status = parse_status_line(lines.next().unwrap_or_default().trim_end())?;
+    let mut content_length = None;
+    let mut chunked = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.trim().eq_ignore_ascii_case("content-length") {
+            content_length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("bad HTTP Content-Length {value:?}"))?,
+            );
+        } else if name.trim().eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        }
+    }
+    Ok(Head {
+        status,
+        content_length,
+        chunked,
+    })
+}
+
+/// True when `status` carries no body whatever the headers say.
+fn bodiless(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
+}
+
+/// True once the whole response is in `raw`, so the probe need not wait for the server to close
+/// (some keep the connection open despite `Connection: close`).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = header_end(raw) else {
+        return false;
+    };
+    let Ok(head) = parse_head(&raw[..end]) else {
+        // Malformed: stop reading and let parse_response say why.
+        return true;
+    };
+    let body = &raw[end..];
+    if bodiless(head.status) {
+        true
+    } else if head.chunked {
+        matches!(decode_chunked(body), Ok((_, true)))
+    } else if let Some(len) = head.content_length {
+        body.len() >= len
+    } else {
+        false
+    }
+}
+
+/// Decodes a chunked body: (data, whether the terminating zero chunk was seen).
+fn decode_chunked(mut rest: &[u8]) -> Result<(Vec<u8>, bool), String> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
+            return Ok((out, false));
+        };
+        let size_line = String::from_utf8_lossy(&rest[..eol]);
+        let size_text = size_line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad HTTP chunk size {:?}", truncate(size_text, 20)))?;
+        rest = &rest[eol + 1..];
+        if size == 0 {
+            return Ok((out, true));
+        }
+        if rest.len() < size {
+            out.extend_from_slice(rest);
+            return Ok((out, false));
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size..];
+        rest = rest
+            .strip_prefix(b"\r\n")
+            .or_else(|| rest.strip_prefix(b"\n"))
+            .unwrap_or(rest);
+    }
+}
+
+/// Status and body of a raw HTTP/1.x response. `capped` says the probe stopped reading at its
+/// size limit, so a short body is expected rather than a sign of a broken server.
+fn parse_response(raw: &[u8], capped: bool) -> Result<(u16, Vec<u8>), String> {
+    let end = header_end(raw).ok_or_else(|| {
+        let first = String::from_utf8_lossy(&raw[..raw.len().min(80)]).into_owned();
+        // A first line that is not HTTP gets that message; otherwise the head was cut short.
+        match parse_status_line(first.lines().next().unwrap_or_default()) {
+            Err(e) => e,
+            Ok(_) => "HTTP response ended inside its headers".to_string(),
+        }
+    })?;
+    let head = parse_head(&raw[..end])?;
+    let rest = &raw[end..];
+    let body = if bodiless(head.status) {
+        Vec::new()
+    } else if head.chunked {
+        let (data, done) = decode_chunked(rest)?;
+        if !done && !capped {
+            return Err("HTTP chunked body ended without its last chunk".into());
+        }
+        data
+    } else if let Some(len) = head.content_length {
+        if rest.len() < len && !capped {
+            return Err(format!(
+                "HTTP body cut short: Content-Length {len} but {} bytes arrived",
+                rest.len()
+            ));
+        }
+        rest[..rest.len().min(len)].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok((head.status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status_line("HTTP/1.1 200 OK"), Ok(200));
+        assert_eq!(parse_status_line("HTTP/1.0 200 ok"), Ok(200));
+        assert_eq!(parse_status_line("HTTP/1.1 204"), Ok(204));
+        assert_eq!(
+            parse_status_line("HTTP/1.1 503 Service Unavailable"),
+            Ok(503)
+        );
+        for bad in [
+            "",
+            "HTTP/1.1",
+            "HTTP/1.1 20 OK",
+            "HTTP/1.1 2000 OK",
+            "HTTP/1.1 abc OK",
+            "HTTP/2 200",
+            "SSH-2.0-OpenSSH_9.2",
+            "HTTP/1.1 999 Nope",
+            "\u{16}\u{3}\u{1}",
+        ] {
+            let err = parse_status_line(bad).unwrap_err();
+            assert!(err.contains("bad HTTP status line"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn responses_with_length_chunks_or_until_close() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert!(response_complete(raw));
+        assert_eq!(parse_response(raw, false), Ok((200, b"ok".to_vec())));
+
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok";
+        assert!(!response_complete(raw));
+        assert!(
+            parse_response(raw, false)
+                .unwrap_err()
+                .contains("cut short")
+        );
+
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
+        assert!(response_complete(raw));
+        assert_eq!(
+            parse_response(raw, false),
+            Ok((200, b"hello, world".to_vec()))
+        );
+        let cut = &raw[..raw.len() - 7];
+        assert!(!response_complete(cut));
+        assert!(parse_response(cut, false).is_err());
+
+        // openssl s_server -www: HTTP/1.0, no length, body until close; bare LF tolerated.
+        let raw = b"HTTP/1.0 200 ok\nContent-type: text/html\n\n<HTML>x</HTML>";
+        assert!(!response_complete(raw));
+        assert_eq!(
+            parse_response(raw, false),
+            Ok((200, b"<HTML>x</HTML>".to_vec()))
+        );
+
+        let raw = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert!(response_complete(raw));
+        assert_eq!(parse_response(raw, false), Ok((204, Vec::new())));
+    }
+
+    #[test]
+    fn non_http_answers_are_errors() {
+        assert!(
+            parse_response(b"garbage without headers", false)
+                .unwrap_err()
+                .contains("bad HTTP status line")
+        );
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nServer: x", false)
+                .unwrap_err()
+                .contains("inside its headers")
+        );
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false)
+                .unwrap_err()
+                .contains("Content-Length")
+        );
+        assert!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                false
+            )
+            .unwrap_err()
+            .contains("chunk size")
+        );
+    }
+
+    #[test]
+    fn etcd_health_bodies() {
+        assert!(etcd_healthy(r#"{"health":"true","reason":""}"#));
+        assert!(etcd_healthy("{\"health\": \"true\"}\n"));
+        assert!(etcd_healthy(r#"{"health":true}"#));
+        assert!(!etcd_healthy(
+            r#"{"health":"false","reason":"RAFT NO LEADER"}"#
+        ));
+        assert!(!etcd_healthy(r#"{"reason":"health:\"true\""}"#));
+        assert!(!etcd_healthy(r#"{"health":"TRUE-ish"}"#));
+        assert!(!etcd_healthy(""));
+        assert!(!etcd_healthy("<html>health true</html>"));
+        assert!(!etcd_healthy(r#"["health","true"]"#));
+    }
+
+    #[test]
+    fn serial_of_garbage_is_an_error() {
+        assert!(serial_hex(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn bad_paths_and_timeouts_are_refused_before_connecting() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let ca = Path::new("/nonexistent/ca.crt");
+        let err = https_get(addr, "/x y", ca, None, Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("invalid request path"), "{err}");
+        assert!(err.contains("127.0.0.1:9"), "{err}");
+        let err = https_get(addr, "/x\r\nEvil: 1", ca, None, Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("invalid request path"), "{err}");
+        let err = https_get(addr, "/readyz", ca, None, Duration::ZERO).unwrap_err();
+        assert!(err.contains("zero timeout"), "{err}");
+        let err = https_get(addr, "/readyz", ca, None, Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("cannot read CA file"), "{err}");
+    }
+}

@@ -1,0 +1,938 @@
+//! Restart of the control plane over the CRI, the way the operators' recipe does it but
+//! watched instead of slept: park the static-pod manifests (kubelet stops the pods), poll the
+//! runtime until the old containers have exited, put the manifests back, wait for new
+//! containers, then check health with the new certificates.
+//!
+//! Crash safety: the parked manifests are in the journal before the first one moves, and every
+//! command starts with [`crate::journal::recover`], which puts them back. Within one run, every
+//! path out of [`restart`] after parking goes through [`unpark`].
+//!
+//! The runtime and the health probes are traits, so the orchestration is unit-tested against
+//! fakes and integration-tested against real containerd with the kubelet stand-in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::RestartMode;
+use crate::failpoint;
+use crate::journal::{self, Intent, ParkedManifest};
+use crate::manifest::{self, StaticPod};
+
+/// Label kubelet puts on every container: the pod's namespace.
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+/// Label kubelet puts on every container: the pod's name (`<manifest name>-<node name>` for a
+/// static pod).
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+/// Label kubelet puts on every container: the container's name in the pod spec.
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// Name of the parking directory, created next to the manifests dir (same filesystem, never
+/// inside it, so kubelet cannot mistake a parked file for a manifest).
+pub const PARKING_DIR_NAME: &str = ".kube-cert-renewer-parked";
+
+/// One container as the restart sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Runtime id: a new id means a new container.
+    pub id: String,
+    /// The `io.kubernetes.pod.name` label.
+    pub pod_name: String,
+    /// Whether it is running now.
+    pub running: bool,
+}
+
+/// The container runtime, reduced to what the restart asks of it.
+#[allow(async_fn_in_trait)] // used generically on one thread; no Send bound needed
+pub trait Runtime {
+    /// Checks the runtime answers; returns its name and version for the report.
+    async fn ping(&self) -> Result<String, String>;
+    /// Every container (any state) kubelet made for `container` of a pod in `namespace`.
+    async fn containers(
+        &self,
+        namespace: &str,
+        container: &str,
+    ) -> Result<Vec<ContainerInfo>, String>;
+}
+
+impl Runtime for crate::cri::RuntimeClient {
+    async fn ping(&self) -> Result<String, String> {
+        let v = self.version().await?;
+        Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+    }
+
+    async fn containers(
+        &self,
+        namespace: &str,
+        container: &str,
+    ) -> Result<Vec<ContainerInfo>, String> {
+        use crate::cri::{ContainerFilter, ContainerState, ListContainersRequest};
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_POD_NAMESPACE.to_string(), namespace.to_string());
+        labels.insert(LABEL_CONTAINER_NAME.to_string(), container.to_string());
+        let response = self
+            .list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter {
+                    label_selector: labels,
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        Ok(response
+            .containers
+            .into_iter()
+            .map(|c| ContainerInfo {
+                running: c.state() == ContainerState::Running,
+                pod_name: c.labels.get(LABEL_POD_NAME).cloned().unwrap_or_default(),
+                id: c.id,
+            })
+            .collect())
+    }
+}
+
+/// How a component proves it is healthy after its restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// kube-apiserver: `/readyz` over HTTPS on this local address, serving `apiserver.crt`.
+    ApiServer(SocketAddr),
+    /// etcd: `/health` over HTTPS on this address (with the healthcheck-client certificate),
+    /// serving `etcd/server.crt`.
+    Etcd(SocketAddr),
+    /// Anything else (controller-manager, scheduler): running without a restart for the
+    /// settle period.
+    Settle,
+}
+
+/// One static pod to restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Component {
+    /// The pod's `metadata.name` (kubeadm: `kube-apiserver`, `etcd`, ...).
+    pub name: String,
+    /// The parsed manifest.
+    pub pod: StaticPod,
+    /// How to tell it is healthy.
+    pub health: HealthCheck,
+}
+
+impl Component {
+    /// The component of a parsed manifest, with the health check its flags call for.
+    pub fn from_pod(pod: StaticPod) -> Result<Component, String> {
+        let health = health_check_of(&pod)?;
+        Ok(Component {
+            name: pod.name.clone(),
+            pod,
+            health,
+        })
+    }
+}
+
+/// The health check of a static pod, from kubeadm's flags in its manifest: kube-apiserver's
+/// `--secure-port` (default 6443) on 127.0.0.1; etcd's first `--listen-client-urls` (an
+/// unspecified address means 127.0.0.1).
+pub fn health_check_of(pod: &StaticPod) -> Result<HealthCheck, String> {
+    let file = pod.file.display();
+    if let Some(c) = pod.container("kube-apiserver") {
+        let port = match c.flag("secure-port") {
+            None => 6443,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{file}: --secure-port={p} is not a port"))?,
+        };
+        return Ok(HealthCheck::ApiServer(SocketAddr::from((
+            [127, 0, 0, 1],
+            port,
+        ))));
+    }
+    if let Some(c) = pod.container("etcd") {
+        let urls = c
+            .flag("listen-client-urls")
+            .unwrap_or("http://localhost:2379");
+        let first = urls.split(',').next().unwrap_or_default().trim();
+        return Ok(HealthCheck::Etcd(
+            local_address_of(first).map_err(|e| format!("{file}: --listen-client-urls: {e}"))?,
+        ));
+    }
+    Ok(HealthCheck::Settle)
+}
+
+/// The address to probe for a listen URL: `https://HOST:PORT`, with `localhost` and unspecified
+/// hosts (0.0.0.0, [::]) probed on 127.0.0.1.
+fn local_address_of(url: &str) -> Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{url:?} is not an https:// URL"))?;
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let (host, port) = host_port
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?} has no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{url:?}: {port:?} is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if host == "localhost" {
+        [127, 0, 0, 1].into()
+    } else {
+        host.parse()
+            .map_err(|_| format!("{url:?}: {host:?} is not an IP address"))?
+    };
+    let ip = if ip.is_unspecified() {
+        [127, 0, 0, 1].into()
+    } else {
+        ip
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Health probes with the certificates on disk.
+pub trait Probes {
+    /// One attempt: Ok when the component answers healthy and serves the certificate that is on
+    /// disk now; Err says what it saw.
+    fn healthy(&self, component: &Component) -> Result<(), String>;
+    /// Whether the component's TLS endpoint already serves the certificate on disk (for
+    /// `minimal`); Ok(false) for components without one.
+    fn serves_current(&self, component: &Component) -> Result<bool, String>;
+}
+
+/// The real probes: TLS to the local endpoints with the node's pki dir.
+#[derive(Debug, Clone)]
+pub struct TlsProbes {
+    /// kubeadm's certificatesDir.
+    pub pki: PathBuf,
+    /// Bound on one probe (connect, handshake, response).
+    pub timeout: Duration,
+}
+
+impl TlsProbes {
+    /// Serial of the certificate in `file` (the first of the file).
+    fn serial_on_disk(file: &Path) -> Result<String, String> {
+        let data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let certs = crate::inventory::parse_cert_bundle(&data)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        certs
+            .first()
+            .map(|c| c.serial_hex.clone())
+            .ok_or_else(|| format!("{}: no certificate", file.display()))
+    }
+
+    /// What the endpoint serves: the probe, and the serial expected from disk.
+    fn probe(
+        &self,
+        component: &Component,
+    ) -> Result<Option<(crate::health::Probe, String)>, String> {
+        use crate::health::{ClientCert, https_get};
+        match &component.health {
+            HealthCheck::ApiServer(addr) => {
+                // Present apiserver-kubelet-client when there is one: /readyz is open to
+                // anonymous requests by default, but not where anonymous auth is off.
+                let cert = self.pki.join("apiserver-kubelet-client.crt");
+                let key = self.pki.join("apiserver-kubelet-client.key");
+                let client = (cert.exists() && key.exists()).then(|| ClientCert {
+                    cert: &cert,
+                    key: &key,
+                });
+                let probe = https_get(
+                    *addr,
+                    "/readyz",
+                    &self.pki.join("ca.crt"),
+                    client,
+                    self.timeout,
+                )?;
+                Ok(Some((
+                    probe,
+                    Self::serial_on_disk(&self.pki.join("apiserver.crt"))?,
+                )))
+            }
+            HealthCheck::Etcd(addr) => {
+                let etcd = self.pki.join("etcd");
+                let cert = etcd.join("healthcheck-client.crt");
+                let key = etcd.join("healthcheck-client.key");
+                let probe = https_get(
+                    *addr,
+                    "/health",
+                    &etcd.join("ca.crt"),
+                    Some(ClientCert {
+                        cert: &cert,
+                        key: &key,
+                    }),
+                    self.timeout,
+                )?;
+                Ok(Some((
+                    probe,
+                    Self::serial_on_disk(&etcd.join("server.crt"))?,
+                )))
+            }
+            HealthCheck::Settle => Ok(None),
+        }
+    }
+}
+
+impl Probes for TlsProbes {
+    fn healthy(&self, component: &Component) -> Result<(), String> {
+        let Some((probe, expected)) = self.probe(component)? else {
+            return Ok(());
+        };
+        let served = crate::health::serial_hex(&probe.served_leaf_der)?;
+        if served != expected {
+            return Err(format!(
+                "serves the certificate with serial {served}, not the one on disk ({expected})"
+            ));
+        }
+        let ok = match component.health {
+            HealthCheck::Etcd(_) => probe.status == 200 && crate::health::etcd_healthy(&probe.body),
+            _ => probe.status == 200,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "answered HTTP {}: {}",
+                probe.status,
+                probe.body.trim().chars().take(200).collect::<String>()
+            ))
+        }
+    }
+
+    fn serves_current(&self, component: &Component) -> Result<bool, String> {
+        match self.probe(component)? {
+            None => Ok(false),
+            Some((probe, expected)) => {
+                Ok(crate::health::serial_hex(&probe.served_leaf_der)? == expected)
+            }
+        }
+    }
+}
+
+/// Timing of a restart.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Interval between two questions to the runtime (or two health probes).
+    pub poll: Duration,
+    /// Bound on waiting for the old containers to exit.
+    pub stop_timeout: Duration,
+    /// Bound on waiting for the new containers to run and answer healthy.
+    pub start_timeout: Duration,
+    /// How long a component without a health endpoint must keep running.
+    pub settle: Duration,
+    /// Only containers whose pod name ends with `-<node>` count (kubelet names static pods
+    /// `<name>-<node>`); `None` counts every pod of the namespace.
+    pub node_name: Option<String>,
+}
+
+impl Settings {
+    /// The settings of a configuration (node name resolved by the caller).
+    pub fn from_config(config: &crate::config::Config, node_name: Option<String>) -> Settings {
+        Settings {
+            poll: Duration::from_millis(config.restart_poll_ms),
+            stop_timeout: Duration::from_secs(config.restart_stop_timeout_secs),
+            start_timeout: Duration::from_secs(config.restart_start_timeout_secs),
+            settle: Duration::from_secs(config.restart_settle_secs),
+            node_name,
+        }
+    }
+}
+
+/// What happened to one component.
+#[derive(Debug, Clone)]
+pub struct Restarted {
+    /// The component.
+    pub name: String,
+    /// Its containers before (any state).
+    pub old_ids: Vec<String>,
+    /// The container running now.
+    pub new_id: String,
+    /// From parking until no container of it ran.
+    pub stopped_after: Duration,
+    /// From the return of the manifests until the new container ran.
+    pub running_after: Duration,
+    /// From the return of the manifests until it was healthy.
+    pub healthy_after: Duration,
+}
+
+/// The report of a successful restart.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The restarted components, in restart order.
+    pub restarted: Vec<Restarted>,
+    /// Things worth telling (components skipped and why, a filter that did not match).
+    pub notes: Vec<String>,
+    /// The whole restart, wall time.
+    pub total: Duration,
+    /// From parking until every old container had exited.
+    pub stop_phase: Duration,
+    /// From the return of the manifests until every new container ran.
+    pub start_phase: Duration,
+}
+
+/// Why a restart failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The runtime could not be asked (unreachable before anything was touched, or gone during
+    /// the restart): the certificates are not the problem.
+    Runtime(String),
+    /// A component did not stop, come back, or answer healthy in time.
+    Unhealthy(String),
+    /// Files could not be moved (the message says which and where they are).
+    Files(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Runtime(m) | Failure::Unhealthy(m) | Failure::Files(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Restart order: kube-apiserver first (its exit is what proves the old certificates are out of
+/// use), then etcd, then the rest by name.
+fn restart_rank(name: &str) -> (u8, &str) {
+    match name {
+        "kube-apiserver" => (0, name),
+        "etcd" => (1, name),
+        _ => (2, name),
+    }
+}
+
+/// Every static pod of the manifests dir. A manifest that cannot be parsed is an error naming
+/// it (an `all` restart must not silently leave one out).
+pub fn all_components(manifests_dir: &Path) -> Result<Vec<Component>, String> {
+    let mut components = Vec::new();
+    for file in manifest::list(manifests_dir)? {
+        components.push(Component::from_pod(manifest::read(&file)?)?);
+    }
+    components.sort_by(|a, b| restart_rank(&a.name).cmp(&restart_rank(&b.name)));
+    Ok(components)
+}
+
+/// The components named, from the manifests dir; an unknown name is an error listing the
+/// known ones.
+pub fn named_components(manifests_dir: &Path, names: &[String]) -> Result<Vec<Component>, String> {
+    let all = all_components(manifests_dir)?;
+    let known: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+    for n in names {
+        if !known.contains(&n.as_str()) {
+            return Err(format!(
+                "no static pod named {n} in {} (there are: {})",
+                manifests_dir.display(),
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|c| names.contains(&c.name))
+        .collect())
+}
+
+/// The components fed by the renewed certificates (kubeadm names in, pod names out).
+pub fn affected_names(renewed: &[String]) -> BTreeSet<&'static str> {
+    renewed
+        .iter()
+        .filter_map(|n| crate::kubeadm::component_of(n))
+        .collect()
+}
+
+/// What a renewal restarts, by mode, with a note for each component left out and why.
+/// Pure apart from `probes` (asked only in `minimal` mode).
+pub fn choose(
+    mode: RestartMode,
+    renewed: &[String],
+    available: Vec<Component>,
+    probes: &impl Probes,
+) -> (Vec<Component>, Vec<String>) {
+    let mut notes = Vec::new();
+    if mode == RestartMode::All {
+        return (available, notes);
+    }
+    let wanted = affected_names(renewed);
+    for name in &wanted {
+        if !available.iter().any(|c| c.name == *name) {
+            notes.push(format!(
+                "{name}: no static-pod manifest on this node, not restarted"
+            ));
+        }
+    }
+    let mut chosen = Vec::new();
+    for c in available {
+        if !wanted.contains(c.name.as_str()) {
+            continue;
+        }
+        if mode == RestartMode::Minimal && c.health != HealthCheck::Settle {
+            match probes.serves_current(&c) {
+                Ok(true) => {
+                    notes.push(format!(
+                        "{}: already serves the renewed certificate (it reloads it by itself), \
+                         not restarted",
+                        c.name
+                    ));
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => notes.push(format!(
+                    "{}: could not tell which certificate it serves ({e}); restarting it",
+                    c.name
+                )),
+            }
+        }
+        chosen.push(c);
+    }
+    (chosen, notes)
+}
+
+/// The parking directory of a manifests dir: a hidden sibling, on the same filesystem.
+pub fn parking_dir(manifests_dir: &Path) -> PathBuf {
+    manifests_dir
+        .parent()
+        .unwrap_or(manifests_dir)
+        .join(PARKING_DIR_NAME)
+}
+
+/// Creates the parking dir (mode 0700) and checks it is on the manifests dir's filesystem, so
+/// parking is a rename(2) and never a copy.
+fn prepare_parking(manifests_dir: &Path, parking: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let fail = |e: String| Failure::Files(e);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parking)
+        .map_err(|e| {
+            fail(format!(
+                "cannot create the parking dir {}: {e}",
+                parking.display()
+            ))
+        })?;
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .map_err(|e| fail(format!("{}: {e}", p.display())))
+    };
+    if dev(manifests_dir)? != dev(parking)? {
+        return Err(fail(format!(
+            "the parking dir {} is not on the filesystem of {}: manifests must move by rename",
+            parking.display(),
+            manifests_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Does this container belong to our node's static pod of `pod`?
+fn ours(c: &ContainerInfo, pod: &str, node_name: Option<&str>) -> bool {
+    match node_name {
+        Some(node) => c.pod_name == format!("{pod}-{node}"),
+        None => true,
+    }
+}
+
+/// The containers of one component, narrowed to this node's pods when the filter is on.
+async fn component_containers(
+    runtime: &impl Runtime,
+    c: &Component,
+    node_name: Option<&str>,
+) -> Result<Vec<ContainerInfo>, String> {
+    let mut all = Vec::new();
+    for container in &c.pod.containers {
+        all.extend(
+            runtime
+                .containers(&c.pod.namespace, &container.name)
+                .await?
+                .into_iter()
+                .filter(|x| ours(x, &c.name, node_name)),
+        );
+    }
+    Ok(all)
+}
+
+/// Moves every manifest of `parked` back and clears the journal; the journal stays when a
+/// move fails, so the next command retries.
+pub fn unpark(state_dir: &Path, parked: &[ParkedManifest]) -> Result<String, Failure> {
+    let message = journal::unpark(parked).map_err(Failure::Files)?;
+    journal::clear(state_dir).map_err(Failure::Files)?;
+    Ok(message)
+}
+
+/// Restarts `components` (none is a no-op): park, wait for exit, return, wait for new
+/// containers, check health. Every manifest is back in place when this returns, unless moving
+/// it back failed — then the error says so and the journal makes the next command retry.
+pub async fn restart(
+    runtime: &impl Runtime,
+    probes: &impl Probes,
+    components: &[Component],
+    state_dir: &Path,
+    settings: &Settings,
+) -> Result<Outcome, Failure> {
+    let start = Instant::now();
+    let mut outcome = Outcome::default();
+    if components.is_empty() {
+        return Ok(outcome);
+    }
+    runtime.ping().await.map_err(|e| {
+        Failure::Runtime(format!(
+            "the container runtime does not answer, nothing was restarted: {e}"
+        ))
+    })?;
+
+    // Which filter finds this node's containers; the old containers of each component.
+    let mut node_name = settings.node_name.clone();
+    let mut old: Vec<BTreeSet<String>> = Vec::new();
+    if let Some(node) = &node_name {
+        let mut any_ours = false;
+        let mut any_at_all = false;
+        for c in components {
+            let all = component_containers(runtime, c, None)
+                .await
+                .map_err(Failure::Runtime)?;
+            any_at_all |= !all.is_empty();
+            any_ours |= all.iter().any(|x| ours(x, &c.name, Some(node)));
+        }
+        if any_at_all && !any_ours {
+            outcome.notes.push(format!(
+                "no container of a pod named <component>-{node} found; looking at every \
+                 kube-system pod instead"
+            ));
+            node_name = None;
+        }
+    }
+    for c in components {
+        let ids = component_containers(runtime, c, node_name.as_deref())
+            .await
+            .map_err(Failure::Runtime)?
+            .into_iter()
+            .map(|x| x.id)
+            .collect();
+        old.push(ids);
+    }
+
+    // Park: journal first, then rename(2) each manifest out.
+    let manifests_dir = components[0]
+        .pod
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let parking = parking_dir(&manifests_dir);
+    prepare_parking(&manifests_dir, &parking)?;
+    let parked: Vec<ParkedManifest> = components
+        .iter()
+        .map(|c| ParkedManifest {
+            manifest: c.pod.file.clone(),
+            parked: parking.join(c.pod.file.file_name().unwrap_or_default()),
+        })
+        .collect();
+    journal::record(
+        state_dir,
+        &Intent::Park {
+            manifests: parked.clone(),
+        },
+    )
+    .map_err(Failure::Files)?;
+    let parked_at = Instant::now();
+    for p in &parked {
+        if let Err(e) = std::fs::rename(&p.manifest, &p.parked) {
+            let back = unpark(state_dir, &parked);
+            return Err(Failure::Files(format!(
+                "cannot park {} in {}: {e}{}",
+                p.manifest.display(),
+                parking.display(),
+                back.err()
+                    .map(|b| format!("; and then: {b}"))
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    for dir in [&manifests_dir, &parking] {
+        if let Err(e) = crate::store::sync_dir(dir) {
+            let _ = unpark(state_dir, &parked);
+            return Err(Failure::Files(format!("{}: {e}", dir.display())));
+        }
+    }
+    failpoint::hit("restart.after-park");
+
+    // Wait for every old container to exit (kube-apiserver first in the order).
+    let stopped = wait_stopped(
+        runtime,
+        components,
+        node_name.as_deref(),
+        settings,
+        parked_at,
+    )
+    .await;
+    failpoint::hit("restart.before-unpark");
+    let unparked = unpark(state_dir, &parked);
+    let returned_at = Instant::now();
+    let stopped_after = match (stopped, unparked) {
+        (Ok(s), Ok(_)) => s,
+        (Err(e), Ok(_)) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e),
+        (Err(e), Err(b)) => return Err(Failure::Files(format!("{e}; and then: {b}"))),
+    };
+    outcome.stop_phase = returned_at - parked_at;
+
+    // Wait for new containers, then health.
+    let deadline = returned_at + settings.start_timeout;
+    let mut new_ids: Vec<(String, Instant)> = Vec::new();
+    for (c, old_ids) in components.iter().zip(&old) {
+        let id = wait_new_container(
+            runtime,
+            c,
+            old_ids,
+            node_name.as_deref(),
+            settings,
+            deadline,
+        )
+        .await?;
+        new_ids.push((id, Instant::now()));
+    }
+    outcome.start_phase = returned_at.elapsed();
+    let healthy_after = wait_all_healthy(
+        runtime,
+        probes,
+        components,
+        &new_ids,
+        node_name.as_deref(),
+        settings,
+        deadline,
+        returned_at,
+    )
+    .await?;
+    for (i, c) in components.iter().enumerate() {
+        outcome.restarted.push(Restarted {
+            name: c.name.clone(),
+            old_ids: old[i].iter().cloned().collect(),
+            new_id: new_ids[i].0.clone(),
+            stopped_after: stopped_after.get(i).copied().unwrap_or_default(),
+            running_after: new_ids[i].1 - returned_at,
+            healthy_after: healthy_after[i],
+        });
+    }
+    outcome.total = start.elapsed();
+    Ok(outcome)
+}
+
+/// Polls until no container of any component runs; returns for each component how long after
+/// parking it was seen stopped. Runtime errors are retried until the timeout (a runtime being
+/// restarted by systemd comes back), then reported as such.
+async fn wait_stopped(
+    runtime: &impl Runtime,
+    components: &[Component],
+    node_name: Option<&str>,
+    settings: &Settings,
+    parked_at: Instant,
+) -> Result<Vec<Duration>, Failure> {
+    let deadline = parked_at + settings.stop_timeout;
+    let mut stopped: Vec<Option<Duration>> = vec![None; components.len()];
+    let mut last_error = None;
+    loop {
+        for (i, c) in components.iter().enumerate() {
+            if stopped[i].is_some() {
+                continue;
+            }
+            match component_containers(runtime, c, node_name).await {
+                Ok(list) => {
+                    last_error = None;
+                    if !list.iter().any(|x| x.running) {
+                        stopped[i] = Some(parked_at.elapsed());
+                    }
+                }
+                Err(e) => {
+                    last_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if stopped.iter().all(Option::is_some) {
+            return Ok(stopped.into_iter().flatten().collect());
+        }
+        if Instant::now() >= deadline {
+            let running: Vec<&str> = components
+                .iter()
+                .zip(&stopped)
+                .filter(|(_, s)| s.is_none())
+                .map(|(c, _)| c.name.as_str())
+                .collect();
+            return Err(match last_error {
+                Some(e) => Failure::Runtime(format!(
+                    "the container runtime stopped answering while waiting for {} to stop: {e}",
+                    running.join(", ")
+                )),
+                None => Failure::Unhealthy(format!(
+                    "{} still running {}s after its manifest was parked",
+                    running.join(", "),
+                    settings.stop_timeout.as_secs()
+                )),
+            });
+        }
+        tokio::time::sleep(settings.poll).await;
+    }
+}
+
+/// Polls until a container of `c` that was not there before runs.
+async fn wait_new_container(
+    runtime: &impl Runtime,
+    c: &Component,
+    old_ids: &BTreeSet<String>,
+    node_name: Option<&str>,
+    settings: &Settings,
+    deadline: Instant,
+) -> Result<String, Failure> {
+    loop {
+        let last_error = match component_containers(runtime, c, node_name).await {
+            Ok(list) => {
+                if let Some(new) = list.iter().find(|x| x.running && !old_ids.contains(&x.id)) {
+                    return Ok(new.id.clone());
+                }
+                None
+            }
+            Err(e) => Some(e),
+        };
+        if Instant::now() >= deadline {
+            return Err(match last_error {
+                Some(e) => Failure::Runtime(format!(
+                    "the container runtime stopped answering while waiting for {} to start: {e}",
+                    c.name
+                )),
+                None => Failure::Unhealthy(format!(
+                    "{} did not start a new container within {}s of its manifest's return",
+                    c.name,
+                    settings.start_timeout.as_secs()
+                )),
+            });
+        }
+        tokio::time::sleep(settings.poll).await;
+    }
+}
+
+/// Polls every component's health, all in the same rounds, until each passed or the deadline:
+/// kube-apiserver and etcd through their probes; a component without a health endpoint must
+/// keep its new container running for the settle period (from when it was seen running).
+/// Returns for each component when it passed, from the return of the manifests.
+#[allow(clippy::too_many_arguments)]
+async fn wait_all_healthy(
+    runtime: &impl Runtime,
+    probes: &impl Probes,
+    components: &[Component],
+    new_ids: &[(String, Instant)],
+    node_name: Option<&str>,
+    settings: &Settings,
+    deadline: Instant,
+    returned_at: Instant,
+) -> Result<Vec<Duration>, Failure> {
+    let mut passed: Vec<Option<Duration>> = vec![None; components.len()];
+    let mut last: Vec<String> = vec![String::new(); components.len()];
+    loop {
+        for (i, c) in components.iter().enumerate() {
+            if passed[i].is_some() {
+                continue;
+            }
+            let (new_id, running_since) = &new_ids[i];
+            if c.health == HealthCheck::Settle {
+                let list = component_containers(runtime, c, node_name)
+                    .await
+                    .map_err(|e| {
+                        Failure::Runtime(format!(
+                            "the container runtime stopped answering while {} settled: {e}",
+                            c.name
+                        ))
+                    })?;
+                if !list.iter().any(|x| x.id == *new_id && x.running) {
+                    return Err(Failure::Unhealthy(format!(
+                        "{} exited (container {}) within {}s of starting",
+                        c.name,
+                        short(new_id),
+                        settings.settle.as_secs()
+                    )));
+                }
+                if running_since.elapsed() >= settings.settle {
+                    passed[i] = Some(returned_at.elapsed());
+                }
+            } else {
+                match probes.healthy(c) {
+                    Ok(()) => passed[i] = Some(returned_at.elapsed()),
+                    Err(e) => last[i] = e,
+                }
+            }
+        }
+        if passed.iter().all(Option::is_some) {
+            return Ok(passed.into_iter().flatten().collect());
+        }
+        if Instant::now() >= deadline {
+            let failing: Vec<String> = components
+                .iter()
+                .zip(&passed)
+                .zip(&last)
+                .filter(|((_, p), _)| p.is_none())
+                .map(|((c, _), why)| {
+                    if c.health == HealthCheck::Settle {
+                        format!("{} did not settle", c.name)
+                    } else {
+                        format!("{} did not answer healthy: {why}", c.name)
+                    }
+                })
+                .collect();
+            return Err(Failure::Unhealthy(format!(
+                "within {}s of the manifests' return, {}",
+                settings.start_timeout.as_secs(),
+                failing.join("; ")
+            )));
+        }
+        tokio::time::sleep(settings.poll).await;
+    }
+}
+
+/// The first 13 characters of a container id, as crictl shows them.
+pub fn short(id: &str) -> &str {
+    id.get(..13).unwrap_or(id)
+}
+
+/// Restarts, and when that fails for any reason other than the runtime itself, restores the
+/// certificates of `backup` (if this restart follows a renewal) and restarts again with them.
+/// Returns the outcome of the first attempt, or an error that tells the whole story.
+pub async fn restart_with_rollback(
+    runtime: &impl Runtime,
+    probes: &impl Probes,
+    components: &[Component],
+    state_dir: &Path,
+    settings: &Settings,
+    backup: Option<&Path>,
+) -> Result<Outcome, String> {
+    let failure = match restart(runtime, probes, components, state_dir, settings).await {
+        Ok(outcome) => return Ok(outcome),
+        Err(f) => f,
+    };
+    let Some(backup) = backup else {
+        return Err(format!("restart failed: {failure}"));
+    };
+    if let Failure::Runtime(_) = failure {
+        return Err(format!(
+            "restart failed: {failure}. The renewed certificates stay in place (they are not the \
+             problem; the backup is {}); kubelet starts the pods once the runtime is back",
+            backup.display()
+        ));
+    }
+    journal::record(
+        state_dir,
+        &Intent::Restore {
+            backup: backup.to_path_buf(),
+        },
+    )?;
+    failpoint::hit("restart.during-restore");
+    let restored = crate::store::restore(backup)?;
+    journal::clear(state_dir)?;
+    let again = match restart(runtime, probes, components, state_dir, settings).await {
+        Ok(_) => "they are running healthy again with the previous certificates".to_string(),
+        Err(e) => format!("restarting them again failed as well: {e}"),
+    };
+    Err(format!(
+        "restart with the renewed certificates failed: {failure}. The previous certificates \
+         were restored from {} ({} files) and the components restarted: {again}",
+        backup.display(),
+        restored.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests;

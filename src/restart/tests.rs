@@ -1,0 +1,636 @@
+//! The restart orchestration against a fake runtime that behaves like kubelet + a runtime: it
+//! looks at the real (temp) manifests dir at every question, stops the containers of a missing
+//! manifest after a few questions, and starts a new container for a present one.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::nodegen::{self, NodeSpec};
+
+/// What the fake kubelet does with a component.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Behaviour {
+    /// Stops after `stop_polls` questions once parked; starts when back.
+    Normal,
+    /// Never stops.
+    Stuck,
+    /// Starts, then exits after two questions, forever (a crash loop).
+    CrashLoop,
+}
+
+struct FakeContainer {
+    id: String,
+    pod_name: String,
+    running: bool,
+    age: u32,
+}
+
+struct FakeKubelet {
+    manifests: PathBuf,
+    node: String,
+    containers: RefCell<BTreeMap<String, Vec<FakeContainer>>>,
+    behaviour: BTreeMap<String, Behaviour>,
+    parked_polls: RefCell<BTreeMap<String, u32>>,
+    stop_polls: u32,
+    next_id: RefCell<u32>,
+    /// The runtime answers this many questions, then fails every one.
+    answers_left: RefCell<Option<u32>>,
+    pinged: RefCell<bool>,
+}
+
+impl FakeKubelet {
+    fn new(manifests: &Path, node: &str) -> FakeKubelet {
+        let k = FakeKubelet {
+            manifests: manifests.to_path_buf(),
+            node: node.to_string(),
+            containers: RefCell::new(BTreeMap::new()),
+            behaviour: BTreeMap::new(),
+            parked_polls: RefCell::new(BTreeMap::new()),
+            stop_polls: 3,
+            next_id: RefCell::new(1),
+            answers_left: RefCell::new(None),
+            pinged: RefCell::new(false),
+        };
+        for name in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "etcd",
+        ] {
+            k.start(name);
+        }
+        k
+    }
+
+    fn start(&self, name: &str) {
+        let mut next = self.next_id.borrow_mut();
+        let id = format!("{name}-{:04}", *next);
+        *next += 1;
+        self.containers
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .push(FakeContainer {
+                id,
+                pod_name: format!("{name}-{}", self.node),
+                running: true,
+                age: 0,
+            });
+    }
+
+    /// One kubelet sync for `name`, as seen at a question about it.
+    fn sync(&self, name: &str) {
+        let present = self.manifests.join(format!("{name}.yaml")).exists();
+        let behaviour = self
+            .behaviour
+            .get(name)
+            .copied()
+            .unwrap_or(Behaviour::Normal);
+        let own = format!("{name}-{}", self.node);
+        let running_now = {
+            let mut all = self.containers.borrow_mut();
+            let list = all.entry(name.to_string()).or_default();
+            for c in list.iter_mut().filter(|c| c.running && c.pod_name == own) {
+                c.age += 1;
+                if behaviour == Behaviour::CrashLoop && c.age > 2 {
+                    c.running = false;
+                }
+            }
+            list.iter().any(|c| c.running && c.pod_name == own)
+        };
+        if present {
+            self.parked_polls.borrow_mut().remove(name);
+            if !running_now {
+                self.start(name);
+            }
+        } else {
+            let mut polls = self.parked_polls.borrow_mut();
+            let n = polls.entry(name.to_string()).or_insert(0);
+            *n += 1;
+            if *n >= self.stop_polls && behaviour != Behaviour::Stuck {
+                for c in self
+                    .containers
+                    .borrow_mut()
+                    .entry(name.to_string())
+                    .or_default()
+                {
+                    if c.pod_name == own {
+                        c.running = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn ids(&self, name: &str) -> Vec<String> {
+        self.containers.borrow()[name]
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    fn running(&self, name: &str) -> Vec<String> {
+        self.containers.borrow()[name]
+            .iter()
+            .filter(|c| c.running)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+}
+
+impl Runtime for FakeKubelet {
+    async fn ping(&self) -> Result<String, String> {
+        *self.pinged.borrow_mut() = true;
+        match *self.answers_left.borrow() {
+            Some(0) => Err("connection refused".into()),
+            _ => Ok("fake 1".into()),
+        }
+    }
+
+    async fn containers(
+        &self,
+        namespace: &str,
+        container: &str,
+    ) -> Result<Vec<ContainerInfo>, String> {
+        if let Some(n) = self.answers_left.borrow_mut().as_mut() {
+            if *n == 0 {
+                return Err("transport error: connection refused".into());
+            }
+            *n -= 1;
+        }
+        assert_eq!(namespace, "kube-system");
+        self.sync(container);
+        Ok(self.containers.borrow()[container]
+            .iter()
+            .map(|c| ContainerInfo {
+                id: c.id.clone(),
+                pod_name: c.pod_name.clone(),
+                running: c.running,
+            })
+            .collect())
+    }
+}
+
+/// Probes that pass, or fail for the named components.
+struct FakeProbes {
+    failing: Vec<&'static str>,
+    serving_current: Vec<&'static str>,
+}
+
+impl Probes for FakeProbes {
+    fn healthy(&self, c: &Component) -> Result<(), String> {
+        if self.failing.contains(&c.name.as_str()) {
+            Err("connection refused".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn serves_current(&self, c: &Component) -> Result<bool, String> {
+        Ok(self.serving_current.contains(&c.name.as_str()))
+    }
+}
+
+fn healthy() -> FakeProbes {
+    FakeProbes {
+        failing: vec![],
+        serving_current: vec![],
+    }
+}
+
+struct Node {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+impl Node {
+    fn manifests(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+}
+
+fn node() -> Node {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("k");
+    let now = time::OffsetDateTime::now_utc();
+    nodegen::generate(&dir, &NodeSpec::new(now, 3)).unwrap();
+    let state = tmp.path().join("state");
+    Node {
+        _tmp: tmp,
+        dir,
+        state,
+    }
+}
+
+fn settings(node: Option<&str>) -> Settings {
+    Settings {
+        poll: Duration::from_millis(1),
+        stop_timeout: Duration::from_millis(300),
+        start_timeout: Duration::from_millis(300),
+        settle: Duration::from_millis(5),
+        node_name: node.map(str::to_string),
+    }
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    crate::manifest::list(dir)
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            let data = std::fs::read(&f).unwrap();
+            (f, data)
+        })
+        .collect()
+}
+
+fn assert_all_back(n: &Node, before: &BTreeMap<PathBuf, Vec<u8>>) {
+    assert_eq!(&snapshot(&n.manifests()), before, "manifests not all back");
+    let parking = parking_dir(&n.manifests());
+    if parking.exists() {
+        assert_eq!(
+            std::fs::read_dir(&parking).unwrap().count(),
+            0,
+            "parking dir not empty"
+        );
+    }
+    assert!(
+        crate::journal::pending(&n.state).unwrap().is_none(),
+        "journal left behind"
+    );
+}
+
+#[tokio::test]
+async fn restart_all_gives_every_component_a_new_container() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let components = all_components(&n.manifests()).unwrap();
+    let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "kube-apiserver",
+            "etcd",
+            "kube-controller-manager",
+            "kube-scheduler"
+        ],
+        "kube-apiserver first"
+    );
+    let old: BTreeMap<String, Vec<String>> = names
+        .iter()
+        .map(|n| (n.to_string(), kubelet.ids(n)))
+        .collect();
+    let outcome = restart(
+        &kubelet,
+        &healthy(),
+        &components,
+        &n.state,
+        &settings(Some("cp-1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.restarted.len(), 4);
+    for r in &outcome.restarted {
+        assert!(
+            !old[&r.name].contains(&r.new_id),
+            "{} kept its container",
+            r.name
+        );
+        assert_eq!(kubelet.running(&r.name), vec![r.new_id.clone()]);
+        assert_eq!(r.old_ids, old[&r.name]);
+    }
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn unreachable_runtime_touches_nothing() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    *kubelet.answers_left.borrow_mut() = Some(0);
+    let components = all_components(&n.manifests()).unwrap();
+    let err = restart(&kubelet, &healthy(), &components, &n.state, &settings(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Failure::Runtime(_)), "{err:?}");
+    assert!(err.to_string().contains("nothing was restarted"), "{err}");
+    assert_eq!(snapshot(&n.manifests()), before);
+    assert!(!parking_dir(&n.manifests()).exists(), "parking dir created");
+    assert!(!crate::journal::path(&n.state).exists());
+}
+
+#[tokio::test]
+async fn a_component_that_never_stops_times_out_with_manifests_back() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let mut kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    kubelet.behaviour.insert("etcd".into(), Behaviour::Stuck);
+    let components = all_components(&n.manifests()).unwrap();
+    let err = restart(&kubelet, &healthy(), &components, &n.state, &settings(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Failure::Unhealthy(_)), "{err:?}");
+    assert!(err.to_string().contains("etcd still running"), "{err}");
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn runtime_gone_in_the_middle_is_a_runtime_failure_with_manifests_back() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    // enough answers for the ping and the old-id lists, then the runtime is gone
+    *kubelet.answers_left.borrow_mut() = Some(5);
+    let components = all_components(&n.manifests()).unwrap();
+    let err = restart(&kubelet, &healthy(), &components, &n.state, &settings(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Failure::Runtime(_)), "{err:?}");
+    assert!(err.to_string().contains("stopped answering"), "{err}");
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn crash_loop_fails_the_settle_period() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let mut kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    kubelet
+        .behaviour
+        .insert("kube-scheduler".into(), Behaviour::CrashLoop);
+    let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    let mut s = settings(None);
+    s.settle = Duration::from_millis(100);
+    let err = restart(&kubelet, &healthy(), &components, &n.state, &s)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("kube-scheduler exited"), "{err}");
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn unhealthy_after_restart_restores_the_backup_and_restarts_again() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let cert = n.dir.join("pki/apiserver.crt");
+    let original = std::fs::read(&cert).unwrap();
+    let backup = crate::store::backup(
+        &n.state.join("backups"),
+        "20260101T000000Z",
+        &n.dir,
+        std::slice::from_ref(&cert),
+    )
+    .unwrap();
+    std::fs::write(&cert, b"the renewed one").unwrap();
+    let components = named_components(&n.manifests(), &["kube-apiserver".into()]).unwrap();
+    let first_ids = kubelet.ids("kube-apiserver");
+    let probes = FakeProbes {
+        failing: vec!["kube-apiserver"],
+        serving_current: vec![],
+    };
+    let err = restart_with_rollback(
+        &kubelet,
+        &probes,
+        &components,
+        &n.state,
+        &settings(None),
+        Some(&backup),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("did not answer healthy"), "{err}");
+    assert!(err.contains("previous certificates were restored"), "{err}");
+    assert!(
+        err.contains("restarting them again failed as well"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        original,
+        "backup not restored"
+    );
+    assert!(
+        kubelet.ids("kube-apiserver").len() >= first_ids.len() + 2,
+        "not restarted twice"
+    );
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn runtime_failure_keeps_the_renewed_certificates() {
+    let n = node();
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    *kubelet.answers_left.borrow_mut() = Some(0);
+    let cert = n.dir.join("pki/apiserver.crt");
+    let backup = crate::store::backup(
+        &n.state.join("backups"),
+        "20260101T000000Z",
+        &n.dir,
+        std::slice::from_ref(&cert),
+    )
+    .unwrap();
+    std::fs::write(&cert, b"the renewed one").unwrap();
+    let components = all_components(&n.manifests()).unwrap();
+    let err = restart_with_rollback(
+        &kubelet,
+        &healthy(),
+        &components,
+        &n.state,
+        &settings(None),
+        Some(&backup),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("renewed certificates stay in place"), "{err}");
+    assert_eq!(std::fs::read(&cert).unwrap(), b"the renewed one");
+}
+
+#[tokio::test]
+async fn other_nodes_pods_are_not_waited_for() {
+    let n = node();
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    // a stuck scheduler of another "node" sharing the runtime
+    kubelet
+        .containers
+        .borrow_mut()
+        .get_mut("kube-scheduler")
+        .unwrap()
+        .push(FakeContainer {
+            id: "other".into(),
+            pod_name: "kube-scheduler-cp-2".into(),
+            running: true,
+            age: 0,
+        });
+    let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    let outcome = restart(
+        &kubelet,
+        &healthy(),
+        &components,
+        &n.state,
+        &settings(Some("cp-1")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.restarted.len(), 1);
+    assert!(outcome.notes.is_empty(), "{:?}", outcome.notes);
+    // a wrong node name falls back to the namespace-wide search, and says so
+    let outcome = restart(
+        &kubelet,
+        &healthy(),
+        &components,
+        &n.state,
+        &settings(Some("cp-9")),
+    )
+    .await;
+    let err = outcome.unwrap_err();
+    assert!(
+        err.to_string().contains("kube-scheduler still running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn affected_components_follow_kubeadm() {
+    let n = node();
+    let all = all_components(&n.manifests()).unwrap();
+    let pick = |renewed: &[&str], mode| {
+        let renewed: Vec<String> = renewed.iter().map(|s| s.to_string()).collect();
+        let (chosen, notes) = choose(mode, &renewed, all.clone(), &healthy());
+        (
+            chosen.into_iter().map(|c| c.name).collect::<Vec<_>>(),
+            notes,
+        )
+    };
+    assert_eq!(
+        pick(&["scheduler.conf"], RestartMode::Affected).0,
+        ["kube-scheduler"]
+    );
+    assert_eq!(
+        pick(
+            &["apiserver-etcd-client", "front-proxy-client"],
+            RestartMode::Affected
+        )
+        .0,
+        ["kube-apiserver"]
+    );
+    assert_eq!(pick(&["etcd-peer"], RestartMode::Affected).0, ["etcd"]);
+    assert!(
+        pick(
+            &["admin.conf", "etcd-healthcheck-client"],
+            RestartMode::Affected
+        )
+        .0
+        .is_empty()
+    );
+    assert_eq!(pick(&[], RestartMode::All).0.len(), 4);
+    let everything = [
+        "apiserver",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "etcd-server",
+    ];
+    assert_eq!(pick(&everything, RestartMode::Affected).0.len(), 4);
+
+    let probes = FakeProbes {
+        failing: vec![],
+        serving_current: vec!["kube-apiserver", "etcd"],
+    };
+    let renewed: Vec<String> = everything.iter().map(|s| s.to_string()).collect();
+    let (chosen, notes) = choose(RestartMode::Minimal, &renewed, all.clone(), &probes);
+    let chosen: Vec<String> = chosen.into_iter().map(|c| c.name).collect();
+    assert_eq!(chosen, ["kube-controller-manager", "kube-scheduler"]);
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[0].contains("already serves the renewed certificate"));
+
+    // external etcd: no manifest, said so
+    std::fs::remove_file(n.manifests().join("etcd.yaml")).unwrap();
+    let all = all_components(&n.manifests()).unwrap();
+    let (chosen, notes) = choose(
+        RestartMode::Affected,
+        &["etcd-server".to_string()],
+        all,
+        &healthy(),
+    );
+    assert!(chosen.is_empty());
+    assert!(notes[0].contains("no static-pod manifest"), "{notes:?}");
+}
+
+#[test]
+fn health_checks_come_from_the_manifests_flags() {
+    let n = node();
+    let all = all_components(&n.manifests()).unwrap();
+    let by = |name: &str| all.iter().find(|c| c.name == name).unwrap().health.clone();
+    assert_eq!(
+        by("kube-apiserver"),
+        HealthCheck::ApiServer("127.0.0.1:6443".parse().unwrap())
+    );
+    assert_eq!(
+        by("etcd"),
+        HealthCheck::Etcd("127.0.0.1:2379".parse().unwrap())
+    );
+    assert_eq!(by("kube-scheduler"), HealthCheck::Settle);
+    assert_eq!(
+        local_address_of("https://0.0.0.0:2379").unwrap(),
+        "127.0.0.1:2379".parse().unwrap()
+    );
+    assert_eq!(
+        local_address_of("https://localhost:12379").unwrap(),
+        "127.0.0.1:12379".parse().unwrap()
+    );
+    assert_eq!(
+        local_address_of("https://[::1]:2379").unwrap(),
+        "[::1]:2379".parse().unwrap()
+    );
+    assert!(local_address_of("http://127.0.0.1:2379").is_err());
+    assert!(local_address_of("https://127.0.0.1").is_err());
+    assert!(
+        named_components(&n.manifests(), &["kube-nothing".into()])
+            .unwrap_err()
+            .contains("kube-apiserver")
+    );
+}
+
+#[test]
+fn recovery_puts_parked_manifests_back() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let parking = parking_dir(&n.manifests());
+    std::fs::create_dir_all(&parking).unwrap();
+    let parked: Vec<ParkedManifest> = before
+        .keys()
+        .map(|m| ParkedManifest {
+            manifest: m.clone(),
+            parked: parking.join(m.file_name().unwrap()),
+        })
+        .collect();
+    crate::journal::record(
+        &n.state,
+        &Intent::Park {
+            manifests: parked.clone(),
+        },
+    )
+    .unwrap();
+    // a crash after moving two of four
+    for p in &parked[..2] {
+        std::fs::rename(&p.manifest, &p.parked).unwrap();
+    }
+    let message = crate::journal::recover(&n.state).unwrap().unwrap();
+    assert!(message.contains("put back"), "{message}");
+    assert_all_back(&n, &before);
+    // a parked manifest lost from both places is reported, the journal kept
+    crate::journal::record(
+        &n.state,
+        &Intent::Park {
+            manifests: parked.clone(),
+        },
+    )
+    .unwrap();
+    std::fs::remove_file(&parked[0].manifest).unwrap();
+    let err = crate::journal::recover(&n.state).unwrap_err();
+    assert!(err.contains("missing"), "{err}");
+    assert!(crate::journal::pending(&n.state).unwrap().is_some());
+}

@@ -1,0 +1,640 @@
+//! The TLS health probe against real peers as oracles: `openssl s_server` serving a generated
+//! node's apiserver certificate (RSA and ECDSA, TLS 1.3 and 1.2) and Debian's etcd requiring
+//! client certificates; plus the failure modes a restart must tell apart (refused, silent,
+//! untrusted).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube_cert_renewer::health::{ClientCert, etcd_healthy, https_get, serial_hex};
+use kube_cert_renewer::keys::KeyAlgorithm;
+use kube_cert_renewer::nodegen::{NodeSpec, generate};
+
+/// True when `tool` exists; otherwise says so loudly (and fails under CI, whose .ci/run must
+/// install it).
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        let msg =
+            format!("{tool} is not installed: the health-probe test that needs it cannot run");
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg} (.ci/run must install it)");
+        }
+        eprintln!("\n!!! {msg}; SKIPPED\n");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A freshly generated kubeadm-shaped node (leaves valid 30 more days).
+fn node(tmp: &Path, spec: impl FnOnce(NodeSpec) -> NodeSpec) -> PathBuf {
+    let dir = tmp.join("node");
+    generate(&dir, &spec(NodeSpec::new(now(), 30))).unwrap();
+    dir.join("pki")
+}
+
+/// The serial openssl reads from a PEM file, in the probe's format (lower-case hex).
+fn openssl_serial(cert: &Path) -> String {
+    let (ok, text) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
+    assert!(ok, "{text}");
+    text.trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect_timeout(&local(port), Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `openssl s_server -www` serving `name`.crt/.key of `pki`, optionally with extra flags.
+fn s_server(pki: &Path, name: &str, extra: &[&str]) -> (Guard, u16) {
+    let port = free_port();
+    let mut args = vec![
+        "s_server".to_string(),
+        "-accept".into(),
+        port.to_string(),
+        "-cert".into(),
+        pki.join(format!("{name}.crt")).display().to_string(),
+        "-key".into(),
+        pki.join(format!("{name}.key")).display().to_string(),
+        "-CAfile".into(),
+        pki.join("ca.crt").display().to_string(),
+        "-verify".into(),
+        "1".into(),
+        "-www".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut child = Command::new("openssl")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    wait_listening(port, &mut child, "openssl s_server");
+    (Guard(child), port)
+}
+
+/// Probes an s_server of `pki` and checks it served exactly `apiserver.crt`.
+fn assert_serves_apiserver(pki: &Path, port: u16) {
+    let probe = https_get(
+        local(port),
+        "/readyz",
+        &pki.join("ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(probe.status, 200, "{}", probe.body);
+    // s_server -www answers with an HTML page about the session.
+    assert!(
+        probe.body.contains("<HTML>") || probe.body.contains("<html>"),
+        "{}",
+        probe.body
+    );
+    assert_eq!(
+        serial_hex(&probe.served_leaf_der).unwrap(),
+        openssl_serial(&pki.join("apiserver.crt"))
+    );
+}
+
+#[test]
+fn s_server_with_the_apiserver_certificate_is_probed_and_its_serial_matches_openssl() {
+    if !have("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let (_server, port) = s_server(&pki, "apiserver", &[]);
+    assert_serves_apiserver(&pki, port);
+    // A bundle holding the right CA among others is trusted too.
+    let bundle = tmp.path().join("bundle.crt");
+    let mut text = std::fs::read_to_string(pki.join("etcd/ca.crt")).unwrap();
+    text.push_str(&std::fs::read_to_string(pki.join("front-proxy-ca.crt")).unwrap());
+    text.push_str(&std::fs::read_to_string(pki.join("ca.crt")).unwrap());
+    std::fs::write(&bundle, text).unwrap();
+    let probe = https_get(local(port), "/", &bundle, None, Duration::from_secs(5)).unwrap();
+    assert_eq!(probe.status, 200);
+}
+
+#[test]
+fn a_leaf_from_another_ca_is_untrusted_and_the_error_names_its_issuer() {
+    if !have("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let (_server, port) = s_server(&pki, "apiserver", &[]);
+    let err = https_get(
+        local(port),
+        "/readyz",
+        &pki.join("etcd/ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
+    eprintln!("{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("untrusted"), "{err}");
+    // The leaf's issuer (the cluster CA, CN=kubernetes) and the CA file tried are both named.
+    assert!(err.contains("issuer CN=kubernetes"), "{err}");
+    assert!(err.contains("etcd/ca.crt"), "{err}");
+    // Control: the same server with the right CA is fine, so the refusal was about trust.
+    assert_serves_apiserver(&pki, port);
+}
+
+#[test]
+fn nothing_listening_is_connection_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca.crt");
+    // Any parseable CA file: the probe never gets as far as TLS.
+    generate(&tmp.path().join("n"), &NodeSpec::new(now(), 30)).unwrap();
+    std::fs::copy(tmp.path().join("n/pki/ca.crt"), &ca).unwrap();
+    let port = free_port();
+    let started = Instant::now();
+    let err = https_get(local(port), "/readyz", &ca, None, Duration::from_secs(5)).unwrap_err();
+    eprintln!("{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_server_that_accepts_and_never_answers_times_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    generate(&tmp.path().join("n"), &NodeSpec::new(now(), 30)).unwrap();
+    let ca = tmp.path().join("n/pki/ca.crt");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts and holds connections open without a byte, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let started = Instant::now();
+    let err = https_get(addr, "/readyz", &ca, None, Duration::from_secs(1)).unwrap_err();
+    let took = started.elapsed();
+    eprintln!("{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    assert!(
+        took < Duration::from_secs(4),
+        "the 1 s timeout took {took:?}"
+    );
+}
+
+#[test]
+fn a_server_that_answers_garbage_is_bad_http_or_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    generate(&tmp.path().join("n"), &NodeSpec::new(now(), 30)).unwrap();
+    let ca = tmp.path().join("n/pki/ca.crt");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        if let Some(Ok(mut conn)) = listener.incoming().next() {
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n");
+        }
+    });
+    let err = https_get(addr, "/readyz", &ca, None, Duration::from_secs(5)).unwrap_err();
+    eprintln!("{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.contains("TLS handshake"), "{err}");
+}
+
+fn start_etcd(tmp: &Path, pki: &Path) -> (Guard, u16) {
+    let (client, peer) = (free_port(), free_port());
+    let log = std::fs::File::create(tmp.join("etcd.log")).unwrap();
+    let mut child = Command::new("etcd")
+        .args([
+            "--name",
+            "n1",
+            "--data-dir",
+            tmp.join("etcd-data").to_str().unwrap(),
+            "--listen-client-urls",
+            &format!("https://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("https://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("https://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("https://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("n1=https://127.0.0.1:{peer}"),
+            "--cert-file",
+            pki.join("etcd/server.crt").to_str().unwrap(),
+            "--key-file",
+            pki.join("etcd/server.key").to_str().unwrap(),
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            pki.join("etcd/ca.crt").to_str().unwrap(),
+            "--peer-cert-file",
+            pki.join("etcd/peer.crt").to_str().unwrap(),
+            "--peer-key-file",
+            pki.join("etcd/peer.key").to_str().unwrap(),
+            "--peer-client-cert-auth",
+            "--peer-trusted-ca-file",
+            pki.join("etcd/ca.crt").to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
+    wait_listening(client, &mut child, "etcd");
+    (Guard(child), client)
+}
+
+#[test]
+fn etcd_health_answers_with_the_healthcheck_client_and_serves_the_server_certificate() {
+    if !have("etcd") || !have("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let (_etcd, port) = start_etcd(tmp.path(), &pki);
+    let ca = pki.join("etcd/ca.crt");
+    let cert = pki.join("etcd/healthcheck-client.crt");
+    let key = pki.join("etcd/healthcheck-client.key");
+    let client = || {
+        Some(ClientCert {
+            cert: &cert,
+            key: &key,
+        })
+    };
+    // etcd listens before it has elected itself leader: /health says false until then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let probe = loop {
+        let last = https_get(
+            local(port),
+            "/health",
+            &ca,
+            client(),
+            Duration::from_secs(10),
+        );
+        if let Ok(p) = &last
+            && p.status == 200
+            && etcd_healthy(&p.body)
+        {
+            break last.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd never became healthy: {last:?}\n{}",
+            std::fs::read_to_string(tmp.path().join("etcd.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(probe.body.contains("\"health\":\"true\""), "{}", probe.body);
+    assert_eq!(
+        serial_hex(&probe.served_leaf_der).unwrap(),
+        openssl_serial(&pki.join("etcd/server.crt"))
+    );
+
+    // Without a client certificate etcd refuses: an error, or at least no healthy 200.
+    let anonymous = https_get(local(port), "/health", &ca, None, Duration::from_secs(10));
+    eprintln!("etcd without a client certificate: {anonymous:?}");
+    match &anonymous {
+        Err(e) => assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}"),
+        Ok(p) => assert!(p.status != 200 || !etcd_healthy(&p.body), "{p:?}"),
+    }
+    // A client certificate from the wrong CA (the cluster CA) is refused as well.
+    let wrong_cert = pki.join("apiserver-kubelet-client.crt");
+    let wrong_key = pki.join("apiserver-kubelet-client.key");
+    let wrong = https_get(
+        local(port),
+        "/health",
+        &ca,
+        Some(ClientCert {
+            cert: &wrong_cert,
+            key: &wrong_key,
+        }),
+        Duration::from_secs(10),
+    );
+    eprintln!("etcd with a client certificate from the wrong CA: {wrong:?}");
+    assert!(
+        match &wrong {
+            Err(_) => true,
+            Ok(p) => p.status != 200 || !etcd_healthy(&p.body),
+        },
+        "{wrong:?}"
+    );
+}
+
+#[test]
+fn an_ecdsa_node_is_probed_too() {
+    if !have("openssl") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| NodeSpec {
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+        ca_key_algorithm: KeyAlgorithm::EcdsaP256,
+        ..s
+    });
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        pki.join("apiserver.crt").to_str().unwrap(),
+        "-noout",
+        "-text",
+    ]);
+    assert!(ok && text.contains("id-ecPublicKey"), "{text}");
+    let (_server, port) = s_server(&pki, "apiserver", &[]);
+    assert_serves_apiserver(&pki, port);
+}
+
+#[test]
+fn tls12_handshake_signatures_are_verified_for_rsa_and_ecdsa() {
+    if !have("openssl") {
+        return;
+    }
+    for algorithm in [KeyAlgorithm::Rsa(2048), KeyAlgorithm::EcdsaP256] {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = node(tmp.path(), |s| NodeSpec {
+            key_algorithm: algorithm,
+            ca_key_algorithm: algorithm,
+            ..s
+        });
+        let (_server, port) = s_server(&pki, "apiserver", &["-tls1_2"]);
+        assert_serves_apiserver(&pki, port);
+    }
+}
+
+/// How the in-process rustls server ends its one answer.
+struct Answer {
+    response: Vec<u8>,
+    close_notify: bool,
+    /// Keep the connection open this long after answering (ignoring `Connection: close`).
+    linger: Duration,
+}
+
+/// A rustls server in a thread serving `pki/apiserver.crt` that answers one request with
+/// `answer`: lets the tests shape what openssl and etcd never do (no close_notify, chunked
+/// bodies, oversized bodies, connections held open).
+fn rustls_server(pki: &Path, answer: Answer) -> SocketAddr {
+    use kube_cert_renewer::pem;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer};
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    let chain: Vec<CertificateDer<'static>> =
+        pem::parse(&std::fs::read(pki.join("apiserver.crt")).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|b| CertificateDer::from(b.der))
+            .collect();
+    let key_block = pem::parse(&std::fs::read(pki.join("apiserver.key")).unwrap())
+        .unwrap()
+        .remove(0);
+    assert_eq!(key_block.label, "RSA PRIVATE KEY");
+    let key = PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(key_block.der));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Some(Ok(sock)) = listener.incoming().next() else {
+            return;
+        };
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tls.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = tls.write_all(&answer.response);
+        let _ = tls.flush();
+        std::thread::sleep(answer.linger);
+        if answer.close_notify {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        // Dropping closes TCP; without close_notify that is a truncation in TLS terms.
+    });
+    addr
+}
+
+fn answer(response: &[u8], close_notify: bool) -> Answer {
+    Answer {
+        response: response.to_vec(),
+        close_notify,
+        linger: Duration::ZERO,
+    }
+}
+
+#[test]
+fn an_answer_ended_without_close_notify_is_still_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let addr = rustls_server(
+        &pki,
+        answer(b"HTTP/1.0 200 OK\r\n\r\nok, no close_notify", false),
+    );
+    let probe = https_get(
+        addr,
+        "/livez",
+        &pki.join("ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        (probe.status, probe.body.as_str()),
+        (200, "ok, no close_notify")
+    );
+    assert_eq!(
+        serial_hex(&probe.served_leaf_der).unwrap(),
+        openssl_serial(&pki.join("apiserver.crt"))
+    );
+}
+
+#[test]
+fn a_chunked_answer_is_decoded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let addr = rustls_server(
+        &pki,
+        answer(
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
+              9\r\n[-]etcd f\r\n6\r\nailed\n\r\n0\r\n\r\n",
+            true,
+        ),
+    );
+    let probe = https_get(
+        addr,
+        "/readyz",
+        &pki.join("ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        (probe.status, probe.body.as_str()),
+        (503, "[-]etcd failed\n")
+    );
+}
+
+#[test]
+fn a_complete_answer_is_not_held_up_by_a_server_that_keeps_the_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let addr = rustls_server(
+        &pki,
+        Answer {
+            response: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            close_notify: true,
+            linger: Duration::from_secs(8),
+        },
+    );
+    let started = Instant::now();
+    let probe = https_get(
+        addr,
+        "/readyz",
+        &pki.join("ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!((probe.status, probe.body.as_str()), (200, "ok"));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_oversized_body_is_cut_at_64_kib() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let mut response = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+    response.extend(std::iter::repeat_n(b'x', 300 * 1024));
+    let addr = rustls_server(
+        &pki,
+        Answer {
+            response,
+            close_notify: true,
+            linger: Duration::from_secs(8),
+        },
+    );
+    let probe = https_get(addr, "/", &pki.join("ca.crt"), None, Duration::from_secs(5)).unwrap();
+    assert_eq!(probe.status, 200);
+    assert_eq!(probe.body.len(), 64 * 1024);
+}
+
+#[test]
+fn a_tls_server_that_does_not_speak_http_is_bad_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let addr = rustls_server(&pki, answer(b"SSH-2.0-OpenSSH_9.2\r\n", true));
+    let err = https_get(
+        addr,
+        "/readyz",
+        &pki.join("ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
+    eprintln!("{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.contains("bad HTTP status line"), "{err}");
+}
+
+#[test]
+fn a_ca_with_the_same_name_but_another_key_is_not_trusted() {
+    // Two nodes: both cluster CAs are CN=kubernetes; only a signature check tells them apart.
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let other = tmp.path().join("other");
+    generate(&other, &NodeSpec::new(now(), 30)).unwrap();
+    let addr = rustls_server(&pki, answer(b"HTTP/1.0 200 OK\r\n\r\nok", true));
+    let err = https_get(
+        addr,
+        "/readyz",
+        &other.join("pki/ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
+    eprintln!("{err}");
+    assert!(err.contains("untrusted"), "{err}");
+    assert!(err.contains("issuer CN=kubernetes"), "{err}");
+}
+
+#[test]
+fn an_expired_served_leaf_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Leaves expired two days ago; the CA is still valid.
+    let pki = node(tmp.path(), |s| NodeSpec {
+        leaf_not_after: now() - time::Duration::days(2),
+        ..s
+    });
+    let addr = rustls_server(&pki, answer(b"HTTP/1.0 200 OK\r\n\r\nok", true));
+    let err = https_get(
+        addr,
+        "/readyz",
+        &pki.join("ca.crt"),
+        None,
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
+    eprintln!("{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(err.contains("expired"), "{err}");
+}

@@ -1,0 +1,638 @@
+//! Restart over the CRI on real containerd, with the kubelet stand-in running each static pod
+//! of a generated kubeadm node as kubelet would (openssl s_server for kube-apiserver, Debian's
+//! etcd for etcd, sleep for the controller-manager and the scheduler).
+//!
+//! Oracles independent of the code under test: `openssl s_client` for the served certificate,
+//! `etcdctl endpoint health`, and `ctr` (containerd's own CLI) for container ids and states.
+//!
+//! Needs the private containerd that `.ci/run` starts (`KCR_CONTAINERD_SOCKET`); without it
+//! every test here says so loudly and skips (and fails under CI).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_cert_renewer::nodegen::{self, NodeSpec};
+
+/// The private containerd's socket, or None (loud) when the environment has none.
+fn containerd() -> Option<PathBuf> {
+    match std::env::var_os("KCR_CONTAINERD_SOCKET") {
+        Some(s) if Path::new(&s).exists() => Some(PathBuf::from(s)),
+        _ => {
+            let msg = "KCR_CONTAINERD_SOCKET is not set to a running containerd's socket: the \
+                       restart tests on real containerd cannot run (start one with \
+                       `bash tests/support/containerd-env.sh start /tmp/kcr-c` and export \
+                       KCR_CONTAINERD_SOCKET=/tmp/kcr-c/containerd.sock)";
+            if std::env::var_os("CI").is_some() {
+                panic!("{msg}; .ci/run must provide it");
+            }
+            eprintln!("\n!!! {msg}; SKIPPED\n");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A generated node, its state dir and config, and the stand-in running its pods.
+struct Node {
+    tmp: tempfile::TempDir,
+    socket: PathBuf,
+    node_name: String,
+    spec: NodeSpec,
+    standin: Option<Child>,
+}
+
+impl Node {
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("k")
+    }
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+    fn manifests(&self) -> PathBuf {
+        self.dir().join("manifests")
+    }
+    fn config(&self) -> PathBuf {
+        self.tmp.path().join("config.toml")
+    }
+    fn pki(&self, f: &str) -> PathBuf {
+        self.dir().join("pki").join(f)
+    }
+
+    /// Runs the product against this node (with its config and the runtime endpoint).
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"));
+        c.args(["--config", self.config().to_str().unwrap()])
+            .args(["--kubernetes-dir", self.dir().to_str().unwrap()])
+            .args(["--state-dir", self.state().to_str().unwrap()])
+            .arg(format!(
+                "--runtime-endpoint=unix://{}",
+                self.socket.display()
+            ))
+            .args([
+                "--now",
+                &common::now()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            ])
+            .args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn start_standin(&mut self) {
+        let log = std::fs::File::create(self.tmp.path().join("standin.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"))
+            .arg(format!(
+                "--runtime-endpoint=unix://{}",
+                self.socket.display()
+            ))
+            .arg("kubelet-standin")
+            .args(["--manifests-dir", self.manifests().to_str().unwrap()])
+            .args(["--node-name", &self.node_name])
+            .args(["--log-dir", self.tmp.path().join("logs").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.standin = Some(child);
+    }
+
+    fn standin_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("standin.log")).unwrap_or_default()
+    }
+
+    fn pod(&self, component: &str) -> String {
+        format!("{component}-{}", self.node_name)
+    }
+
+    /// (container id, running) of a component's containers, from `ctr`.
+    fn containers(&self, component: &str) -> BTreeMap<String, bool> {
+        let sock = self.socket.to_str().unwrap();
+        let list = ctr(
+            sock,
+            &[
+                "containers",
+                "ls",
+                "-q",
+                &format!("labels.\"io.kubernetes.pod.name\"=={}", self.pod(component)),
+                &format!("labels.\"io.kubernetes.container.name\"=={component}"),
+            ],
+        );
+        let tasks = ctr(sock, &["tasks", "ls"]);
+        let running: BTreeSet<&str> = tasks
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(2) == Some("RUNNING"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        list.lines()
+            .map(|id| (id.to_string(), running.contains(id)))
+            .collect()
+    }
+
+    fn running_id(&self, component: &str) -> Option<String> {
+        self.containers(component)
+            .into_iter()
+            .find(|(_, r)| *r)
+            .map(|(id, _)| id)
+    }
+
+    /// Waits until every component runs and kube-apiserver and etcd answer.
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let all_running = COMPONENTS.iter().all(|c| self.running_id(c).is_some());
+            if all_running
+                && served_serial(self.spec.apiserver_port).is_some()
+                && self.etcd_healthy()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stand-in did not bring the node up: {}",
+                self.standin_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `etcdctl endpoint health` with the node's healthcheck-client credentials.
+    fn etcd_healthy(&self) -> bool {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!(
+                "--endpoints=https://127.0.0.1:{}",
+                self.spec.etcd_client_port
+            ))
+            .arg(format!("--cacert={}", self.pki("etcd/ca.crt").display()))
+            .arg(format!(
+                "--cert={}",
+                self.pki("etcd/healthcheck-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                self.pki("etcd/healthcheck-client.key").display()
+            ))
+            .args([
+                "--dial-timeout=2s",
+                "--command-timeout=3s",
+                "endpoint",
+                "health",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    fn manifests_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        common::snapshot(&self.manifests())
+    }
+
+    fn parked(&self) -> Vec<PathBuf> {
+        let dir = self.dir().join(".kube-cert-renewer-parked");
+        std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.standin.take() {
+            // SIGTERM: the stand-in removes every pod it created
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const COMPONENTS: [&str; 4] = [
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+fn ctr(sock: &str, args: &[&str]) -> String {
+    let out = Command::new("ctr")
+        .args(["-a", sock, "-n", "k8s.io"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The serial (lower-case hex) of the certificate served on 127.0.0.1:port, read by openssl.
+fn served_serial(port: u16) -> Option<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let serial = text.trim().strip_prefix("serial=")?;
+    Some(serial.to_ascii_lowercase())
+}
+
+fn serial_of(cert: &Path) -> String {
+    let (ok, text) = common::openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
+    assert!(ok, "{text}");
+    text.trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+/// A node whose leaves expire in 3 days, its pods running under the stand-in.
+fn running_node(tag: &str, config_extra: &str, adjust: impl FnOnce(&Path)) -> Option<Node> {
+    let socket = containerd()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("kcr-restart.")
+        .tempdir()
+        .unwrap();
+    let node_name = format!("{tag}-{}", std::process::id());
+    let mut spec = NodeSpec::new(common::now(), 3);
+    spec.node_name = node_name.clone();
+    spec.apiserver_port = free_port();
+    spec.etcd_client_port = free_port();
+    spec.etcd_peer_port = free_port();
+    let dir = tmp.path().join("k");
+    nodegen::generate(&dir, &spec).unwrap();
+    adjust(&dir);
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        format!(
+            "restart_poll_ms = 100\nrestart_stop_timeout_secs = 30\nrestart_settle_secs = 2\n\
+             {config_extra}"
+        ),
+    )
+    .unwrap();
+    let mut node = Node {
+        tmp,
+        socket,
+        node_name,
+        spec,
+        standin: None,
+    };
+    node.start_standin();
+    node.wait_up();
+    Some(node)
+}
+
+/// The start timeout of the tests that expect success (generous: CI machines are slow).
+const START_60: &str = "restart_start_timeout_secs = 60\n";
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn renew_then_restart_serves_the_new_certificates() {
+    let Some(node) = running_node("renew", START_60, |_| {}) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let old_api = serial_of(&node.pki("apiserver.crt"));
+    assert_eq!(
+        served_serial(node.spec.apiserver_port),
+        Some(old_api.clone())
+    );
+    let old_etcd = serial_of(&node.pki("etcd/server.crt"));
+    assert_eq!(
+        served_serial(node.spec.etcd_client_port),
+        Some(old_etcd.clone())
+    );
+    let old_ids: BTreeMap<&str, String> = COMPONENTS
+        .iter()
+        .map(|c| (*c, node.running_id(c).unwrap()))
+        .collect();
+
+    let out = node.run(&["renew", "all"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}\n{}", node.standin_log());
+    assert!(log.contains("every manifest is back in place"), "{log}");
+
+    let new_api = serial_of(&node.pki("apiserver.crt"));
+    assert_ne!(new_api, old_api);
+    assert_eq!(
+        served_serial(node.spec.apiserver_port),
+        Some(new_api),
+        "kube-apiserver does not serve the renewed certificate"
+    );
+    let new_etcd = serial_of(&node.pki("etcd/server.crt"));
+    assert_ne!(new_etcd, old_etcd);
+    assert_eq!(served_serial(node.spec.etcd_client_port), Some(new_etcd));
+    assert!(
+        node.etcd_healthy(),
+        "etcdctl endpoint health with the renewed client cert"
+    );
+    for c in COMPONENTS {
+        let now = node.running_id(c).expect("running");
+        assert_ne!(now, old_ids[c], "{c} kept its container");
+    }
+    assert_eq!(
+        node.manifests_snapshot(),
+        before,
+        "manifests not back byte for byte"
+    );
+    assert!(node.parked().is_empty());
+}
+
+#[test]
+fn restart_all_gives_every_component_a_new_container() {
+    let Some(node) = running_node("all", START_60, |_| {}) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let old: BTreeMap<&str, BTreeMap<String, bool>> = COMPONENTS
+        .iter()
+        .map(|c| (*c, node.containers(c)))
+        .collect();
+    let out = node.run(&["restart"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out),
+        node.standin_log()
+    );
+    for c in COMPONENTS {
+        let id = node.running_id(c).expect("running after restart");
+        assert!(
+            !old[c].contains_key(&id),
+            "{c}: {id} is not a new container"
+        );
+        // the old ones are not running any more
+        for old_id in old[c].keys() {
+            assert_ne!(
+                node.containers(c).get(old_id),
+                Some(&true),
+                "{c}: {old_id} still runs"
+            );
+        }
+    }
+    assert_eq!(node.manifests_snapshot(), before);
+}
+
+#[test]
+fn affected_after_renewing_scheduler_conf_restarts_only_the_scheduler() {
+    let Some(node) = running_node("sched", START_60, |_| {}) else {
+        return;
+    };
+    let old: BTreeMap<&str, String> = COMPONENTS
+        .iter()
+        .map(|c| (*c, node.running_id(c).unwrap()))
+        .collect();
+    let out = node.run(&["renew", "scheduler.conf"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out),
+        node.standin_log()
+    );
+    for c in COMPONENTS {
+        let now = node.running_id(c).expect("running");
+        if c == "kube-scheduler" {
+            assert_ne!(now, old[c], "the scheduler was not restarted");
+        } else {
+            assert_eq!(
+                now, old[c],
+                "{c} was restarted but nothing of it was renewed"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_apiserver_that_never_comes_back_gets_the_old_certificates_back() {
+    // kube-apiserver refuses to start with anything but the certificate it has now: a renewal
+    // breaks it, and only the restored backup brings it back.
+    let mut old_hash = String::new();
+    let Some(node) = running_node("broken", "restart_start_timeout_secs = 6\n", |dir| {
+        let cert = dir.join("pki/apiserver.crt");
+        let out = Command::new("sha256sum").arg(&cert).output().unwrap();
+        old_hash = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        let manifest = dir.join("manifests/kube-apiserver.yaml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let port = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("- --secure-port="))
+            .unwrap()
+            .to_string();
+        let command = format!(
+            "test \"$(/usr/bin/sha256sum < /etc/kubernetes/pki/apiserver.crt)\" = '{old_hash}  -' \
+             || exit 1; exec /usr/bin/openssl s_server -accept {port} -cert \
+             /etc/kubernetes/pki/apiserver.crt -key /etc/kubernetes/pki/apiserver.key -www"
+        );
+        let text = text.replacen(
+            "  annotations:\n",
+            &format!(
+                "  annotations:\n    kube-cert-renewer.test/command: {}\n",
+                serde_json::to_string(&command).unwrap()
+            ),
+            1,
+        );
+        std::fs::write(&manifest, text).unwrap();
+    }) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let old_api = serial_of(&node.pki("apiserver.crt"));
+    let old_files = common::snapshot(&node.dir().join("pki"));
+
+    let out = node.run(&["renew", "all"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("kube-apiserver did not answer healthy"),
+        "{log}"
+    );
+    assert!(log.contains("previous certificates were restored"), "{log}");
+    assert!(log.contains("running healthy again"), "{log}");
+    // every certificate is the old one again, byte for byte, and served
+    assert_eq!(common::snapshot(&node.dir().join("pki")), old_files);
+    assert_eq!(served_serial(node.spec.apiserver_port), Some(old_api));
+    assert_eq!(node.manifests_snapshot(), before);
+    assert!(node.parked().is_empty());
+}
+
+#[test]
+fn a_restart_killed_after_parking_is_finished_by_the_next_command() {
+    let Some(node) = running_node("kill", START_60, |_| {}) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let mut child = node
+        .command(
+            &["restart"],
+            &[("KUBE_CERT_RENEWER_FAILPOINT", "restart.after-park:pause")],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.parked().len() < 4 {
+        assert!(Instant::now() < deadline, "nothing was parked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        common::snapshot(&node.manifests()).is_empty(),
+        "manifests should be parked"
+    );
+
+    // the stand-in stops the parked pods, as kubelet would
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.running_id("kube-apiserver").is_some() {
+        assert!(Instant::now() < deadline, "parked apiserver still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // any command, even a read-only check, puts them back first
+    let out = node.run(&["check"]);
+    let log = text(&out);
+    assert!(log.contains("put back"), "{log}");
+    assert_eq!(node.manifests_snapshot(), before);
+    assert!(node.parked().is_empty());
+    node.wait_up();
+}
+
+#[test]
+fn containerd_stopped_in_the_middle() {
+    // Its own containerd, which this test stops.
+    if containerd().is_none() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kcr-c.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let ctrd = dir.path().join("c");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/containerd-env.sh"
+    );
+    let started = Command::new("bash")
+        .args([script, "start", ctrd.to_str().unwrap()])
+        .output()
+        .unwrap();
+    struct Stop(String, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("bash")
+                .args([&self.0, "stop", self.1.to_str().unwrap()])
+                .status();
+        }
+    }
+    let _stop = Stop(script.to_string(), ctrd.clone());
+    assert!(started.status.success(), "{}", text(&started));
+
+    let socket = ctrd.join("containerd.sock");
+    let tmp = tempfile::Builder::new()
+        .prefix("kcr-restart.")
+        .tempdir()
+        .unwrap();
+    let node_name = format!("stop-{}", std::process::id());
+    let mut spec = NodeSpec::new(common::now(), 3);
+    spec.node_name = node_name.clone();
+    spec.apiserver_port = free_port();
+    spec.etcd_client_port = free_port();
+    spec.etcd_peer_port = free_port();
+    nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        "restart_poll_ms = 100\nrestart_stop_timeout_secs = 5\nrestart_start_timeout_secs = 10\n",
+    )
+    .unwrap();
+    let mut node = Node {
+        tmp,
+        socket,
+        node_name,
+        spec,
+        standin: None,
+    };
+    node.start_standin();
+    node.wait_up();
+    let before = node.manifests_snapshot();
+
+    let mut run = node
+        .command(&["restart"], &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.parked().is_empty() {
+        assert!(Instant::now() < deadline, "nothing was parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // stop containerd itself (its shims and containers live on, as with `systemctl stop`)
+    let pid = std::fs::read_to_string(ctrd.join("containerd.pid")).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = run.wait().unwrap();
+    let mut out = String::new();
+    use std::io::Read;
+    run.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_ne!(status.code(), Some(0), "{out}");
+    assert!(out.contains("container runtime stopped answering"), "{out}");
+    assert_eq!(
+        node.manifests_snapshot(),
+        before,
+        "manifests not back: {out}"
+    );
+    assert!(node.parked().is_empty());
+}
