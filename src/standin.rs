@@ -106,7 +106,67 @@ pub struct Options {
     /// Image every container is created from ([`DEFAULT_IMAGE`] by default); the manifest's
     /// image cannot be pulled here.
     pub image: String,
+    /// When set, every stretch of time spent in runtime calls that stop or start a pod is
+    /// recorded here, so a benchmark can subtract the runtime's own work from a restart.
+    pub runtime_spans: Option<SpanLog>,
 }
+
+/// Time spans (start, end) of runtime work, shared with the caller.
+#[derive(Clone, Default)]
+pub struct SpanLog(pub Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>);
+
+impl SpanLog {
+    /// Records one span.
+    fn record(&self, start: Instant, end: Instant) {
+        if let Ok(mut spans) = self.0.lock() {
+            spans.push((start, end));
+        }
+    }
+
+    /// Total time covered by the recorded spans that lie within `[from, to]` (overlapping
+    /// spans counted once: stops of several pods run concurrently).
+    pub fn covered(&self, from: Instant, to: Instant) -> Duration {
+        let mut spans: Vec<(Instant, Instant)> = match self.0.lock() {
+            Ok(spans) => spans
+                .iter()
+                .filter(|(s, e)| *s >= from && *e <= to)
+                .copied()
+                .collect(),
+            Err(_) => return Duration::ZERO,
+        };
+        spans.sort();
+        let mut total = Duration::ZERO;
+        let mut current: Option<(Instant, Instant)> = None;
+        for (s, e) in spans {
+            current = match current {
+                Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
+                Some((cs, ce)) => {
+                    total += ce - cs;
+                    Some((s, e))
+                }
+                None => Some((s, e)),
+            };
+        }
+        if let Some((cs, ce)) = current {
+            total += ce - cs;
+        }
+        total
+    }
+}
+
+impl std::fmt::Debug for SpanLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpanLog")
+    }
+}
+
+impl PartialEq for SpanLog {
+    fn eq(&self, other: &SpanLog) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SpanLog {}
 
 impl Options {
     /// Options with the defaults above, for one manifests dir, runtime and node.
@@ -124,6 +184,7 @@ impl Options {
             stop_grace: Duration::from_secs(2),
             log_dir: None,
             image: DEFAULT_IMAGE.to_owned(),
+            runtime_spans: None,
         }
     }
 }
@@ -902,7 +963,15 @@ impl StandIn {
             let plan = plan_pod(d, &self.options, *attempt);
             *attempt = attempt.saturating_add(1);
             let client = self.client.clone();
-            starts.spawn(start_pod(client, plan));
+            let spans = self.options.runtime_spans.clone();
+            starts.spawn(async move {
+                let begin = Instant::now();
+                let started = start_pod(client, plan).await;
+                if let Some(spans) = spans {
+                    spans.record(begin, Instant::now());
+                }
+                started
+            });
         }
         while let Some(joined) = starts.join_next().await {
             let Ok(started) = joined else {
@@ -938,8 +1007,13 @@ impl StandIn {
             .or_insert(0) += 1;
         let client = self.client.clone();
         let grace = self.options.stop_grace;
+        let spans = self.options.runtime_spans.clone();
         self.stopping.spawn(async move {
+            let begin = Instant::now();
             let result = teardown(&client, &pod, grace).await;
+            if let Some(spans) = spans {
+                spans.record(begin, Instant::now());
+            }
             (pod, result)
         });
     }
@@ -1287,6 +1361,19 @@ mod tests {
     use super::*;
 
     const NODE: &str = "cp-test";
+
+    #[test]
+    fn span_log_counts_overlaps_once_and_only_inside_the_window() {
+        let log = SpanLog::default();
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        log.record(t + ms(10), t + ms(30));
+        log.record(t + ms(20), t + ms(40)); // overlaps: 10..40 = 30 ms
+        log.record(t + ms(50), t + ms(60)); // 10 ms
+        log.record(t + ms(90), t + ms(200)); // outside the window
+        assert_eq!(log.covered(t, t + ms(100)), ms(40));
+        assert_eq!(log.covered(t + ms(45), t + ms(100)), ms(10));
+    }
 
     fn apiserver(extra_annotation: &str) -> String {
         format!(
