@@ -259,6 +259,23 @@ pub fn renew(
             now,
         },
     );
+    // Whatever the restart afterwards needs is checked before anything is written: a manifest
+    // that cannot be read or a runtime that does not answer must not leave renewed files behind
+    // with the old ones still in use.
+    let will_restart = !args.dry_run && !args.no_restart && plan.refuse.is_empty();
+    let planned: Vec<String> = plan.renew.iter().map(|i| i.name.clone()).collect();
+    if will_restart
+        && (config.restart == crate::config::RestartMode::All
+            || !crate::restart::affected_names(&planned).is_empty())
+        && let Err(e) = precheck_restart(cli_endpoint, config)
+    {
+        eprintln!(
+            "kube-cert-renewer: renewal not started, nothing was changed: the control plane could \
+             not be restarted afterwards: {e}\n  (renew with --no-restart to renew anyway and \
+             restart later)"
+        );
+        return Ok(1);
+    }
     let outcome = match crate::renewal::execute(
         &plan,
         &signers,
@@ -333,6 +350,45 @@ pub fn renew(
     }
 }
 
+/// Checks what a restart will need: readable manifests with usable flags, a runtime socket,
+/// and a runtime that answers.
+fn precheck_restart(cli_endpoint: Option<&str>, config: &Config) -> Result<(), String> {
+    crate::restart::all_components(&config.paths().manifests)?;
+    let socket = runtime_socket(cli_endpoint, config)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    tokio.block_on(async {
+        let client = crate::cri::RuntimeClient::connect(&socket)
+            .await?
+            .with_request_timeout(RUNTIME_REQUEST_TIMEOUT);
+        crate::restart::Runtime::ping(&client).await.map(drop)
+    })
+}
+
+/// Deadline of one CRI call during a restart: the waits poll, so one slow answer must not
+/// stretch them by the client's default two minutes.
+const RUNTIME_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves at the first SIGINT, SIGTERM or SIGHUP, with its name; never when the handlers
+/// cannot be installed.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    }
+}
+
 /// The health probes for a node.
 fn tls_probes(paths: &config::NodePaths) -> crate::restart::TlsProbes {
     crate::restart::TlsProbes {
@@ -399,24 +455,40 @@ pub fn run_restart(
         socket.display()
     );
     let outcome = tokio.block_on(async {
-        let client = crate::cri::RuntimeClient::connect(&socket)
-            .await
-            .map_err(|e| {
-                format!(
+        let client = match crate::cri::RuntimeClient::connect(&socket).await {
+            Ok(client) => client.with_request_timeout(RUNTIME_REQUEST_TIMEOUT),
+            Err(e) => {
+                return Ok(Err(format!(
                     "cannot restart {}: {e}; nothing was restarted",
                     names_of(components)
-                )
-            })?;
-        restart::restart_with_rollback(
+                )));
+            }
+        };
+        let work = restart::restart_with_rollback(
             &client,
             &probes,
             components,
             &config.state_dir,
             &settings,
             backup,
-        )
-        .await
-    })?;
+        );
+        tokio::select! {
+            result = work => Ok(result),
+            signal = interrupted() => Err(signal),
+        }
+    });
+    let outcome = match outcome {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => return Err(e),
+        Err(signal) => {
+            // The restart was dropped at an await point: finish what its journal says.
+            eprintln!("kube-cert-renewer: {signal}: stopping the restart, putting everything back");
+            let recovered = crate::journal::recover(&config.state_dir)
+                .map(|m| m.unwrap_or_else(|| "nothing was left to put back".into()))
+                .unwrap_or_else(|e| format!("putting things back failed: {e}"));
+            return Err(format!("interrupted by {signal}: {recovered}"));
+        }
+    };
     print!("{}", describe_restart(&outcome));
     Ok(())
 }

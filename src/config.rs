@@ -195,9 +195,9 @@ impl Config {
                 "keep_backups must be at least 1: a renewal always keeps its backup".into(),
             );
         }
-        if !(50..=1000).contains(&self.restart_poll_ms) {
+        if !(100..=250).contains(&self.restart_poll_ms) {
             return invalid(format!(
-                "restart_poll_ms must be 50 to 1000, not {}",
+                "restart_poll_ms must be 100 to 250, not {}",
                 self.restart_poll_ms
             ));
         }
@@ -212,10 +212,11 @@ impl Config {
                 return invalid(format!("{key} must be 1 to 3600, not {value}"));
             }
         }
-        if self.restart_settle_secs > 600 {
+        if self.restart_settle_secs >= self.restart_start_timeout_secs {
             return invalid(format!(
-                "restart_settle_secs must be at most 600, not {}",
-                self.restart_settle_secs
+                "restart_settle_secs ({}) must be less than restart_start_timeout_secs ({}): \
+                 the settle period runs inside the start timeout",
+                self.restart_settle_secs, self.restart_start_timeout_secs
             ));
         }
         if let Some(endpoint) = &self.runtime_endpoint

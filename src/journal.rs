@@ -63,9 +63,18 @@ pub fn sha256(data: &[u8]) -> String {
     crate::cert::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
 }
 
-/// Records `intent` durably (before the step it describes begins).
+/// Records `intent` durably (before the step it describes begins). Refuses to replace an
+/// intent still pending: that one describes a step not finished yet, whose record must not be
+/// lost (callers recover or clear first).
 pub fn record(state_dir: &Path, intent: &Intent) -> Result<(), String> {
     std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    if pending(state_dir)?.is_some() {
+        return Err(format!(
+            "{}: an unfinished step is still recorded; it must be recovered before another \
+             begins",
+            path(state_dir).display()
+        ));
+    }
     let text = serde_json::to_vec_pretty(intent).map_err(|e| e.to_string())?;
     store::write_atomic(&path(state_dir), &text, 0o600)
 }
@@ -144,25 +153,33 @@ pub fn unpark(manifests: &[ParkedManifest]) -> Result<String, String> {
     let mut moved = Vec::new();
     let mut notes = Vec::new();
     let mut missing = Vec::new();
+    let mut failed = Vec::new();
     for m in manifests {
         let back = m.manifest.symlink_metadata().is_ok();
         let parked = m.parked.symlink_metadata().is_ok();
         match (back, parked) {
             (false, true) => {
-                std::fs::rename(&m.parked, &m.manifest).map_err(|e| {
-                    format!(
-                        "cannot move {} back to {}: {e}",
-                        m.parked.display(),
-                        m.manifest.display()
-                    )
-                })?;
-                for dir in [m.manifest.parent(), m.parked.parent()]
-                    .into_iter()
-                    .flatten()
-                {
-                    store::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                // every manifest is tried, whatever happened to the others
+                let moved_back = std::fs::rename(&m.parked, &m.manifest)
+                    .map_err(|e| {
+                        format!(
+                            "cannot move {} back to {}: {e}",
+                            m.parked.display(),
+                            m.manifest.display()
+                        )
+                    })
+                    .and_then(|()| {
+                        [m.manifest.parent(), m.parked.parent()]
+                            .into_iter()
+                            .flatten()
+                            .try_for_each(|dir| {
+                                store::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
+                            })
+                    });
+                match moved_back {
+                    Ok(()) => moved.push(m.manifest.display().to_string()),
+                    Err(e) => failed.push(e),
                 }
-                moved.push(m.manifest.display().to_string());
             }
             (true, true) => notes.push(format!(
                 "{} was put back by someone else; the parked copy stays in {}",
@@ -173,9 +190,17 @@ pub fn unpark(manifests: &[ParkedManifest]) -> Result<String, String> {
             (false, false) => missing.push(m.manifest.display().to_string()),
         }
     }
+    if !failed.is_empty() {
+        return Err(format!(
+            "{} (the journal keeps the rest of the record; the next command tries again)",
+            failed.join("; ")
+        ));
+    }
     if !missing.is_empty() {
         return Err(format!(
-            "parked manifests are missing from both the manifests dir and the parking dir: {}",
+            "parked manifests are missing from both the manifests dir and the parking dir: {}. \
+             Put them back by hand (a backup of every file renewed is under the state dir's \
+             backups/), then delete the journal",
             missing.join(", ")
         ));
     }

@@ -475,7 +475,7 @@ pub fn execute(
              see the renewal complete and clear it"
         )));
     }
-    if let Err(e) = store::prune_backups(&backups, keep_backups) {
+    if let Err(e) = store::prune_backups(&backups, keep_backups, Some(&backup)) {
         outcome
             .warnings
             .push(format!("old backups not pruned: {e}"));

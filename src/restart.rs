@@ -623,6 +623,31 @@ pub async fn restart(
             parked: parking.join(c.pod.file.file_name().unwrap_or_default()),
         })
         .collect();
+    // A copy left in the parking dir by an earlier conflict is an older manifest: keep it, out
+    // of the way, rather than letting this run's rename replace it.
+    for p in &parked {
+        if p.parked.symlink_metadata().is_ok() {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            let aside = p.parked.with_file_name(format!(
+                "{}.stale-{stamp}",
+                p.parked.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            std::fs::rename(&p.parked, &aside).map_err(|e| {
+                Failure::Files(format!(
+                    "cannot move the stale {} aside: {e}",
+                    p.parked.display()
+                ))
+            })?;
+            outcome.notes.push(format!(
+                "an older parked copy of {} was kept as {}",
+                p.manifest.display(),
+                aside.display()
+            ));
+        }
+    }
     journal::record(
         state_dir,
         &Intent::Park {
@@ -665,7 +690,12 @@ pub async fn restart(
     let unparked = unpark(state_dir, &parked);
     let returned_at = Instant::now();
     let stopped_after = match (stopped, unparked) {
-        (Ok(s), Ok(_)) => s,
+        (Ok(s), Ok(message)) => {
+            if message.contains("someone else") {
+                outcome.notes.push(message);
+            }
+            s
+        }
         (Err(e), Ok(_)) => return Err(e),
         (Ok(_), Err(e)) => return Err(e),
         (Err(e), Err(b)) => return Err(Failure::Files(format!("{e}; and then: {b}"))),
@@ -830,14 +860,19 @@ async fn wait_all_healthy(
             }
             let (new_id, running_since) = &new_ids[i];
             if c.health == HealthCheck::Settle {
-                let list = component_containers(runtime, c, node_name)
-                    .await
-                    .map_err(|e| {
-                        Failure::Runtime(format!(
+                let list = match component_containers(runtime, c, node_name).await {
+                    Ok(list) => list,
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(Failure::Runtime(format!(
                             "the container runtime stopped answering while {} settled: {e}",
                             c.name
-                        ))
-                    })?;
+                        )));
+                    }
+                    Err(e) => {
+                        last[i] = e;
+                        continue;
+                    }
+                };
                 if !list.iter().any(|x| x.id == *new_id && x.running) {
                     return Err(Failure::Unhealthy(format!(
                         "{} exited (container {}) within {}s of starting",
@@ -906,29 +941,49 @@ pub async fn restart_with_rollback(
     let Some(backup) = backup else {
         return Err(format!("restart failed: {failure}"));
     };
-    if let Failure::Runtime(_) = failure {
-        return Err(format!(
-            "restart failed: {failure}. The renewed certificates stay in place (they are not the \
-             problem; the backup is {}); kubelet starts the pods once the runtime is back",
-            backup.display()
-        ));
+    match failure {
+        Failure::Unhealthy(_) => {}
+        Failure::Runtime(_) => {
+            return Err(format!(
+                "restart failed: {failure}. The renewed certificates stay in place (they are not \
+                 the problem; the backup is {}); kubelet starts the pods once the runtime is back",
+                backup.display()
+            ));
+        }
+        Failure::Files(_) => {
+            // Manifests may still be parked and the journal says so: nothing else may begin.
+            return Err(format!(
+                "restart failed: {failure}. The renewed certificates stay in place (backup: {}); \
+                 the next run of any command finishes putting the manifests back",
+                backup.display()
+            ));
+        }
     }
-    journal::record(
+    let restored = journal::record(
         state_dir,
         &Intent::Restore {
             backup: backup.to_path_buf(),
         },
-    )?;
-    failpoint::hit("restart.during-restore");
-    let restored = crate::store::restore(backup)?;
-    journal::clear(state_dir)?;
+    )
+    .and_then(|()| {
+        failpoint::hit("restart.during-restore");
+        crate::store::restore(backup)
+    })
+    .and_then(|restored| journal::clear(state_dir).map(|()| restored))
+    .map_err(|e| {
+        format!(
+            "restart with the renewed certificates failed: {failure}; restoring the previous \
+             certificates from {} failed too: {e}",
+            backup.display()
+        )
+    })?;
     let again = match restart(runtime, probes, components, state_dir, settings).await {
         Ok(_) => "they are running healthy again with the previous certificates".to_string(),
-        Err(e) => format!("restarting them again failed as well: {e}"),
+        Err(e) => format!("but restarting them again failed as well: {e}"),
     };
     Err(format!(
         "restart with the renewed certificates failed: {failure}. The previous certificates \
-         were restored from {} ({} files) and the components restarted: {again}",
+         were restored from {} ({} files) and the components restarted again: {again}",
         backup.display(),
         restored.len()
     ))

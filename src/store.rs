@@ -174,7 +174,14 @@ pub fn restore(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Deletes the oldest complete backups beyond `keep`.
-pub fn prune_backups(backups: &Path, keep: usize) -> Result<Vec<PathBuf>, String> {
+///
+/// `current` (the backup this run just made, which a rollback may still need) is never
+/// removed, even when a clock that went backwards makes its name sort first.
+pub fn prune_backups(
+    backups: &Path,
+    keep: usize,
+    current: Option<&Path>,
+) -> Result<Vec<PathBuf>, String> {
     let Ok(rd) = fs::read_dir(backups) else {
         return Ok(Vec::new());
     };
@@ -183,6 +190,13 @@ pub fn prune_backups(backups: &Path, keep: usize) -> Result<Vec<PathBuf>, String
         .filter(|p| p.is_dir() && p.extension().is_none_or(|e| e != "partial"))
         .collect();
     dirs.sort();
+    let keep = match current {
+        Some(c) if dirs.iter().any(|d| d == c) => {
+            dirs.retain(|d| d != c);
+            keep.saturating_sub(1)
+        }
+        _ => keep,
+    };
     let excess = dirs.len().saturating_sub(keep);
     let mut removed = Vec::new();
     for dir in dirs.into_iter().take(excess) {
@@ -272,7 +286,18 @@ mod tests {
             std::slice::from_ref(&a),
         )
         .unwrap();
-        let removed = prune_backups(&backups, 2).unwrap();
+        let removed = prune_backups(&backups, 2, None).unwrap();
         assert_eq!(removed, vec![dir]);
+        // the current backup survives even when its name sorts first
+        let older = backup(
+            &backups,
+            "20200101T000000Z",
+            &base,
+            std::slice::from_ref(&a),
+        )
+        .unwrap();
+        let removed = prune_backups(&backups, 2, Some(&older)).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(older.exists());
     }
 }

@@ -675,3 +675,53 @@ fn due_renews_only_what_is_due() {
     assert_eq!(code, 0);
     assert!(out.lines().any(|l| l.starts_with("apiserver ")), "{out}");
 }
+
+#[test]
+fn a_restart_that_cannot_happen_refuses_the_renewal_before_writing() {
+    // Manifests present, so `renew all` would restart kube-apiserver & co. afterwards; with no
+    // runtime answering, nothing may be renewed (the new files would sit unused next to
+    // processes still holding the old ones).
+    let node = Node::new(3, |s| s.manifests = true);
+    let before = snapshot(&node.dir());
+    let out = run(
+        node.now,
+        &[
+            "--kubernetes-dir",
+            node.dir().to_str().unwrap(),
+            "--state-dir",
+            node.state().to_str().unwrap(),
+            "--runtime-endpoint",
+            "unix:///nonexistent/containerd.sock",
+            "renew",
+            "all",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("renewal not started, nothing was changed"),
+        "{err}"
+    );
+    assert!(err.contains("/nonexistent/containerd.sock"), "{err}");
+    assert_eq!(before, snapshot(&node.dir()));
+
+    // A manifest that cannot be read is named, and refuses the renewal too.
+    let manifest = node.dir().join("manifests/kube-scheduler.yaml");
+    std::fs::write(&manifest, "spec: [not a pod").unwrap();
+    let before = snapshot(&node.dir());
+    let out = run(
+        node.now,
+        &[
+            "--kubernetes-dir",
+            node.dir().to_str().unwrap(),
+            "--state-dir",
+            node.state().to_str().unwrap(),
+            "renew",
+            "scheduler.conf",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&manifest.display().to_string()), "{err}");
+    assert_eq!(before, snapshot(&node.dir()));
+}

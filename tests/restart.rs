@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -34,14 +33,6 @@ fn containerd() -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A generated node, its state dir and config, and the stand-in running its pods.
@@ -123,6 +114,28 @@ impl Node {
         std::fs::read_to_string(self.tmp.path().join("standin.log")).unwrap_or_default()
     }
 
+    /// Every log file the runtime wrote for a component's containers (for failure messages).
+    fn container_logs(&self, component: &str) -> String {
+        let mut out = String::new();
+        let logs = self.tmp.path().join("logs");
+        let Ok(pods) = std::fs::read_dir(&logs) else {
+            return out;
+        };
+        for pod in pods.flatten() {
+            let dir = pod.path().join(component);
+            for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {}\n", f.path().display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     fn pod(&self, component: &str) -> String {
         format!("{component}-{}", self.node_name)
     }
@@ -136,8 +149,12 @@ impl Node {
                 "containers",
                 "ls",
                 "-q",
-                &format!("labels.\"io.kubernetes.pod.name\"=={}", self.pod(component)),
-                &format!("labels.\"io.kubernetes.container.name\"=={component}"),
+                // one filter, comma-joined: separate filters would be OR-ed (and match the
+                // pod's sandbox too)
+                &format!(
+                    "labels.\"io.kubernetes.pod.name\"=={},labels.\"io.kubernetes.container.name\"=={component}",
+                    self.pod(component)
+                ),
             ],
         );
         let tasks = ctr(sock, &["tasks", "ls"]);
@@ -279,9 +296,15 @@ fn serial_of(cert: &Path) -> String {
         .to_ascii_lowercase()
 }
 
-/// A node whose leaves expire in 3 days, its pods running under the stand-in.
+/// A node whose leaves expire in 3 days, its pods running under the stand-in on the
+/// environment's containerd (None, loudly, when there is none).
 fn running_node(tag: &str, config_extra: &str, adjust: impl FnOnce(&Path)) -> Option<Node> {
-    let socket = containerd()?;
+    Some(start_node(containerd()?, tag, config_extra, adjust))
+}
+
+/// A node on the containerd at `socket`: generated with free ports and a unique node name,
+/// `adjust`ed, then run by the stand-in until every component is up.
+fn start_node(socket: PathBuf, tag: &str, config_extra: &str, adjust: impl FnOnce(&Path)) -> Node {
     let tmp = tempfile::Builder::new()
         .prefix("kcr-restart.")
         .tempdir()
@@ -289,18 +312,15 @@ fn running_node(tag: &str, config_extra: &str, adjust: impl FnOnce(&Path)) -> Op
     let node_name = format!("{tag}-{}", std::process::id());
     let mut spec = NodeSpec::new(common::now(), 3);
     spec.node_name = node_name.clone();
-    spec.apiserver_port = free_port();
-    spec.etcd_client_port = free_port();
-    spec.etcd_peer_port = free_port();
+    spec.apiserver_port = common::free_port();
+    spec.etcd_client_port = common::free_port();
+    spec.etcd_peer_port = common::free_port();
     let dir = tmp.path().join("k");
     nodegen::generate(&dir, &spec).unwrap();
     adjust(&dir);
     std::fs::write(
         tmp.path().join("config.toml"),
-        format!(
-            "restart_poll_ms = 100\nrestart_stop_timeout_secs = 30\nrestart_settle_secs = 2\n\
-             {config_extra}"
-        ),
+        format!("restart_poll_ms = 100\nrestart_settle_secs = 2\n{config_extra}"),
     )
     .unwrap();
     let mut node = Node {
@@ -312,11 +332,11 @@ fn running_node(tag: &str, config_extra: &str, adjust: impl FnOnce(&Path)) -> Op
     };
     node.start_standin();
     node.wait_up();
-    Some(node)
+    node
 }
 
 /// The start timeout of the tests that expect success (generous: CI machines are slow).
-const START_60: &str = "restart_start_timeout_secs = 60\n";
+const START_60: &str = "restart_stop_timeout_secs = 30\nrestart_start_timeout_secs = 60\n";
 
 fn text(out: &Output) -> String {
     format!(
@@ -432,14 +452,28 @@ fn affected_after_renewing_scheduler_conf_restarts_only_the_scheduler() {
         text(&out),
         node.standin_log()
     );
+    let log = text(&out);
+    let table: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("COMPONENT"))
+        .skip(1)
+        .take_while(|l| l.starts_with("kube-") || l.starts_with("etcd"))
+        .collect();
+    assert_eq!(table.len(), 1, "{log}");
+    assert!(table[0].starts_with("kube-scheduler "), "{log}");
     for c in COMPONENTS {
-        let now = node.running_id(c).expect("running");
+        let containers = node.containers(c);
         if c == "kube-scheduler" {
+            let now = node.running_id(c).expect("running");
             assert_ne!(now, old[c], "the scheduler was not restarted");
+            assert!(!containers.contains_key(&old[c]), "its old pod is gone");
         } else {
             assert_eq!(
-                now, old[c],
-                "{c} was restarted but nothing of it was renewed"
+                node.running_id(c).as_ref(),
+                Some(&old[c]),
+                "{c} was restarted but nothing of it was renewed: {containers:?}\n{log}\n{}\n{}",
+                node.standin_log(),
+                node.container_logs(c)
             );
         }
     }
@@ -450,36 +484,40 @@ fn an_apiserver_that_never_comes_back_gets_the_old_certificates_back() {
     // kube-apiserver refuses to start with anything but the certificate it has now: a renewal
     // breaks it, and only the restored backup brings it back.
     let mut old_hash = String::new();
-    let Some(node) = running_node("broken", "restart_start_timeout_secs = 6\n", |dir| {
-        let cert = dir.join("pki/apiserver.crt");
-        let out = Command::new("sha256sum").arg(&cert).output().unwrap();
-        old_hash = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string();
-        let manifest = dir.join("manifests/kube-apiserver.yaml");
-        let text = std::fs::read_to_string(&manifest).unwrap();
-        let port = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("- --secure-port="))
-            .unwrap()
-            .to_string();
-        let command = format!(
-            "test \"$(/usr/bin/sha256sum < /etc/kubernetes/pki/apiserver.crt)\" = '{old_hash}  -' \
+    let Some(node) = running_node(
+        "broken",
+        "restart_stop_timeout_secs = 30\nrestart_start_timeout_secs = 6\n",
+        |dir| {
+            let cert = dir.join("pki/apiserver.crt");
+            let out = Command::new("sha256sum").arg(&cert).output().unwrap();
+            old_hash = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            let manifest = dir.join("manifests/kube-apiserver.yaml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            let port = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("- --secure-port="))
+                .unwrap()
+                .to_string();
+            let command = format!(
+                "test \"$(/usr/bin/sha256sum < /etc/kubernetes/pki/apiserver.crt)\" = '{old_hash}  -' \
              || exit 1; exec /usr/bin/openssl s_server -accept {port} -cert \
              /etc/kubernetes/pki/apiserver.crt -key /etc/kubernetes/pki/apiserver.key -www"
-        );
-        let text = text.replacen(
-            "  annotations:\n",
-            &format!(
-                "  annotations:\n    kube-cert-renewer.test/command: {}\n",
-                serde_json::to_string(&command).unwrap()
-            ),
-            1,
-        );
-        std::fs::write(&manifest, text).unwrap();
-    }) else {
+            );
+            let text = text.replacen(
+                "  annotations:\n",
+                &format!(
+                    "  annotations:\n    kube-cert-renewer.test/command: {}\n",
+                    serde_json::to_string(&command).unwrap()
+                ),
+                1,
+            );
+            std::fs::write(&manifest, text).unwrap();
+        },
+    ) else {
         return;
     };
     let before = node.manifests_snapshot();
@@ -575,32 +613,12 @@ fn containerd_stopped_in_the_middle() {
     let _stop = Stop(script.to_string(), ctrd.clone());
     assert!(started.status.success(), "{}", text(&started));
 
-    let socket = ctrd.join("containerd.sock");
-    let tmp = tempfile::Builder::new()
-        .prefix("kcr-restart.")
-        .tempdir()
-        .unwrap();
-    let node_name = format!("stop-{}", std::process::id());
-    let mut spec = NodeSpec::new(common::now(), 3);
-    spec.node_name = node_name.clone();
-    spec.apiserver_port = free_port();
-    spec.etcd_client_port = free_port();
-    spec.etcd_peer_port = free_port();
-    nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
-    std::fs::write(
-        tmp.path().join("config.toml"),
-        "restart_poll_ms = 100\nrestart_stop_timeout_secs = 5\nrestart_start_timeout_secs = 10\n",
-    )
-    .unwrap();
-    let mut node = Node {
-        tmp,
-        socket,
-        node_name,
-        spec,
-        standin: None,
-    };
-    node.start_standin();
-    node.wait_up();
+    let node = start_node(
+        ctrd.join("containerd.sock"),
+        "stop",
+        "restart_stop_timeout_secs = 5\nrestart_start_timeout_secs = 10\n",
+        |_| {},
+    );
     let before = node.manifests_snapshot();
 
     let mut run = node
@@ -635,4 +653,51 @@ fn containerd_stopped_in_the_middle() {
         "manifests not back: {out}"
     );
     assert!(node.parked().is_empty());
+}
+
+#[test]
+fn sigterm_while_parked_puts_the_manifests_back_before_exiting() {
+    // A scheduler that ignores SIGTERM: the runtime needs its whole grace period to stop it,
+    // which holds the restart in its wait while the manifest is parked.
+    let Some(node) = running_node("sigterm", START_60, |dir| {
+        let manifest = dir.join("manifests/kube-scheduler.yaml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let text = text.replacen(
+            "  annotations:\n",
+            "  annotations:\n    kube-cert-renewer.test/command: \"trap '' TERM; exec sleep 2147483647\"\n",
+            1,
+        );
+        std::fs::write(&manifest, text).unwrap();
+    }) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let mut run = node
+        .command(&["restart", "kube-scheduler"], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.parked().is_empty() {
+        assert!(Instant::now() < deadline, "nothing was parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &run.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    use std::io::Read;
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_ne!(status.code(), Some(0), "{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(err.contains("put back"), "{err}");
+    assert_eq!(node.manifests_snapshot(), before);
+    assert!(node.parked().is_empty());
+    assert!(!node.state().join("journal.json").exists());
 }

@@ -4,50 +4,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use kube_cert_renewer::nodegen::{self, NodeSpec};
-
-/// True when `tool` exists; otherwise says so loudly (and fails under CI, whose .ci/run must
-/// install it).
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        let msg =
-            format!("{tool} is not installed: the real-TLS-peer test that needs it cannot run");
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg} (.ci/run must install it)");
-        }
-        eprintln!("\n!!! {msg}; SKIPPED\n");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A renewed node: the real v1.16 tree when the fixtures are there, else a generated one.
 fn renewed_node(tmp: &Path) -> PathBuf {
@@ -60,12 +22,6 @@ fn renewed_node(tmp: &Path) -> PathBuf {
     let (code, out, err) = renew(now, &dir, &tmp.join("state"), &["all"]);
     assert_eq!(code, 0, "{out}{err}");
     dir
-}
-
-fn serial_of(cert: &Path) -> String {
-    let (ok, text) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
-    assert!(ok);
-    text.trim().trim_start_matches("serial=").to_string()
 }
 
 /// The serial of the certificate a TLS server presents (client cert optional). With `http`, an
@@ -134,7 +90,7 @@ fn served_serial_http(
     if !text.contains("Verify return code: 0 (ok)") {
         return Err(format!("verification failed: {text}"));
     }
-    Ok(serial_of(pem_file.path()))
+    Ok(openssl_serial(pem_file.path()))
 }
 
 fn etcdctl_health(port: u16, pki: &Path, cert: &str) -> (bool, String) {
@@ -163,64 +119,19 @@ fn etcdctl_health(port: u16, pki: &Path, cert: &str) -> (bool, String) {
 
 #[test]
 fn etcd_serves_the_renewed_server_certificate_and_accepts_the_renewed_clients() {
-    if !have("etcd") || !have("etcdctl") {
+    if !have("etcd", "real-TLS-peer") || !have("etcdctl", "real-TLS-peer") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = renewed_node(tmp.path());
     let pki = dir.join("pki");
-    let (client, peer) = (free_port(), free_port());
-    let log = std::fs::File::create(tmp.path().join("etcd.log")).unwrap();
-    let etcd = Guard(
-        Command::new("etcd")
-            .args([
-                "--name",
-                "n1",
-                "--data-dir",
-                tmp.path().join("etcd-data").to_str().unwrap(),
-                "--listen-client-urls",
-                &format!("https://127.0.0.1:{client}"),
-                "--advertise-client-urls",
-                &format!("https://127.0.0.1:{client}"),
-                "--listen-peer-urls",
-                &format!("https://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls",
-                &format!("https://127.0.0.1:{peer}"),
-                "--initial-cluster",
-                &format!("n1=https://127.0.0.1:{peer}"),
-                "--cert-file",
-                pki.join("etcd/server.crt").to_str().unwrap(),
-                "--key-file",
-                pki.join("etcd/server.key").to_str().unwrap(),
-                "--client-cert-auth",
-                "--trusted-ca-file",
-                pki.join("etcd/ca.crt").to_str().unwrap(),
-                "--peer-cert-file",
-                pki.join("etcd/peer.crt").to_str().unwrap(),
-                "--peer-key-file",
-                pki.join("etcd/peer.key").to_str().unwrap(),
-                "--peer-client-cert-auth",
-                "--peer-trusted-ca-file",
-                pki.join("etcd/ca.crt").to_str().unwrap(),
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (ok, text) = etcdctl_health(client, &pki, "etcd/healthcheck-client");
-        if ok {
-            break;
+    let (etcd, client) = start_etcd(tmp.path(), &pki);
+    wait_etcd_healthy(tmp.path(), || {
+        match etcdctl_health(client, &pki, "etcd/healthcheck-client") {
+            (true, _) => Ok(()),
+            (false, text) => Err(text),
         }
-        assert!(
-            Instant::now() < deadline,
-            "etcd never became healthy: {text}\n{}",
-            std::fs::read_to_string(tmp.path().join("etcd.log")).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     let (ok, text) = etcdctl_health(client, &pki, "apiserver-etcd-client");
     assert!(ok, "apiserver-etcd-client rejected: {text}");
     // Control: a client certificate from the cluster CA is refused, so client auth is real.
@@ -239,7 +150,7 @@ fn etcd_serves_the_renewed_server_certificate_and_accepts_the_renewed_clients() 
         )),
     )
     .unwrap();
-    assert_eq!(served, serial_of(&pki.join("etcd/server.crt")));
+    assert_eq!(served, openssl_serial(&pki.join("etcd/server.crt")));
     drop(etcd);
 }
 
@@ -252,29 +163,8 @@ fn openssl_peers_accept_the_renewed_apiserver_and_admin_credentials() {
     let admin_key = tmp.path().join("admin.key");
     extract_kubeconfig_cert(&dir.join("admin.conf"), &admin_crt);
     extract_kubeconfig_key(&dir.join("admin.conf"), &admin_key);
-    let port = free_port();
-    let _server = Guard(
-        Command::new("openssl")
-            .args([
-                "s_server",
-                "-accept",
-                &port.to_string(),
-                "-cert",
-                pki.join("apiserver.crt").to_str().unwrap(),
-                "-key",
-                pki.join("apiserver.key").to_str().unwrap(),
-                "-Verify",
-                "1",
-                "-verify_return_error",
-                "-CAfile",
-                pki.join("ca.crt").to_str().unwrap(),
-                "-www",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_server"),
-    );
+    // Requires a client certificate from ca.crt.
+    let (_server, port) = s_server(&pki, "apiserver", &["-Verify", "1", "-verify_return_error"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let served = loop {
         match served_serial_http(
@@ -290,7 +180,7 @@ fn openssl_peers_accept_the_renewed_apiserver_and_admin_credentials() {
             }
         }
     };
-    assert_eq!(served, serial_of(&pki.join("apiserver.crt")));
+    assert_eq!(served, openssl_serial(&pki.join("apiserver.crt")));
     // Control: the server really requires a client certificate from ca.crt.
     let wrong = served_serial_http(
         port,

@@ -634,3 +634,54 @@ fn recovery_puts_parked_manifests_back() {
     assert!(err.contains("missing"), "{err}");
     assert!(crate::journal::pending(&n.state).unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_stale_parked_copy_is_kept_aside_not_overwritten() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let parking = parking_dir(&n.manifests());
+    std::fs::create_dir_all(&parking).unwrap();
+    std::fs::write(parking.join("kube-scheduler.yaml"), b"an older manifest").unwrap();
+    let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    let outcome = restart(&kubelet, &healthy(), &components, &n.state, &settings(None))
+        .await
+        .unwrap();
+    assert!(
+        outcome.notes[0].contains("older parked copy"),
+        "{:?}",
+        outcome.notes
+    );
+    assert_eq!(snapshot(&n.manifests()), before);
+    let kept: Vec<_> = std::fs::read_dir(&parking).unwrap().flatten().collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(kept[0].path()).unwrap(), b"an older manifest");
+}
+
+#[test]
+fn the_journal_never_replaces_an_unfinished_step() {
+    let n = node();
+    let parked = vec![ParkedManifest {
+        manifest: n.manifests().join("etcd.yaml"),
+        parked: parking_dir(&n.manifests()).join("etcd.yaml"),
+    }];
+    crate::journal::record(
+        &n.state,
+        &Intent::Park {
+            manifests: parked.clone(),
+        },
+    )
+    .unwrap();
+    let err = crate::journal::record(
+        &n.state,
+        &Intent::Restore {
+            backup: n.state.join("backups/x"),
+        },
+    )
+    .unwrap_err();
+    assert!(err.contains("unfinished step"), "{err}");
+    assert_eq!(
+        crate::journal::pending(&n.state).unwrap(),
+        Some(Intent::Park { manifests: parked })
+    );
+}

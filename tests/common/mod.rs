@@ -2,8 +2,10 @@
 //! independent oracle.
 #![allow(dead_code)]
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use time::OffsetDateTime;
@@ -314,5 +316,164 @@ pub fn assert_signed_only_by(pki: &Path, cert: &Path, ca_name: &str, context: &s
             !ok,
             "{context}: {other} also verifies it; the CA choice is ambiguous"
         );
+    }
+}
+
+/// True when `tool` exists; otherwise says so loudly (and fails under CI, whose .ci/run must
+/// install it). `tests` names the tests that need it in that message, e.g. "health-probe".
+pub fn have(tool: &str, tests: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        let msg = format!("{tool} is not installed: the {tests} test that needs it cannot run");
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg} (.ci/run must install it)");
+        }
+        eprintln!("\n!!! {msg}; SKIPPED\n");
+    }
+    found
+}
+
+/// A TCP port that is free on 127.0.0.1 when asked.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// 127.0.0.1:`port`.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A child process (a server of a test) killed and reaped when the guard is dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect_timeout(&local(port), Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The serial openssl reads from a PEM file, in lower-case hex (the health probe's format).
+pub fn openssl_serial(cert: &Path) -> String {
+    let (ok, text) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
+    assert!(ok, "{text}");
+    text.trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+/// `openssl s_server -www` serving `name`.crt/.key of `pki` with `pki/ca.crt` as the client
+/// CA; `args` says how clients are verified (`-verify 1`, `-Verify 1`, ...) and adds any other
+/// flags. Returns once it listens, with its port.
+pub fn s_server(pki: &Path, name: &str, args: &[&str]) -> (Guard, u16) {
+    let port = free_port();
+    let mut all = vec![
+        "s_server".to_string(),
+        "-accept".into(),
+        port.to_string(),
+        "-cert".into(),
+        pki.join(format!("{name}.crt")).display().to_string(),
+        "-key".into(),
+        pki.join(format!("{name}.key")).display().to_string(),
+        "-CAfile".into(),
+        pki.join("ca.crt").display().to_string(),
+        "-www".into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let mut child = Command::new("openssl")
+        .args(&all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    wait_listening(port, &mut child, "openssl s_server");
+    (Guard(child), port)
+}
+
+/// Debian's etcd as a one-member cluster on `pki`'s etcd certificates, requiring client
+/// certificates from `pki/etcd/ca.crt`; its data and `etcd.log` go to `tmp`. Returns once it
+/// listens, with its client port; it may not be healthy yet (see [`wait_etcd_healthy`]).
+pub fn start_etcd(tmp: &Path, pki: &Path) -> (Guard, u16) {
+    let (client, peer) = (free_port(), free_port());
+    let log = std::fs::File::create(tmp.join("etcd.log")).unwrap();
+    let mut child = Command::new("etcd")
+        .args([
+            "--name",
+            "n1",
+            "--data-dir",
+            tmp.join("etcd-data").to_str().unwrap(),
+            "--listen-client-urls",
+            &format!("https://127.0.0.1:{client}"),
+            "--advertise-client-urls",
+            &format!("https://127.0.0.1:{client}"),
+            "--listen-peer-urls",
+            &format!("https://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("https://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("n1=https://127.0.0.1:{peer}"),
+            "--cert-file",
+            pki.join("etcd/server.crt").to_str().unwrap(),
+            "--key-file",
+            pki.join("etcd/server.key").to_str().unwrap(),
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            pki.join("etcd/ca.crt").to_str().unwrap(),
+            "--peer-cert-file",
+            pki.join("etcd/peer.crt").to_str().unwrap(),
+            "--peer-key-file",
+            pki.join("etcd/peer.key").to_str().unwrap(),
+            "--peer-client-cert-auth",
+            "--peer-trusted-ca-file",
+            pki.join("etcd/ca.crt").to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
+    wait_listening(client, &mut child, "etcd");
+    (Guard(child), client)
+}
+
+/// Retries `health` every 200 ms for up to 30 s until it answers Ok: etcd listens before it has
+/// elected itself leader, and is unhealthy until then. Fails with the last error and the
+/// `etcd.log` that [`start_etcd`] wrote to `tmp`.
+pub fn wait_etcd_healthy<T>(tmp: &Path, mut health: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = match health() {
+            Ok(healthy) => return healthy,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "etcd never became healthy: {last}\n{}",
+            std::fs::read_to_string(tmp.join("etcd.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
