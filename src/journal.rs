@@ -41,6 +41,11 @@ pub enum Intent {
     Restore {
         /// The backup being restored.
         backup: PathBuf,
+        /// Each file being put back: `old_sha256` is what the renewal wrote (there now),
+        /// `new_sha256` the backup's copy. A file that is neither is someone else's and stops
+        /// the recovery.
+        #[serde(default)]
+        files: Vec<FileIntent>,
     },
 }
 
@@ -114,6 +119,10 @@ enum FileNow {
 
 fn file_now(f: &FileIntent) -> FileNow {
     match std::fs::read(&f.path).map(|d| sha256(&d)) {
+        // recorded as absent (an empty hash) and still absent
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.old_sha256.is_empty() => {
+            FileNow::Old
+        }
         Ok(h) if h == f.new_sha256 => FileNow::New,
         Ok(h) if h == f.old_sha256 => FileNow::Old,
         _ => FileNow::Foreign,
@@ -133,7 +142,20 @@ pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
             clear(state_dir)?;
             Ok(Some(message))
         }
-        Some(Intent::Restore { backup }) => {
+        Some(Intent::Restore { backup, files }) => {
+            for f in &files {
+                store::remove_temp_files(&f.path);
+                if file_now(f) == FileNow::Foreign {
+                    return Err(format!(
+                        "an interrupted restore of {} cannot be finished: {} was changed by \
+                         something else since (journal: {}). Decide which version to keep, then \
+                         delete the journal.",
+                        backup.display(),
+                        f.path.display(),
+                        path(state_dir).display()
+                    ));
+                }
+            }
             let restored = store::restore(&backup)?;
             clear(state_dir)?;
             Ok(Some(format!(
@@ -280,4 +302,26 @@ fn recover_renew(state_dir: &Path, backup: &Path, files: &[FileIntent]) -> Resul
         files.len(),
         backup.display()
     ))
+}
+
+/// The journal record of putting `backup` back over the files there now.
+pub fn restore_intent(backup: &Path) -> Result<Intent, String> {
+    let mut files = Vec::new();
+    for (copy, original) in store::backup_entries(backup)? {
+        let saved = std::fs::read(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+        let now = match std::fs::read(&original) {
+            Ok(data) => sha256(&data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("{}: {e}", original.display())),
+        };
+        files.push(FileIntent {
+            path: original,
+            old_sha256: now,
+            new_sha256: sha256(&saved),
+        });
+    }
+    Ok(Intent::Restore {
+        backup: backup.to_path_buf(),
+        files,
+    })
 }

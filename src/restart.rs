@@ -54,9 +54,36 @@ pub trait Runtime {
         namespace: &str,
         container: &str,
     ) -> Result<Vec<ContainerInfo>, String>;
+    /// The names of the pods of `namespace` whose sandbox is still ready: kubelet has not
+    /// finished tearing them down, and a manifest returned now may meet the old pod.
+    async fn ready_pods(&self, namespace: &str) -> Result<Vec<String>, String>;
 }
 
 impl Runtime for crate::cri::RuntimeClient {
+    async fn ready_pods(&self, namespace: &str) -> Result<Vec<String>, String> {
+        use crate::cri::{
+            ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
+        };
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_POD_NAMESPACE.to_string(), namespace.to_string());
+        let response = self
+            .list_pod_sandbox(ListPodSandboxRequest {
+                filter: Some(PodSandboxFilter {
+                    state: Some(PodSandboxStateValue {
+                        state: PodSandboxState::Ready as i32,
+                    }),
+                    label_selector: labels,
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        Ok(response
+            .items
+            .into_iter()
+            .filter_map(|p| p.labels.get(LABEL_POD_NAME).cloned())
+            .collect())
+    }
+
     async fn ping(&self) -> Result<String, String> {
         let v = self.version().await?;
         Ok(format!("{} {}", v.runtime_name, v.runtime_version))
@@ -520,6 +547,17 @@ fn prepare_parking(manifests_dir: &Path, parking: &Path) -> Result<(), Failure> 
     Ok(())
 }
 
+/// Is `pod_name` kubelet's name for the static pod `pod` (`<pod>-<node>`; any node when the
+/// node is not known)?
+fn is_pod_of(pod_name: &str, pod: &str, node_name: Option<&str>) -> bool {
+    match node_name {
+        Some(node) => pod_name == format!("{pod}-{node}"),
+        None => pod_name
+            .strip_prefix(pod)
+            .is_some_and(|rest| rest.starts_with('-')),
+    }
+}
+
 /// Does this container belong to our node's static pod of `pod`?
 fn ours(c: &ContainerInfo, pod: &str, node_name: Option<&str>) -> bool {
     match node_name {
@@ -761,10 +799,18 @@ async fn wait_stopped(
             if stopped[i].is_some() {
                 continue;
             }
-            match component_containers(runtime, c, node_name).await {
-                Ok(list) => {
+            let answer = match component_containers(runtime, c, node_name).await {
+                Ok(list) if list.iter().any(|x| x.running) => Ok(false),
+                Ok(_) => runtime
+                    .ready_pods(&c.pod.namespace)
+                    .await
+                    .map(|pods| !pods.iter().any(|p| is_pod_of(p, &c.name, node_name))),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(gone) => {
                     last_error = None;
-                    if !list.iter().any(|x| x.running) {
+                    if gone {
                         stopped[i] = Some(parked_at.elapsed());
                     }
                 }
@@ -959,24 +1005,20 @@ pub async fn restart_with_rollback(
             ));
         }
     }
-    let restored = journal::record(
-        state_dir,
-        &Intent::Restore {
-            backup: backup.to_path_buf(),
-        },
-    )
-    .and_then(|()| {
-        failpoint::hit("restart.during-restore");
-        crate::store::restore(backup)
-    })
-    .and_then(|restored| journal::clear(state_dir).map(|()| restored))
-    .map_err(|e| {
-        format!(
-            "restart with the renewed certificates failed: {failure}; restoring the previous \
+    let restored = journal::restore_intent(backup)
+        .and_then(|intent| journal::record(state_dir, &intent))
+        .and_then(|()| {
+            failpoint::hit("restart.during-restore");
+            crate::store::restore(backup)
+        })
+        .and_then(|restored| journal::clear(state_dir).map(|()| restored))
+        .map_err(|e| {
+            format!(
+                "restart with the renewed certificates failed: {failure}; restoring the previous \
              certificates from {} failed too: {e}",
-            backup.display()
-        )
-    })?;
+                backup.display()
+            )
+        })?;
     let again = match restart(runtime, probes, components, state_dir, settings).await {
         Ok(_) => "they are running healthy again with the previous certificates".to_string(),
         Err(e) => format!("but restarting them again failed as well: {e}"),

@@ -39,6 +39,7 @@ struct FakeKubelet {
     /// The runtime answers this many questions, then fails every one.
     answers_left: RefCell<Option<u32>>,
     pinged: RefCell<bool>,
+    sandbox_lingers: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl FakeKubelet {
@@ -53,6 +54,7 @@ impl FakeKubelet {
             next_id: RefCell::new(1),
             answers_left: RefCell::new(None),
             pinged: RefCell::new(false),
+            sandbox_lingers: RefCell::new(Default::default()),
         };
         for name in [
             "kube-apiserver",
@@ -142,6 +144,25 @@ impl FakeKubelet {
 }
 
 impl Runtime for FakeKubelet {
+    async fn ready_pods(&self, _namespace: &str) -> Result<Vec<String>, String> {
+        if self.answers_left.borrow().is_some_and(|n| n == 0) {
+            return Err("transport error: connection refused".into());
+        }
+        // a pod's sandbox stays ready one question longer than its last container
+        let mut pods = self.sandbox_lingers.borrow_mut();
+        let ready: Vec<String> = pods.iter().cloned().collect();
+        pods.clear();
+        for (name, list) in self.containers.borrow().iter() {
+            if list
+                .iter()
+                .any(|c| c.running && c.pod_name == format!("{name}-{}", self.node))
+            {
+                pods.insert(format!("{name}-{}", self.node));
+            }
+        }
+        Ok(ready)
+    }
+
     async fn ping(&self) -> Result<String, String> {
         *self.pinged.borrow_mut() = true;
         match *self.answers_left.borrow() {
@@ -494,6 +515,14 @@ async fn other_nodes_pods_are_not_waited_for() {
 }
 
 #[test]
+fn pod_names_are_matched_exactly_or_by_prefix() {
+    assert!(is_pod_of("etcd-cp-1", "etcd", Some("cp-1")));
+    assert!(!is_pod_of("etcd-cp-10", "etcd", Some("cp-1")));
+    assert!(is_pod_of("etcd-anything", "etcd", None));
+    assert!(!is_pod_of("etcdx-cp-1", "etcd", None));
+}
+
+#[test]
 fn affected_components_follow_kubeadm() {
     let n = node();
     let all = all_components(&n.manifests()).unwrap();
@@ -676,6 +705,7 @@ fn the_journal_never_replaces_an_unfinished_step() {
         &n.state,
         &Intent::Restore {
             backup: n.state.join("backups/x"),
+            files: Vec::new(),
         },
     )
     .unwrap_err();
@@ -684,4 +714,42 @@ fn the_journal_never_replaces_an_unfinished_step() {
         crate::journal::pending(&n.state).unwrap(),
         Some(Intent::Park { manifests: parked })
     );
+}
+
+#[test]
+fn an_interrupted_restore_is_redone_but_never_over_a_foreign_file() {
+    let n = node();
+    let cert = n.dir.join("pki/apiserver.crt");
+    let key = n.dir.join("pki/apiserver.key");
+    let (cert0, key0) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+    let backup = crate::store::backup(
+        &n.state.join("backups"),
+        "20260101T000000Z",
+        &n.dir,
+        &[cert.clone(), key.clone()],
+    )
+    .unwrap();
+    std::fs::write(&cert, b"renewed cert").unwrap();
+    std::fs::write(&key, b"renewed key").unwrap();
+    let intent = crate::journal::restore_intent(&backup).unwrap();
+    crate::journal::record(&n.state, &intent).unwrap();
+    // killed after putting the key back, before the certificate
+    std::fs::write(&key, &key0).unwrap();
+    let message = crate::journal::recover(&n.state).unwrap().unwrap();
+    assert!(message.contains("interrupted restore"), "{message}");
+    assert_eq!(std::fs::read(&cert).unwrap(), cert0);
+    assert_eq!(std::fs::read(&key).unwrap(), key0);
+
+    // the same, but someone renewed by hand before the next run: left for a human
+    std::fs::write(&cert, b"renewed cert").unwrap();
+    let intent = crate::journal::restore_intent(&backup).unwrap();
+    crate::journal::record(&n.state, &intent).unwrap();
+    std::fs::write(&cert, b"kubeadm certs renew, by hand").unwrap();
+    let err = crate::journal::recover(&n.state).unwrap_err();
+    assert!(err.contains(&cert.display().to_string()), "{err}");
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        b"kubeadm certs renew, by hand"
+    );
+    assert!(crate::journal::pending(&n.state).unwrap().is_some());
 }
