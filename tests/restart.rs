@@ -226,6 +226,32 @@ impl Node {
             .unwrap_or(false)
     }
 
+    /// Runs the product with `args`, calls `interrupt` with its pid as soon as a manifest is
+    /// parked, and returns how it ended and its stderr.
+    fn restart_interrupted_pid(
+        &self,
+        args: &[&str],
+        interrupt: impl FnOnce(&str),
+    ) -> (std::process::ExitStatus, String) {
+        let mut run = self
+            .command(args, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.parked().is_empty() {
+            assert!(Instant::now() < deadline, "nothing was parked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        interrupt(&run.id().to_string());
+        let status = run.wait().unwrap();
+        let mut err = String::new();
+        use std::io::Read;
+        run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status, err)
+    }
+
     fn manifests_snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         common::snapshot(&self.manifests())
     }
@@ -264,6 +290,17 @@ const COMPONENTS: [&str; 4] = [
     "kube-controller-manager",
     "kube-scheduler",
 ];
+
+/// Sends a signal (`-TERM`, `-KILL`) to a pid.
+fn signal(pid: &str, which: &str) {
+    assert!(
+        Command::new("kill")
+            .args([which, pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
 
 fn ctr(sock: &str, args: &[&str]) -> String {
     let out = Command::new("ctr")
@@ -621,30 +658,12 @@ fn containerd_stopped_in_the_middle() {
     );
     let before = node.manifests_snapshot();
 
-    let mut run = node
-        .command(&["restart"], &[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node.parked().is_empty() {
-        assert!(Instant::now() < deadline, "nothing was parked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // stop containerd itself (its shims and containers live on, as with `systemctl stop`)
-    let pid = std::fs::read_to_string(ctrd.join("containerd.pid")).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", pid.trim()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = run.wait().unwrap();
-    let mut out = String::new();
-    use std::io::Read;
-    run.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    // stop containerd itself once parked (its shims and containers live on, as with
+    // `systemctl stop containerd`)
+    let (status, out) = node.restart_interrupted_pid(&["restart"], |_| {
+        let pid = std::fs::read_to_string(ctrd.join("containerd.pid")).unwrap();
+        signal(pid.trim(), "-KILL");
+    });
     assert_ne!(status.code(), Some(0), "{out}");
     assert!(out.contains("container runtime stopped answering"), "{out}");
     assert_eq!(
@@ -672,28 +691,8 @@ fn sigterm_while_parked_puts_the_manifests_back_before_exiting() {
         return;
     };
     let before = node.manifests_snapshot();
-    let mut run = node
-        .command(&["restart", "kube-scheduler"], &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while node.parked().is_empty() {
-        assert!(Instant::now() < deadline, "nothing was parked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &run.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = run.wait().unwrap();
-    let mut err = String::new();
-    use std::io::Read;
-    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let (status, err) =
+        node.restart_interrupted_pid(&["restart", "kube-scheduler"], |pid| signal(pid, "-TERM"));
     assert_ne!(status.code(), Some(0), "{err}");
     assert!(err.contains("interrupted by SIGTERM"), "{err}");
     assert!(err.contains("put back"), "{err}");
