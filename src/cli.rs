@@ -262,7 +262,8 @@ pub fn renew(
     // Whatever the restart afterwards needs is checked before anything is written: a manifest
     // that cannot be read or a runtime that does not answer must not leave renewed files behind
     // with the old ones still in use.
-    let will_restart = !args.dry_run && !args.no_restart && plan.refuse.is_empty();
+    let will_restart =
+        !args.dry_run && !args.no_restart && plan.refuse.is_empty() && !plan.renew.is_empty();
     let planned: Vec<String> = plan.renew.iter().map(|i| i.name.clone()).collect();
     if will_restart
         && (config.restart == crate::config::RestartMode::All
@@ -300,9 +301,19 @@ pub fn renew(
     };
     print!("{}", describe_outcome(&outcome, args.dry_run));
     let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
-    let affected: Vec<&str> = crate::restart::affected_names(&renewed)
+    let mut affected: Vec<String> = crate::restart::affected_names(&renewed)
         .into_iter()
+        .map(str::to_string)
         .collect();
+    if config.restart == crate::config::RestartMode::All
+        && let Ok(all) = crate::restart::all_components(&paths.manifests)
+    {
+        affected = all.into_iter().map(|c| c.name).collect();
+    }
+    if renewed.is_empty() {
+        // nothing new on disk: nothing to restart, whatever the mode
+        return Ok(0);
+    }
     if args.dry_run || args.no_restart {
         if !affected.is_empty() {
             println!(

@@ -725,3 +725,72 @@ fn a_restart_that_cannot_happen_refuses_the_renewal_before_writing() {
     assert!(err.contains(&manifest.display().to_string()), "{err}");
     assert_eq!(before, snapshot(&node.dir()));
 }
+
+#[test]
+fn nothing_due_restarts_nothing_even_in_restart_all_mode() {
+    // The monthly `renew --due` with nothing due must not bounce the control plane: no
+    // runtime is even asked (this one does not exist).
+    let node = Node::new(100, |s| s.manifests = true);
+    let config = node.tmp.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "restart = \"all\"\nruntime_endpoint = \"unix:///nonexistent/containerd.sock\"\n",
+    )
+    .unwrap();
+    let out = run_with_config(
+        node.now,
+        &config,
+        &[
+            "--kubernetes-dir",
+            node.dir().to_str().unwrap(),
+            "--state-dir",
+            node.state().to_str().unwrap(),
+            "renew",
+            "--due",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("Nothing to renew"), "{text}");
+    assert!(
+        !text.contains("nonexistent"),
+        "the runtime was asked: {text}"
+    );
+}
+
+#[test]
+fn dry_run_names_what_would_be_restarted_by_mode() {
+    let node = Node::new(3, |s| s.manifests = true);
+    let (code, out, err) = node.renew(&["scheduler.conf", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Would restart kube-scheduler so they"),
+        "{out}"
+    );
+    let config = node.tmp.path().join("c.toml");
+    std::fs::write(&config, "restart = \"all\"\n").unwrap();
+    let out = run_with_config(
+        node.now,
+        &config,
+        &[
+            "--kubernetes-dir",
+            node.dir().to_str().unwrap(),
+            "--state-dir",
+            node.state().to_str().unwrap(),
+            "renew",
+            "scheduler.conf",
+            "--dry-run",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "Would restart kube-apiserver, etcd, kube-controller-manager, kube-scheduler so they"
+        ),
+        "{text}"
+    );
+}
