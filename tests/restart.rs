@@ -700,3 +700,28 @@ fn sigterm_while_parked_puts_the_manifests_back_before_exiting() {
     assert!(node.parked().is_empty());
     assert!(!node.state().join("journal.json").exists());
 }
+
+#[test]
+fn the_demo_renews_and_restarts_on_the_stand_in() {
+    let Some(socket) = containerd() else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"))
+        .arg(format!("--runtime-endpoint=unix://{}", socket.display()))
+        .arg("demo")
+        .output()
+        .unwrap();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let serial = |prefix: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {log}"))
+            .trim()
+            .to_string()
+    };
+    let before = serial("kube-apiserver serves the certificate with serial ");
+    let after = serial("kube-apiserver now serves the certificate with serial ");
+    assert_ne!(before, after, "{log}");
+    assert!(log.contains("every manifest is back in place"), "{log}");
+}
