@@ -265,18 +265,24 @@ pub fn renew(
     let will_restart =
         !args.dry_run && !args.no_restart && plan.refuse.is_empty() && !plan.renew.is_empty();
     let planned: Vec<String> = plan.renew.iter().map(|i| i.name.clone()).collect();
-    if will_restart
+    let available = if will_restart
         && (config.restart == crate::config::RestartMode::All
             || !crate::restart::affected_names(&planned).is_empty())
-        && let Err(e) = precheck_restart(cli_endpoint, config)
     {
-        eprintln!(
-            "kube-cert-renewer: renewal not started, nothing was changed: the control plane could \
-             not be restarted afterwards: {e}\n  (renew with --no-restart to renew anyway and \
-             restart later)"
-        );
-        return Ok(1);
-    }
+        match precheck_restart(cli_endpoint, config) {
+            Ok(components) => Some(components),
+            Err(e) => {
+                eprintln!(
+                    "kube-cert-renewer: renewal not started, nothing was changed: the control \
+                     plane could not be restarted afterwards: {e}\n  (renew with --no-restart to \
+                     renew anyway and restart later)"
+                );
+                return Ok(1);
+            }
+        }
+    } else {
+        None
+    };
     let outcome = match crate::renewal::execute(
         &plan,
         &signers,
@@ -301,20 +307,20 @@ pub fn renew(
     };
     print!("{}", describe_outcome(&outcome, args.dry_run));
     let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
-    let mut affected: Vec<String> = crate::restart::affected_names(&renewed)
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    if config.restart == crate::config::RestartMode::All
-        && let Ok(all) = crate::restart::all_components(&paths.manifests)
-    {
-        affected = all.into_iter().map(|c| c.name).collect();
-    }
     if renewed.is_empty() {
         // nothing new on disk: nothing to restart, whatever the mode
         return Ok(0);
     }
     if args.dry_run || args.no_restart {
+        let mut affected: Vec<String> = crate::restart::affected_names(&renewed)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if config.restart == crate::config::RestartMode::All
+            && let Ok(all) = crate::restart::all_components(&paths.manifests)
+        {
+            affected = all.into_iter().map(|c| c.name).collect();
+        }
         if !affected.is_empty() {
             println!(
                 "\n{} {} so they use the new certificates{}.",
@@ -333,16 +339,9 @@ pub fn renew(
         }
         return Ok(0);
     }
-    let available = crate::restart::all_components(&paths.manifests);
-    let available = match available {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!(
-                "kube-cert-renewer: the certificates are renewed, but the static pods cannot be \
-                 restarted: {e}"
-            );
-            return Ok(1);
-        }
+    // Checked and parsed before the renewal; none means nothing renewed feeds a static pod.
+    let Some(available) = available else {
+        return Ok(0);
     };
     let probes = tls_probes(&paths);
     let (components, notes) = crate::restart::choose(config.restart, &renewed, available, &probes);
@@ -352,7 +351,14 @@ pub fn renew(
     if components.is_empty() {
         return Ok(0);
     }
-    match run_restart(cli_endpoint, config, &components, outcome.backup.as_deref()) {
+    let node = node_name(config, &inventory);
+    match run_restart(
+        cli_endpoint,
+        config,
+        node,
+        &components,
+        outcome.backup.as_deref(),
+    ) {
         Ok(()) => Ok(0),
         Err(e) => {
             eprintln!("kube-cert-renewer: {e}");
@@ -361,10 +367,13 @@ pub fn renew(
     }
 }
 
-/// Checks what a restart will need: readable manifests with usable flags, a runtime socket,
-/// and a runtime that answers.
-fn precheck_restart(cli_endpoint: Option<&str>, config: &Config) -> Result<(), String> {
-    crate::restart::all_components(&config.paths().manifests)?;
+/// Checks what a restart will need — readable manifests with usable flags, a runtime socket,
+/// a runtime that answers — and returns the node's static pods.
+fn precheck_restart(
+    cli_endpoint: Option<&str>,
+    config: &Config,
+) -> Result<Vec<crate::restart::Component>, String> {
+    let components = crate::restart::all_components(&config.paths().manifests)?;
     let socket = runtime_socket(cli_endpoint, config)?;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -375,7 +384,8 @@ fn precheck_restart(cli_endpoint: Option<&str>, config: &Config) -> Result<(), S
             .await?
             .with_request_timeout(RUNTIME_REQUEST_TIMEOUT);
         crate::restart::Runtime::ping(&client).await.map(drop)
-    })
+    })?;
+    Ok(components)
 }
 
 /// Deadline of one CRI call during a restart: the waits poll, so one slow answer must not
@@ -429,11 +439,10 @@ pub fn runtime_socket(cli_endpoint: Option<&str>, config: &Config) -> Result<Pat
 
 /// The kubelet's node name: the config's, else the one in kubelet.conf's client certificate
 /// (`CN=system:node:<name>`).
-fn node_name(config: &Config) -> Option<String> {
+fn node_name(config: &Config, inventory: &inventory::Inventory) -> Option<String> {
     if let Some(name) = &config.node_name {
         return Some(name.clone());
     }
-    let inventory = inventory::scan(&config.paths(), &inventory::Options::default());
     inventory
         .entries()
         .find(|e| e.name == crate::kubeadm::KUBELET_CONF)
@@ -448,13 +457,14 @@ fn node_name(config: &Config) -> Option<String> {
 pub fn run_restart(
     cli_endpoint: Option<&str>,
     config: &Config,
+    node_name: Option<String>,
     components: &[crate::restart::Component],
     backup: Option<&std::path::Path>,
 ) -> Result<(), String> {
     use crate::restart::{self, Settings};
     let socket = runtime_socket(cli_endpoint, config)
         .map_err(|e| format!("cannot restart {}: {e}", names_of(components)))?;
-    let settings = Settings::from_config(config, node_name(config));
+    let settings = Settings::from_config(config, node_name);
     let probes = tls_probes(&config.paths());
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -513,7 +523,7 @@ fn names_of(components: &[crate::restart::Component]) -> String {
 }
 
 fn describe_restart(outcome: &crate::restart::Outcome) -> String {
-    use crate::restart::short;
+    use crate::cri::short_id as short;
     let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
     let mut rows = vec![
         [
@@ -573,7 +583,9 @@ pub fn restart(
         );
         return Ok(0);
     }
-    match run_restart(cli_endpoint, config, &components, None) {
+    let inventory = inventory::scan(&config.paths(), &inventory::Options::default());
+    let node = node_name(config, &inventory);
+    match run_restart(cli_endpoint, config, node, &components, None) {
         Ok(()) => Ok(0),
         Err(e) => {
             eprintln!("kube-cert-renewer: {e}");

@@ -535,6 +535,21 @@ pub struct ListContainersResponse {
 // Client
 // ---------------------------------------------------------------------------------------------
 
+/// Label kubelet puts on containers with the container's name: what the restart step selects by.
+pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+/// Label kubelet puts on sandboxes and containers with the pod's name (`<name>-<node name>` for
+/// a static pod), so one node's pods can be told from another's in a shared runtime.
+pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+/// Label kubelet puts on sandboxes and containers with the pod's namespace.
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// Label kubelet puts on sandboxes and containers with the pod's UID.
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
+/// The first 13 characters of a container or sandbox id, as crictl shows them.
+pub fn short_id(id: &str) -> &str {
+    id.get(..13).unwrap_or(id)
+}
+
 /// Fully-qualified gRPC service name, the prefix of every RPC path.
 const SERVICE: &str = "runtime.v1.RuntimeService";
 

@@ -206,6 +206,11 @@ pub fn parse(text: &str, file: &Path) -> Result<StaticPod, String> {
     })
 }
 
+/// The pod name kubelet gives a static pod: the manifest's name, a dash and the node name.
+pub fn static_pod_name(manifest_name: &str, node_name: &str) -> String {
+    format!("{manifest_name}-{node_name}")
+}
+
 impl StaticPod {
     /// The container with this name, if the pod has one.
     pub fn container(&self, name: &str) -> Option<&PodContainer> {

@@ -20,14 +20,6 @@ use crate::failpoint;
 use crate::journal::{self, Intent, ParkedManifest};
 use crate::manifest::{self, StaticPod};
 
-/// Label kubelet puts on every container: the pod's namespace.
-pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
-/// Label kubelet puts on every container: the pod's name (`<manifest name>-<node name>` for a
-/// static pod).
-pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
-/// Label kubelet puts on every container: the container's name in the pod spec.
-pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
-
 /// Name of the parking directory, created next to the manifests dir (same filesystem, never
 /// inside it, so kubelet cannot mistake a parked file for a manifest).
 pub const PARKING_DIR_NAME: &str = ".kube-cert-renewer-parked";
@@ -65,7 +57,10 @@ impl Runtime for crate::cri::RuntimeClient {
             ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
         };
         let mut labels = BTreeMap::new();
-        labels.insert(LABEL_POD_NAMESPACE.to_string(), namespace.to_string());
+        labels.insert(
+            crate::cri::POD_NAMESPACE_LABEL.to_string(),
+            namespace.to_string(),
+        );
         let response = self
             .list_pod_sandbox(ListPodSandboxRequest {
                 filter: Some(PodSandboxFilter {
@@ -80,7 +75,7 @@ impl Runtime for crate::cri::RuntimeClient {
         Ok(response
             .items
             .into_iter()
-            .filter_map(|p| p.labels.get(LABEL_POD_NAME).cloned())
+            .filter_map(|p| p.labels.get(crate::cri::POD_NAME_LABEL).cloned())
             .collect())
     }
 
@@ -96,8 +91,14 @@ impl Runtime for crate::cri::RuntimeClient {
     ) -> Result<Vec<ContainerInfo>, String> {
         use crate::cri::{ContainerFilter, ContainerState, ListContainersRequest};
         let mut labels = BTreeMap::new();
-        labels.insert(LABEL_POD_NAMESPACE.to_string(), namespace.to_string());
-        labels.insert(LABEL_CONTAINER_NAME.to_string(), container.to_string());
+        labels.insert(
+            crate::cri::POD_NAMESPACE_LABEL.to_string(),
+            namespace.to_string(),
+        );
+        labels.insert(
+            crate::cri::CONTAINER_NAME_LABEL.to_string(),
+            container.to_string(),
+        );
         let response = self
             .list_containers(ListContainersRequest {
                 filter: Some(ContainerFilter {
@@ -111,7 +112,11 @@ impl Runtime for crate::cri::RuntimeClient {
             .into_iter()
             .map(|c| ContainerInfo {
                 running: c.state() == ContainerState::Running,
-                pod_name: c.labels.get(LABEL_POD_NAME).cloned().unwrap_or_default(),
+                pod_name: c
+                    .labels
+                    .get(crate::cri::POD_NAME_LABEL)
+                    .cloned()
+                    .unwrap_or_default(),
                 id: c.id,
             })
             .collect())
@@ -551,18 +556,10 @@ fn prepare_parking(manifests_dir: &Path, parking: &Path) -> Result<(), Failure> 
 /// node is not known)?
 fn is_pod_of(pod_name: &str, pod: &str, node_name: Option<&str>) -> bool {
     match node_name {
-        Some(node) => pod_name == format!("{pod}-{node}"),
+        Some(node) => pod_name == manifest::static_pod_name(pod, node),
         None => pod_name
             .strip_prefix(pod)
             .is_some_and(|rest| rest.starts_with('-')),
-    }
-}
-
-/// Does this container belong to our node's static pod of `pod`?
-fn ours(c: &ContainerInfo, pod: &str, node_name: Option<&str>) -> bool {
-    match node_name {
-        Some(node) => c.pod_name == format!("{pod}-{node}"),
-        None => true,
     }
 }
 
@@ -579,7 +576,7 @@ async fn component_containers(
                 .containers(&c.pod.namespace, &container.name)
                 .await?
                 .into_iter()
-                .filter(|x| ours(x, &c.name, node_name)),
+                .filter(|x| is_pod_of(&x.pod_name, &c.name, node_name)),
         );
     }
     Ok(all)
@@ -614,19 +611,23 @@ pub async fn restart(
         ))
     })?;
 
-    // Which filter finds this node's containers; the old containers of each component.
-    let mut node_name = settings.node_name.clone();
-    let mut old: Vec<BTreeSet<String>> = Vec::new();
-    if let Some(node) = &node_name {
-        let mut any_ours = false;
-        let mut any_at_all = false;
-        for c in components {
-            let all = component_containers(runtime, c, None)
+    // The containers of each component now (one listing), which node filter finds this node's
+    // among them, and so the old containers of each component.
+    let mut listed = Vec::new();
+    for c in components {
+        listed.push(
+            component_containers(runtime, c, None)
                 .await
-                .map_err(Failure::Runtime)?;
-            any_at_all |= !all.is_empty();
-            any_ours |= all.iter().any(|x| ours(x, &c.name, Some(node)));
-        }
+                .map_err(Failure::Runtime)?,
+        );
+    }
+    let mut node_name = settings.node_name.clone();
+    if let Some(node) = &node_name {
+        let any_at_all = listed.iter().any(|l| !l.is_empty());
+        let any_ours = components.iter().zip(&listed).any(|(c, l)| {
+            l.iter()
+                .any(|x| is_pod_of(&x.pod_name, &c.name, Some(node)))
+        });
         if any_at_all && !any_ours {
             outcome.notes.push(format!(
                 "no container of a pod named <component>-{node} found; looking at every \
@@ -635,15 +636,16 @@ pub async fn restart(
             node_name = None;
         }
     }
-    for c in components {
-        let ids = component_containers(runtime, c, node_name.as_deref())
-            .await
-            .map_err(Failure::Runtime)?
-            .into_iter()
-            .map(|x| x.id)
-            .collect();
-        old.push(ids);
-    }
+    let old: Vec<BTreeSet<String>> = components
+        .iter()
+        .zip(listed)
+        .map(|(c, l)| {
+            l.into_iter()
+                .filter(|x| is_pod_of(&x.pod_name, &c.name, node_name.as_deref()))
+                .map(|x| x.id)
+                .collect()
+        })
+        .collect();
 
     // Park: journal first, then rename(2) each manifest out.
     let manifests_dir = components[0]
@@ -923,7 +925,7 @@ async fn wait_all_healthy(
                     return Err(Failure::Unhealthy(format!(
                         "{} exited (container {}) within {}s of starting",
                         c.name,
-                        short(new_id),
+                        crate::cri::short_id(new_id),
                         settings.settle.as_secs()
                     )));
                 }
@@ -962,11 +964,6 @@ async fn wait_all_healthy(
         }
         tokio::time::sleep(settings.poll).await;
     }
-}
-
-/// The first 13 characters of a container id, as crictl shows them.
-pub fn short(id: &str) -> &str {
-    id.get(..13).unwrap_or(id)
 }
 
 /// Restarts, and when that fails for any reason other than the runtime itself, restores the

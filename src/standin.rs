@@ -40,15 +40,9 @@ use crate::cri::{
 };
 use crate::manifest::{self, PodContainer, StaticPod};
 
-/// Label kubelet puts on containers with the container's name: what the restart step selects by.
-pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
-/// Label kubelet puts on sandboxes and containers with the pod's name (`<name>-<node name>` for
-/// a static pod), so one node's pods can be told from another's in a shared runtime.
-pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
-/// Label kubelet puts on sandboxes and containers with the pod's namespace.
-pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
-/// Label kubelet puts on sandboxes and containers with the pod's UID.
-pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+use crate::cri::short_id;
+pub use crate::cri::{CONTAINER_NAME_LABEL, POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL};
+pub use crate::manifest::static_pod_name as pod_name;
 /// Annotation kubelet puts on a static pod's sandbox: where the pod came from (`file`).
 pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// Annotation kubelet puts on a static pod's sandbox: the manifest hash (= the pod UID).
@@ -305,12 +299,7 @@ pub fn pod_uid(manifest_bytes: &[u8], node_name: &str) -> String {
     ctx.update(b"\0");
     ctx.update(node_name.as_bytes());
     let digest = ctx.finish();
-    hex(&digest.as_ref()[..16])
-}
-
-/// The pod name kubelet gives a static pod: the manifest's name, a dash and the node name.
-pub fn pod_name(manifest_name: &str, node_name: &str) -> String {
-    format!("{manifest_name}-{node_name}")
+    crate::cert::hex(&digest.as_ref()[..16])
 }
 
 /// What the container runs instead of the component's real binary, as one argv (CRI `command`).
@@ -396,14 +385,6 @@ pub fn container_command(pod: &StaticPod, container: &PodContainer) -> Result<Ve
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Connects and checks the socket speaks CRI v1: the only failures `run` reports as `Err`.
@@ -715,10 +696,6 @@ fn is_not_found(error: &str) -> bool {
     error.contains("failed: NotFound:") || error.contains("not found")
 }
 
-fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Runtime state
 // ---------------------------------------------------------------------------------------------
@@ -985,7 +962,7 @@ impl StandIn {
                 Ok(pod) => {
                     self.log.event(
                         &pod.full_name,
-                        &format!("started sandbox {}", short(&pod.sandbox_id)),
+                        &format!("started sandbox {}", short_id(&pod.sandbox_id)),
                     );
                     self.live.insert(pod.uid.clone(), pod);
                 }
@@ -998,7 +975,7 @@ impl StandIn {
         if let Some(why) = why {
             self.log.event(
                 &pod.full_name,
-                &format!("stopping sandbox {}: {why}", short(&pod.sandbox_id)),
+                &format!("stopping sandbox {}: {why}", short_id(&pod.sandbox_id)),
             );
         }
         *self
@@ -1036,12 +1013,12 @@ impl StandIn {
         match result {
             Ok(()) => self.log.event(
                 &pod.full_name,
-                &format!("removed sandbox {}", short(&pod.sandbox_id)),
+                &format!("removed sandbox {}", short_id(&pod.sandbox_id)),
             ),
             Err(e) => {
                 self.log.say(
                     &pod.full_name,
-                    &format!("cannot remove sandbox {}: {e}", short(&pod.sandbox_id)),
+                    &format!("cannot remove sandbox {}: {e}", short_id(&pod.sandbox_id)),
                 );
                 self.failed.push(pod);
             }
@@ -1272,7 +1249,7 @@ async fn tend(
                         slot.name,
                         if state.is_some() { "exited" } else { "is gone" },
                         slot.next_attempt.saturating_sub(1),
-                        short(&id)
+                        short_id(&id)
                     ),
                 );
                 slot.current = Some(id);

@@ -36,6 +36,27 @@ impl Node {
     fn state(&self) -> PathBuf {
         self.tmp.path().join("state")
     }
+    /// Runs the binary on this node (its dirs, `--now`) with `config` as the config file's text
+    /// (`None`: defaults) and `args` after the global options.
+    fn run(&self, config: Option<&str>, args: &[&str]) -> std::process::Output {
+        let config_path = match config {
+            Some(text) => {
+                let path = self.tmp.path().join("config.toml");
+                std::fs::write(&path, text).unwrap();
+                path
+            }
+            None => PathBuf::from("/nonexistent/kube-cert-renewer.toml"),
+        };
+        let (dir, state) = (self.dir(), self.state());
+        let mut all = vec![
+            "--kubernetes-dir",
+            dir.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run_with_config(self.now, &config_path, &all)
+    }
     fn renew(&self, args: &[&str]) -> (i32, String, String) {
         renew(self.now, &self.dir(), &self.state(), args)
     }
@@ -95,15 +116,11 @@ fn fresh_keys_keep_algorithm_size_and_encoding() {
         assert_eq!(code, 0, "{algorithm}: {out}{err}");
         let new_key = node.pki().join("apiserver.key");
         assert_eq!(key_kind(&new_key), key_kind(&old_key), "{algorithm}");
-        let first = |p: &Path| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .to_string()
-        };
-        assert_eq!(first(&new_key), first(&old_key), "{algorithm} {encoding:?}");
+        assert_eq!(
+            pem_label(&new_key),
+            pem_label(&old_key),
+            "{algorithm} {encoding:?}"
+        );
         assert_ne!(
             std::fs::read(&new_key).unwrap(),
             std::fs::read(&old_key).unwrap()
@@ -122,7 +139,7 @@ fn fresh_keys_keep_algorithm_size_and_encoding() {
         // The kubeconfig's key keeps its encoding too.
         let k = node.tmp.path().join("admin.key");
         extract_kubeconfig_key(&node.dir().join("admin.conf"), &k);
-        assert_eq!(first(&k), first(&old_key), "{algorithm}");
+        assert_eq!(pem_label(&k), pem_label(&old_key), "{algorithm}");
         // AKI = the CA's SKI.
         let (_, ca_text) = openssl(&[
             "x509",
@@ -451,27 +468,7 @@ fn a_crash_in_the_middle_is_rolled_back_by_the_next_run() {
     for failpoint in ["renew.after-journal", "renew.after-first-write"] {
         let node = Node::new(5, |_| {});
         let before = snapshot(&node.dir());
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"))
-            .env("KUBE_CERT_RENEWER_FAILPOINT", failpoint)
-            .args([
-                "--config",
-                "/nonexistent",
-                "--kubernetes-dir",
-                node.dir().to_str().unwrap(),
-                "--state-dir",
-                node.state().to_str().unwrap(),
-                "renew",
-                "all",
-                "--no-restart",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            None,
-            "{failpoint}: the process must have died"
-        );
-        assert!(node.state().join("journal.json").exists());
+        crash_at(&node, failpoint);
         if failpoint == "renew.after-first-write" {
             assert_ne!(
                 before,
@@ -595,18 +592,7 @@ fn absurd_validity_is_an_error_not_a_panic() {
     let node = Node::new(5, |_| {});
     let (code, _, err) = node.renew(&["all", "--validity", "4000000"]);
     assert_eq!(code, 2, "clap usage error: {err}");
-    let config = node.tmp.path().join("c.toml");
-    std::fs::write(&config, "validity_days = 4000000\n").unwrap();
-    let out = run_with_config(
-        node.now,
-        &config,
-        &[
-            "--kubernetes-dir",
-            node.dir().to_str().unwrap(),
-            "renew",
-            "all",
-        ],
-    );
+    let out = node.run(Some("validity_days = 4000000\n"), &["renew", "all"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("validity_days"));
 }
@@ -683,13 +669,9 @@ fn a_restart_that_cannot_happen_refuses_the_renewal_before_writing() {
     // processes still holding the old ones).
     let node = Node::new(3, |s| s.manifests = true);
     let before = snapshot(&node.dir());
-    let out = run(
-        node.now,
+    let out = node.run(
+        None,
         &[
-            "--kubernetes-dir",
-            node.dir().to_str().unwrap(),
-            "--state-dir",
-            node.state().to_str().unwrap(),
             "--runtime-endpoint",
             "unix:///nonexistent/containerd.sock",
             "renew",
@@ -709,17 +691,7 @@ fn a_restart_that_cannot_happen_refuses_the_renewal_before_writing() {
     let manifest = node.dir().join("manifests/kube-scheduler.yaml");
     std::fs::write(&manifest, "spec: [not a pod").unwrap();
     let before = snapshot(&node.dir());
-    let out = run(
-        node.now,
-        &[
-            "--kubernetes-dir",
-            node.dir().to_str().unwrap(),
-            "--state-dir",
-            node.state().to_str().unwrap(),
-            "renew",
-            "scheduler.conf",
-        ],
-    );
+    let out = node.run(None, &["renew", "scheduler.conf"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&manifest.display().to_string()), "{err}");
@@ -731,23 +703,9 @@ fn nothing_due_restarts_nothing_even_in_restart_all_mode() {
     // The monthly `renew --due` with nothing due must not bounce the control plane: no
     // runtime is even asked (this one does not exist).
     let node = Node::new(100, |s| s.manifests = true);
-    let config = node.tmp.path().join("c.toml");
-    std::fs::write(
-        &config,
-        "restart = \"all\"\nruntime_endpoint = \"unix:///nonexistent/containerd.sock\"\n",
-    )
-    .unwrap();
-    let out = run_with_config(
-        node.now,
-        &config,
-        &[
-            "--kubernetes-dir",
-            node.dir().to_str().unwrap(),
-            "--state-dir",
-            node.state().to_str().unwrap(),
-            "renew",
-            "--due",
-        ],
+    let out = node.run(
+        Some("restart = \"all\"\nruntime_endpoint = \"unix:///nonexistent/containerd.sock\"\n"),
+        &["renew", "--due"],
     );
     let text = format!(
         "{}{}",
@@ -771,20 +729,9 @@ fn dry_run_names_what_would_be_restarted_by_mode() {
         out.contains("Would restart kube-scheduler so they"),
         "{out}"
     );
-    let config = node.tmp.path().join("c.toml");
-    std::fs::write(&config, "restart = \"all\"\n").unwrap();
-    let out = run_with_config(
-        node.now,
-        &config,
-        &[
-            "--kubernetes-dir",
-            node.dir().to_str().unwrap(),
-            "--state-dir",
-            node.state().to_str().unwrap(),
-            "renew",
-            "scheduler.conf",
-            "--dry-run",
-        ],
+    let out = node.run(
+        Some("restart = \"all\"\n"),
+        &["renew", "scheduler.conf", "--dry-run"],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

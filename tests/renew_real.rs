@@ -143,15 +143,7 @@ fn renew_all_on_every_real_tree_is_kubeadm_faithful() {
             );
             // Same key algorithm and size, same PEM label, but a new key.
             assert_eq!(key_kind(&new.key), key_kind(&old.key), "{label}: {name}");
-            let label_of = |p: &Path| {
-                std::fs::read_to_string(p)
-                    .unwrap()
-                    .lines()
-                    .next()
-                    .unwrap()
-                    .to_string()
-            };
-            assert_eq!(label_of(&new.key), label_of(&old.key), "{label}: {name}");
+            assert_eq!(pem_label(&new.key), pem_label(&old.key), "{label}: {name}");
             assert_ne!(
                 std::fs::read(&new.key).unwrap(),
                 std::fs::read(&old.key).unwrap(),

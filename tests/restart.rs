@@ -256,6 +256,20 @@ impl Node {
         common::snapshot(&self.manifests())
     }
 
+    /// Every manifest is back byte for byte and nothing is left parked.
+    fn assert_manifests_back(&self, before: &BTreeMap<PathBuf, Vec<u8>>, context: &str) {
+        assert_eq!(
+            &self.manifests_snapshot(),
+            before,
+            "manifests not back byte for byte {context}"
+        );
+        assert!(
+            self.parked().is_empty(),
+            "still parked: {:?}",
+            self.parked()
+        );
+    }
+
     fn parked(&self) -> Vec<PathBuf> {
         let dir = self.dir().join(".kube-cert-renewer-parked");
         std::fs::read_dir(dir)
@@ -428,12 +442,7 @@ fn renew_then_restart_serves_the_new_certificates() {
         let now = node.running_id(c).expect("running");
         assert_ne!(now, old_ids[c], "{c} kept its container");
     }
-    assert_eq!(
-        node.manifests_snapshot(),
-        before,
-        "manifests not back byte for byte"
-    );
-    assert!(node.parked().is_empty());
+    node.assert_manifests_back(&before, "");
 }
 
 #[test]
@@ -573,8 +582,7 @@ fn an_apiserver_that_never_comes_back_gets_the_old_certificates_back() {
     // every certificate is the old one again, byte for byte, and served
     assert_eq!(common::snapshot(&node.dir().join("pki")), old_files);
     assert_eq!(served_serial(node.spec.apiserver_port), Some(old_api));
-    assert_eq!(node.manifests_snapshot(), before);
-    assert!(node.parked().is_empty());
+    node.assert_manifests_back(&before, "");
 }
 
 #[test]
@@ -615,8 +623,7 @@ fn a_restart_killed_after_parking_is_finished_by_the_next_command() {
     let out = node.run(&["check"]);
     let log = text(&out);
     assert!(log.contains("put back"), "{log}");
-    assert_eq!(node.manifests_snapshot(), before);
-    assert!(node.parked().is_empty());
+    node.assert_manifests_back(&before, "");
     node.wait_up();
 }
 
@@ -666,12 +673,7 @@ fn containerd_stopped_in_the_middle() {
     });
     assert_ne!(status.code(), Some(0), "{out}");
     assert!(out.contains("container runtime stopped answering"), "{out}");
-    assert_eq!(
-        node.manifests_snapshot(),
-        before,
-        "manifests not back: {out}"
-    );
-    assert!(node.parked().is_empty());
+    node.assert_manifests_back(&before, &out);
 }
 
 #[test]
@@ -696,8 +698,7 @@ fn sigterm_while_parked_puts_the_manifests_back_before_exiting() {
     assert_ne!(status.code(), Some(0), "{err}");
     assert!(err.contains("interrupted by SIGTERM"), "{err}");
     assert!(err.contains("put back"), "{err}");
-    assert_eq!(node.manifests_snapshot(), before);
-    assert!(node.parked().is_empty());
+    node.assert_manifests_back(&before, "");
     assert!(!node.state().join("journal.json").exists());
 }
 

@@ -392,6 +392,19 @@ async fn crash_loop_fails_the_settle_period() {
     assert_all_back(&n, &before);
 }
 
+/// Backs `cert` up as a renewal would, then replaces it with "the renewed one".
+fn back_up_then_renew(n: &Node, cert: &Path) -> PathBuf {
+    let backup = crate::store::backup(
+        &n.state.join("backups"),
+        "20260101T000000Z",
+        &n.dir,
+        &[cert.to_path_buf()],
+    )
+    .unwrap();
+    std::fs::write(cert, b"the renewed one").unwrap();
+    backup
+}
+
 #[tokio::test]
 async fn unhealthy_after_restart_restores_the_backup_and_restarts_again() {
     let n = node();
@@ -399,14 +412,7 @@ async fn unhealthy_after_restart_restores_the_backup_and_restarts_again() {
     let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
     let cert = n.dir.join("pki/apiserver.crt");
     let original = std::fs::read(&cert).unwrap();
-    let backup = crate::store::backup(
-        &n.state.join("backups"),
-        "20260101T000000Z",
-        &n.dir,
-        std::slice::from_ref(&cert),
-    )
-    .unwrap();
-    std::fs::write(&cert, b"the renewed one").unwrap();
+    let backup = back_up_then_renew(&n, &cert);
     let components = named_components(&n.manifests(), &["kube-apiserver".into()]).unwrap();
     let first_ids = kubelet.ids("kube-apiserver");
     let probes = FakeProbes {
@@ -447,14 +453,7 @@ async fn runtime_failure_keeps_the_renewed_certificates() {
     let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
     *kubelet.answers_left.borrow_mut() = Some(0);
     let cert = n.dir.join("pki/apiserver.crt");
-    let backup = crate::store::backup(
-        &n.state.join("backups"),
-        "20260101T000000Z",
-        &n.dir,
-        std::slice::from_ref(&cert),
-    )
-    .unwrap();
-    std::fs::write(&cert, b"the renewed one").unwrap();
+    let backup = back_up_then_renew(&n, &cert);
     let components = all_components(&n.manifests()).unwrap();
     let err = restart_with_rollback(
         &kubelet,

@@ -477,3 +477,13 @@ pub fn wait_etcd_healthy<T>(tmp: &Path, mut health: impl FnMut() -> Result<T, St
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The first line of a PEM file (`-----BEGIN RSA PRIVATE KEY-----` …): its encoding.
+pub fn pem_label(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+}
