@@ -52,6 +52,7 @@ pub enum Command {
     /// Build a throwaway kubeadm-shaped node in a temp dir and run the product on it.
     Demo(DemoArgs),
     /// A kubelet stand-in for tests: runs the static pods of a manifests dir on a CRI runtime.
+    #[cfg(feature = "test-support")]
     #[command(hide = true)]
     KubeletStandin(StandinArgs),
 }
@@ -65,6 +66,7 @@ pub struct RestartArgs {
 }
 
 /// Options of the hidden `kubelet-standin`.
+#[cfg(feature = "test-support")]
 #[derive(Debug, Args)]
 pub struct StandinArgs {
     /// The manifests dir to watch.
@@ -651,6 +653,7 @@ fn describe_outcome(outcome: &crate::renewal::Outcome, dry_run: bool) -> String 
 }
 
 /// Runs the kubelet stand-in until SIGINT/SIGTERM.
+#[cfg(feature = "test-support")]
 fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String> {
     let endpoint = cli_endpoint.ok_or("kubelet-standin needs --runtime-endpoint")?;
     let socket = config::runtime_socket(endpoint)?;
@@ -709,6 +712,7 @@ pub fn main() -> i32 {
             recover(&c)?;
             restart(cli.runtime_endpoint.as_deref(), &c, args)
         }),
+        #[cfg(feature = "test-support")]
         Command::KubeletStandin(args) => standin(cli.runtime_endpoint.as_deref(), args),
         Command::Demo(args) => crate::demo::run(args, now, cli.runtime_endpoint.as_deref()),
     };

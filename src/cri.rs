@@ -698,6 +698,8 @@ impl RuntimeClient {
     }
 
     /// `RunPodSandbox`: creates and starts a pod sandbox.
+    /// (Only the kubelet stand-in calls this: not in release builds.)
+    #[cfg(feature = "test-support")]
     pub async fn run_pod_sandbox(
         &self,
         request: RunPodSandboxRequest,
@@ -712,6 +714,8 @@ impl RuntimeClient {
     }
 
     /// `StopPodSandbox`: stops a sandbox and every container in it.
+    /// (Only the kubelet stand-in calls this: not in release builds.)
+    #[cfg(feature = "test-support")]
     pub async fn stop_pod_sandbox(
         &self,
         request: StopPodSandboxRequest,
@@ -726,6 +730,8 @@ impl RuntimeClient {
     }
 
     /// `RemovePodSandbox`: removes a sandbox and its containers.
+    /// (Only the kubelet stand-in calls this: not in release builds.)
+    #[cfg(feature = "test-support")]
     pub async fn remove_pod_sandbox(
         &self,
         request: RemovePodSandboxRequest,
@@ -754,6 +760,8 @@ impl RuntimeClient {
     }
 
     /// `CreateContainer`: creates (without starting) a container in a sandbox.
+    /// (Only the kubelet stand-in calls this: not in release builds.)
+    #[cfg(feature = "test-support")]
     pub async fn create_container(
         &self,
         request: CreateContainerRequest,
@@ -768,6 +776,8 @@ impl RuntimeClient {
     }
 
     /// `StartContainer`: starts a created container.
+    /// (Only the kubelet stand-in calls this: not in release builds.)
+    #[cfg(feature = "test-support")]
     pub async fn start_container(
         &self,
         request: StartContainerRequest,
@@ -783,6 +793,8 @@ impl RuntimeClient {
 
     /// `StopContainer`: stops a container; the deadline is extended by its grace period so a
     /// slow but orderly shutdown is not reported as a failure.
+    /// (Only the kubelet stand-in calls this: not in release builds.)
+    #[cfg(feature = "test-support")]
     pub async fn stop_container(
         &self,
         request: StopContainerRequest,
@@ -799,6 +811,8 @@ impl RuntimeClient {
     }
 
     /// `RemoveContainer`: removes a container (killing it first if it still runs).
+    /// (Only the kubelet stand-in calls this: not in release builds.)
+    #[cfg(feature = "test-support")]
     pub async fn remove_container(
         &self,
         request: RemoveContainerRequest,

@@ -54,25 +54,7 @@ pub fn run(
         ..Config::default()
     };
     let standin = match &socket {
-        Some(socket) => {
-            println!(
-                "== Running its static pods on the runtime at {} under the kubelet stand-in",
-                socket.display()
-            );
-            println!(
-                "   (kube-apiserver = openssl s_server on :{}, etcd = Debian's etcd on :{}, \
-                 controller-manager and scheduler = sleep)\n",
-                spec.apiserver_port, spec.etcd_client_port
-            );
-            let running = crate::standin::spawn(crate::standin::Options::new(
-                kubernetes_dir.join("manifests"),
-                socket.clone(),
-                spec.node_name.clone(),
-            ))?;
-            let served = wait_served(&kubernetes_dir, spec.apiserver_port)?;
-            println!("kube-apiserver serves the certificate with serial {served}\n");
-            Some(running)
-        }
+        Some(socket) => Some(start_standin(&kubernetes_dir, socket, &spec)?),
         None => None,
     };
     println!(
@@ -116,7 +98,10 @@ pub fn run(
     if let Some(running) = standin {
         let served = wait_served(&kubernetes_dir, spec.apiserver_port)?;
         println!("\nkube-apiserver now serves the certificate with serial {served}");
+        #[cfg(feature = "test-support")]
         running.stop()?;
+        #[cfg(not(feature = "test-support"))]
+        match running {}
     }
     println!("\n== kube-cert-renewer check (after)\n");
     let after = crate::cli::check(&config, &text_check, now)?;
@@ -126,6 +111,49 @@ pub fn run(
         println!("\nKept the demo node in {}", kept.display());
     }
     Ok(0)
+}
+
+/// Runs the node's static pods under the kubelet stand-in and waits until its API server
+/// answers.
+#[cfg(feature = "test-support")]
+fn start_standin(
+    kubernetes_dir: &std::path::Path,
+    socket: &std::path::Path,
+    spec: &NodeSpec,
+) -> Result<crate::standin::Running, String> {
+    println!(
+        "== Running its static pods on the runtime at {} under the kubelet stand-in",
+        socket.display()
+    );
+    println!(
+        "   (kube-apiserver = openssl s_server on :{}, etcd = Debian's etcd on :{}, \
+         controller-manager and scheduler = sleep)\n",
+        spec.apiserver_port, spec.etcd_client_port
+    );
+    let running = crate::standin::spawn(crate::standin::Options::new(
+        kubernetes_dir.join("manifests"),
+        socket.to_path_buf(),
+        spec.node_name.clone(),
+    ))?;
+    let served = wait_served(kubernetes_dir, spec.apiserver_port)?;
+    println!("kube-apiserver serves the certificate with serial {served}\n");
+    Ok(running)
+}
+
+/// A release build has no kubelet stand-in (it runs a test annotation's shell command on a CRI
+/// socket, which an installed binary must not be able to do).
+#[cfg(not(feature = "test-support"))]
+fn start_standin(
+    _kubernetes_dir: &std::path::Path,
+    _socket: &std::path::Path,
+    _spec: &NodeSpec,
+) -> Result<std::convert::Infallible, String> {
+    Err(
+        "the demo's restart needs the kubelet stand-in, which this build leaves out (it is \
+         test-only); run the demo from a build with `--features test-support`, or without \
+         --runtime-endpoint"
+            .into(),
+    )
 }
 
 fn free_port() -> Result<u16, String> {

@@ -67,6 +67,17 @@ impl Source {
         }
     }
 
+    /// Every file behind this place: both files of a pair, a kubeconfig (and the file it points
+    /// at), a watched file.
+    pub fn files(&self) -> Vec<&Path> {
+        match self {
+            Source::PemPair { cert, key } => vec![cert, key],
+            Source::Kubeconfig { path, .. } => vec![path],
+            Source::KubeconfigFileRef { kubeconfig, cert } => vec![kubeconfig, cert],
+            Source::File { path, .. } => vec![path],
+        }
+    }
+
     /// A short human description: the file, and the kubeconfig that points at it if any.
     pub fn describe(&self) -> String {
         match self {
@@ -173,6 +184,9 @@ pub struct Inventory {
     pub leaves: Vec<Entry>,
     /// kubelet.conf and extra paths.
     pub others: Vec<Entry>,
+    /// The file each path of the CAs, leaves and kubelet.conf really is (symlinks resolved, as a
+    /// write would follow them), so planning sees two names for one file without doing I/O.
+    pub real_paths: std::collections::BTreeMap<PathBuf, PathBuf>,
 }
 
 impl Inventory {
@@ -184,6 +198,11 @@ impl Inventory {
     /// The CA file of a CA, when it was readable.
     pub fn ca_file(&self, name: &str) -> Option<&CaFile> {
         self.ca_files.iter().find(|c| c.spec.name == name)
+    }
+
+    /// The file `path` really is (itself when it is no link or was not inventoried).
+    pub fn real_path<'p>(&'p self, path: &'p Path) -> &'p Path {
+        self.real_paths.get(path).map_or(path, PathBuf::as_path)
     }
 
     /// A leaf by kubeadm's name (or `kubelet.conf`).
@@ -578,10 +597,18 @@ pub fn scan(paths: &NodePaths, options: &Options) -> Inventory {
         read_extra_file(&file, &mut others);
     }
 
+    let real_paths = cas
+        .iter()
+        .chain(&leaves)
+        .chain(others.iter().filter(|e| e.kind != Kind::Extra))
+        .flat_map(|e| e.source.files())
+        .filter_map(|p| Some((p.to_path_buf(), std::fs::canonicalize(p).ok()?)))
+        .collect();
     Inventory {
         cas,
         ca_files,
         leaves,
         others,
+        real_paths,
     }
 }

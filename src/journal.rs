@@ -12,12 +12,20 @@ use crate::store;
 /// can tell ours from someone else's change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileIntent {
-    /// The file.
+    /// The file (symlinks resolved: the file really written).
     pub path: PathBuf,
     /// SHA-256 (hex) of the bytes before the renewal (kept in the backup).
     pub old_sha256: String,
     /// SHA-256 (hex) of the bytes the renewal writes.
     pub new_sha256: String,
+    /// Files of one group (a certificate and its key) are undone together or not at all, so a
+    /// pair is never left half old, half new. Empty: a group of its own.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// The old version's second name beside the file while the renewal may still be undone
+    /// (undo is then a rename, which needs no free space); none: undo copies from the backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PathBuf>,
 }
 
 /// What was in progress.
@@ -30,6 +38,13 @@ pub enum Intent {
         backup: PathBuf,
         /// The files being replaced.
         files: Vec<FileIntent>,
+        /// kubeadm's names of the certificates renewed: once the renewal is complete, the
+        /// components they feed need a restart ([`crate::pending`]).
+        #[serde(default)]
+        renewed: Vec<String>,
+        /// When the renewal ran (RFC 3339).
+        #[serde(default)]
+        at: String,
     },
     /// Static-pod manifests moved out of the manifests dir to stop their pods.
     Park {
@@ -134,9 +149,12 @@ fn file_now(f: &FileIntent) -> FileNow {
 pub fn recover(state_dir: &Path) -> Result<Option<String>, String> {
     match pending(state_dir)? {
         None => Ok(None),
-        Some(Intent::Renew { backup, files }) => {
-            recover_renew(state_dir, &backup, &files).map(Some)
-        }
+        Some(Intent::Renew {
+            backup,
+            files,
+            renewed,
+            at,
+        }) => recover_renew(state_dir, &backup, &files, &renewed, &at).map(Some),
         Some(Intent::Park { manifests }) => {
             let message = unpark(&manifests)?;
             clear(state_dir)?;
@@ -243,14 +261,20 @@ pub fn unpark(manifests: &[ParkedManifest]) -> Result<String, String> {
 
 /// Recovery of an interrupted renewal:
 ///
-/// - every file already new: the renewal completed, only the journal is cleared;
-/// - a mix of old and new: every new file is put back from the backup (old pairs again);
+/// - every file already new: the renewal completed; the restart it needs is recorded and the
+///   journal cleared;
+/// - a mix of old and new: every new file is put back (by renaming its kept previous version
+///   back, else from the backup), group by group so a pair is wholly old or wholly new. Every
+///   group is tried whatever happened to the others; the journal is kept while one fails;
 /// - a file that is neither (changed by someone else since): nothing is touched, the journal is
 ///   kept, and the error says which file needs a human.
-fn recover_renew(state_dir: &Path, backup: &Path, files: &[FileIntent]) -> Result<String, String> {
-    for f in files {
-        store::remove_temp_files(&f.path);
-    }
+fn recover_renew(
+    state_dir: &Path,
+    backup: &Path,
+    files: &[FileIntent],
+    renewed: &[String],
+    at: &str,
+) -> Result<String, String> {
     let states: Vec<FileNow> = files.iter().map(file_now).collect();
     if let Some(i) = states.iter().position(|s| *s == FileNow::Foreign) {
         return Err(format!(
@@ -262,7 +286,12 @@ fn recover_renew(state_dir: &Path, backup: &Path, files: &[FileIntent]) -> Resul
             path(state_dir).display()
         ));
     }
+    for f in files {
+        store::remove_temp_files(&f.path);
+    }
     if states.iter().all(|s| *s == FileNow::New) {
+        crate::pending::add(state_dir, renewed, at)?;
+        forget_previous(files)?;
         clear(state_dir)?;
         return Ok(format!(
             "an interrupted renewal had written all {} files; it is complete (backup: {})",
@@ -272,36 +301,168 @@ fn recover_renew(state_dir: &Path, backup: &Path, files: &[FileIntent]) -> Resul
     }
     let copies = store::backup_entries(backup)?;
     let mut restored = 0;
-    for (f, state) in files.iter().zip(&states) {
-        if *state != FileNow::New {
-            continue;
+    let mut failed = Vec::new();
+    // a file without a group is a group of its own
+    let key = |i: usize, f: &FileIntent| {
+        if f.group.is_empty() {
+            format!("#{i}")
+        } else {
+            f.group.clone()
         }
-        let (copy, _) = copies
-            .iter()
-            .find(|(_, original)| original == &f.path)
-            .ok_or_else(|| {
-                format!(
-                    "{}: not in the backup {}",
-                    f.path.display(),
-                    backup.display()
-                )
-            })?;
-        let data = std::fs::read(copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-        if sha256(&data) != f.old_sha256 {
-            return Err(format!(
-                "{}: the backup copy is not the original",
-                copy.display()
-            ));
+    };
+    let mut groups: Vec<String> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let k = key(i, f);
+        if !groups.contains(&k) {
+            groups.push(k);
         }
-        store::write_atomic(&f.path, &data, 0o600)?;
-        restored += 1;
     }
+    for group in &groups {
+        let members: Vec<(&FileIntent, FileNow)> = files
+            .iter()
+            .zip(&states)
+            .enumerate()
+            .filter(|(i, (f, _))| key(*i, f) == *group)
+            .map(|(_, (f, s))| (f, *s))
+            .collect();
+        match undo_group(&members, &copies, backup) {
+            Ok(count) => restored += count,
+            Err(e) => failed.push(e),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(format!(
+            "an interrupted renewal could not be wholly rolled back (each pair is either wholly \
+             old or wholly new; the journal {} is kept and the next run tries again): {}",
+            path(state_dir).display(),
+            failed.join("; ")
+        ));
+    }
+    forget_previous(files)?;
     clear(state_dir)?;
     Ok(format!(
         "an interrupted renewal was rolled back: {restored} of {} files restored from {}",
         files.len(),
         backup.display()
     ))
+}
+
+/// Puts back the new files of one group, all or none. First everything is prepared — the old
+/// version found (its kept previous version, or the backup copy checked and staged) and the new
+/// version given a second name so it can come back — and nothing has changed if that fails.
+/// Then each file is renamed into place; if one rename fails, the files of the group already
+/// put back get their new version back, so the pair stays wholly new.
+fn undo_group(
+    members: &[(&FileIntent, FileNow)],
+    copies: &[(PathBuf, PathBuf)],
+    backup: &Path,
+) -> Result<usize, String> {
+    struct Undo<'a> {
+        file: &'a FileIntent,
+        old: Old<'a>,
+        new_copy: PathBuf,
+    }
+    enum Old<'a> {
+        Kept(&'a Path),
+        Staged(store::Staged),
+    }
+    fn forget(undos: &[Undo]) {
+        for u in undos {
+            if let Old::Staged(s) = &u.old {
+                store::discard(std::slice::from_ref(s));
+            }
+            let _ = store::remove_if_there(&u.new_copy);
+        }
+    }
+    let mut undos: Vec<Undo> = Vec::new();
+    for (f, state) in members {
+        if *state != FileNow::New {
+            continue;
+        }
+        let prepared = (|| {
+            let kept = f
+                .previous
+                .as_deref()
+                .filter(|p| std::fs::read(p).is_ok_and(|data| sha256(&data) == f.old_sha256));
+            let old = match kept {
+                Some(previous) => Old::Kept(previous),
+                None => {
+                    let (copy, _) = copies
+                        .iter()
+                        .find(|(_, original)| original == &f.path)
+                        .ok_or_else(|| {
+                            format!(
+                                "{}: not in the backup {}",
+                                f.path.display(),
+                                backup.display()
+                            )
+                        })?;
+                    let data =
+                        std::fs::read(copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+                    if sha256(&data) != f.old_sha256 {
+                        return Err(format!(
+                            "{}: the backup copy is not the original",
+                            copy.display()
+                        ));
+                    }
+                    Old::Staged(store::stage(&f.path, &data, 0o600)?)
+                }
+            };
+            match store::keep_current(&f.path) {
+                Ok(new_copy) => Ok(Undo {
+                    file: f,
+                    old,
+                    new_copy,
+                }),
+                Err(e) => {
+                    if let Old::Staged(s) = &old {
+                        store::discard(std::slice::from_ref(s));
+                    }
+                    Err(e)
+                }
+            }
+        })();
+        match prepared {
+            Ok(u) => undos.push(u),
+            Err(e) => {
+                forget(&undos);
+                return Err(format!("{e}; its group was left renewed"));
+            }
+        }
+    }
+    for (i, u) in undos.iter().enumerate() {
+        let done = match &u.old {
+            Old::Kept(previous) => store::put_back(previous, &u.file.path),
+            Old::Staged(staged) => store::swap_in(staged),
+        };
+        if let Err(e) = done {
+            let redone: Vec<String> = undos[..i]
+                .iter()
+                .filter_map(|back| store::put_back(&back.new_copy, &back.file.path).err())
+                .collect();
+            forget(&undos);
+            return Err(if redone.is_empty() {
+                format!("{e}; its group was left renewed")
+            } else {
+                format!(
+                    "{e}; and its group could not be made whole again: {}",
+                    redone.join("; ")
+                )
+            });
+        }
+    }
+    forget(&undos);
+    Ok(undos.len())
+}
+
+/// Removes the previous versions a renewal kept (once it is complete or undone).
+fn forget_previous(files: &[FileIntent]) -> Result<(), String> {
+    for f in files {
+        if f.previous.is_some() {
+            store::remove_previous(&f.path)?;
+        }
+    }
+    Ok(())
 }
 
 /// The journal record of putting `backup` back over the files there now.
@@ -318,6 +479,8 @@ pub fn restore_intent(backup: &Path) -> Result<Intent, String> {
             path: original,
             old_sha256: now,
             new_sha256: sha256(&saved),
+            group: String::new(),
+            previous: None,
         });
     }
     Ok(Intent::Restore {

@@ -18,11 +18,15 @@ pub mod kubeconfig;
 pub mod manifest;
 pub mod nodegen;
 pub mod pem;
+pub mod pending;
 pub mod plan;
 pub mod reissue;
 pub mod renewal;
 pub mod report;
 pub mod restart;
+/// The kubelet stand-in: tests and the demo only (feature `test-support`, never in a release
+/// build).
+#[cfg(feature = "test-support")]
 pub mod standin;
 pub mod status;
 pub mod store;

@@ -296,7 +296,64 @@ pub fn plan(inventory: &Inventory, signing: &SigningCerts, options: &Options) ->
             reuse_key: options.reuse_keys,
         });
     }
+    plan.refuse.extend(shared_files(inventory, &plan.renew));
     plan
+}
+
+/// The files a planned item writes: its certificate, its key unless kept, or its kubeconfig.
+fn written(item: &Item) -> Vec<&std::path::Path> {
+    match &item.source {
+        Source::PemPair { cert, key } if item.reuse_key => vec![cert.as_path()],
+        other => other.files(),
+    }
+}
+
+/// Refusals for files that are one file under two names (a symlink, or a pair whose key and
+/// certificate are the same file): writing one would change the other, and a certificate would
+/// be left with a key that is not its own. Compared with every kubeadm file of the node —
+/// CAs included, renewed or not — after resolving links.
+fn shared_files(inventory: &Inventory, items: &[Item]) -> Vec<Refusal> {
+    let others: Vec<(&str, &std::path::Path)> = inventory
+        .cas
+        .iter()
+        .chain(&inventory.leaves)
+        .chain(inventory.others.iter().filter(|e| e.kind != Kind::Extra))
+        .flat_map(|e| e.source.files().into_iter().map(|f| (e.name.as_str(), f)))
+        .collect();
+    let mut refusals = Vec::new();
+    for item in items {
+        for file in written(item) {
+            let real = inventory.real_path(file);
+            let twin = others.iter().find(|(name, other)| {
+                (*name != item.name || *other != file) && inventory.real_path(other) == real
+            });
+            if let Some((name, other)) = twin {
+                let whose = if *name == item.name {
+                    "its own other file".to_string()
+                } else {
+                    format!("a file of {name}")
+                };
+                refusals.push(Refusal {
+                    name: item.name.clone(),
+                    reason: format!(
+                        "{} and {} ({whose}) are one file ({}): renewing would change both and \
+                         leave a certificate with a key that is not its own. Give each its own \
+                         file{}",
+                        file.display(),
+                        other.display(),
+                        real.display(),
+                        if matches!(item.source, Source::PemPair { .. }) && !item.reuse_key {
+                            " (or, when only keys are shared, renew with --reuse-keys)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+                break;
+            }
+        }
+    }
+    refusals
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub struct Change {
     pub path: PathBuf,
     /// Its new bytes.
     pub data: Vec<u8>,
+    /// The certificate it belongs to (kubeadm's name): the files of one certificate (its key and
+    /// itself) change together or not at all.
+    pub group: String,
 }
 
 /// What happened (or, in a dry run, would happen) to one certificate.
@@ -255,11 +258,13 @@ fn build(
             changes.push(Change {
                 path: cert.clone(),
                 data: cert_pem.into_bytes(),
+                group: item.name.clone(),
             });
             if !item.reuse_key {
                 changes.push(Change {
                     path: key.clone(),
                     data: new_pair_pem,
+                    group: item.name.clone(),
                 });
             }
         }
@@ -276,6 +281,7 @@ fn build(
             changes.push(Change {
                 path: path.clone(),
                 data: rewritten.into_bytes(),
+                group: item.name.clone(),
             });
         }
         _ => {
@@ -294,20 +300,6 @@ fn build(
         key_action,
     };
     Ok((changes, summary))
-}
-
-/// Fails unless every directory that will receive a file can take a new file.
-fn preflight_writable(changes: &[Change]) -> Result<(), String> {
-    let mut dirs: Vec<&Path> = changes.iter().filter_map(|c| c.path.parent()).collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        let probe = dir.join(format!(".kcr-write-probe.{}", std::process::id()));
-        std::fs::write(&probe, b"")
-            .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
-    }
-    Ok(())
 }
 
 /// A UTC timestamp usable as a directory name.
@@ -426,12 +418,19 @@ pub fn execute(
     if !errors.is_empty() {
         return Err(RenewError::Refused(errors));
     }
+    // The files really written: a symlink's target (the link itself never changes).
+    for c in &mut changes {
+        c.path = store::resolve(&c.path).map_err(|e| RenewError::Refused(vec![e]))?;
+    }
     outcome.files = changes.iter().map(|c| c.path.clone()).collect();
     if dry_run || changes.is_empty() {
         return Ok(outcome);
     }
     let refused = |e: String| RenewError::Refused(vec![e]);
-    preflight_writable(&changes).map_err(refused)?;
+    for c in &changes {
+        // leftovers of a crash before this run's journal existed (they may hold keys)
+        store::remove_temp_files(&c.path);
+    }
     let mut intents = Vec::new();
     for c in &changes {
         let old = read(&c.path).map_err(refused)?;
@@ -439,40 +438,64 @@ pub fn execute(
             path: c.path.clone(),
             old_sha256: journal::sha256(&old),
             new_sha256: journal::sha256(&c.data),
+            group: c.group.clone(),
+            previous: Some(store::previous_path(&c.path).map_err(refused)?),
         });
     }
-
+    // Every new file is written beside its target first: a full disk or a directory that
+    // refuses new files stops the run here, with nothing changed.
+    let staged = store::stage_all(changes.iter().map(|c| (c.path.as_path(), &c.data[..])))
+        .map_err(|e| refused(format!("{e}; nothing was changed")))?;
     let backups = paths.state.join("backups");
-    let backup =
-        store::backup(&backups, &stamp(now), backup_base, &outcome.files).map_err(refused)?;
-    journal::record(
-        &paths.state,
-        &Intent::Renew {
-            backup: backup.clone(),
-            files: intents,
-        },
-    )
-    .map_err(refused)?;
+    let backup = store::backup(&backups, &stamp(now), backup_base, &outcome.files)
+        .and_then(|backup| {
+            journal::record(
+                &paths.state,
+                &Intent::Renew {
+                    backup: backup.clone(),
+                    files: intents,
+                    renewed: outcome.renewed.iter().map(|r| r.name.clone()).collect(),
+                    at: crate::report::rfc3339(now),
+                },
+            )
+            .map(|()| backup)
+        })
+        .map_err(|e| {
+            store::discard(&staged);
+            refused(e)
+        })?;
     failpoint::hit("renew.after-journal");
-    for (i, change) in changes.iter().enumerate() {
-        if let Err(e) = store::write_atomic(&change.path, &change.data, 0o600) {
-            let state = match journal::recover(&paths.state) {
-                Ok(_) => "every file was restored from the backup".to_string(),
-                Err(r) => {
-                    format!("ROLLBACK FAILED: {r}; the journal is kept and the next run retries")
-                }
-            };
-            return Err(RenewError::Failed(format!("{e}; {state}")));
-        }
-        if i == 0 {
-            failpoint::hit("renew.after-first-write");
-        }
+    // From here on an error is undone by the journal's recovery: each replaced file's previous
+    // version is renamed back (no free space needed), pair by pair.
+    let undo = |e: String| {
+        store::discard(&staged);
+        let state = match journal::recover(&paths.state) {
+            Ok(_) => "every file was restored from the backup".to_string(),
+            Err(r) => {
+                format!("ROLLBACK FAILED: {r}; the journal is kept and the next run retries")
+            }
+        };
+        RenewError::Failed(format!("{e}; {state}"))
+    };
+    for (i, s) in staged.iter().enumerate() {
+        store::keep_previous(&s.target)
+            .and_then(|_| store::swap_in(s))
+            .map_err(undo)?;
+        failpoint::hit_nth("renew.after-write", i + 1);
     }
     failpoint::hit("renew.before-journal-clear");
-    if let Err(e) = journal::clear(&paths.state) {
+    let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
+    let finished = crate::pending::add(&paths.state, &renewed, &crate::report::rfc3339(now))
+        .and_then(|()| {
+            staged
+                .iter()
+                .try_for_each(|s| store::remove_previous(&s.target))
+        })
+        .and_then(|()| journal::clear(&paths.state));
+    if let Err(e) = finished {
         return Err(RenewError::Failed(format!(
-            "every file was renewed, but the journal could not be cleared ({e}); the next run will \
-             see the renewal complete and clear it"
+            "every file was renewed, but the run could not be closed ({e}); the next run will \
+             see the renewal complete and finish it"
         )));
     }
     if let Err(e) = store::prune_backups(&backups, keep_backups, Some(&backup)) {

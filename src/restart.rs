@@ -11,7 +11,7 @@
 //! fakes and integration-tested against real containerd with the kubelet stand-in.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -126,13 +126,14 @@ impl Runtime for crate::cri::RuntimeClient {
 /// How a component proves it is healthy after its restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthCheck {
-    /// kube-apiserver: `/readyz` over HTTPS on this local address, serving `apiserver.crt`.
-    ApiServer(SocketAddr),
-    /// etcd: `/health` over HTTPS on this address (with the healthcheck-client certificate),
-    /// serving `etcd/server.crt`.
-    Etcd(SocketAddr),
-    /// Anything else (controller-manager, scheduler): running without a restart for the
-    /// settle period.
+    /// kube-apiserver: `/readyz` over HTTPS, serving `apiserver.crt`, at the first of these
+    /// local addresses that answers.
+    ApiServer(Vec<SocketAddr>),
+    /// etcd: `/health` over HTTPS (with the healthcheck-client certificate), serving
+    /// `etcd/server.crt`, at the first of these addresses that answers.
+    Etcd(Vec<SocketAddr>),
+    /// Anything else (controller-manager, scheduler, an etcd without TLS): running without a
+    /// restart for the settle period.
     Settle,
 }
 
@@ -159,9 +160,13 @@ impl Component {
     }
 }
 
-/// The health check of a static pod, from kubeadm's flags in its manifest: kube-apiserver's
-/// `--secure-port` (default 6443) on 127.0.0.1; etcd's first `--listen-client-urls` (an
-/// unspecified address means 127.0.0.1).
+/// The health check of a static pod, from kubeadm's flags in its manifest.
+///
+/// kube-apiserver listens on `--bind-address` (default: every address) at `--secure-port`
+/// (default 6443): a specific bind address is the only one probed; a wildcard one is probed at
+/// `--advertise-address`, then on loopback. etcd: the https URLs of `--listen-client-urls`, in
+/// order (a wildcard host is probed on loopback); an etcd without TLS has no certificate to
+/// check and is judged by settling.
 pub fn health_check_of(pod: &StaticPod) -> Result<HealthCheck, String> {
     let file = pod.file.display();
     if let Some(c) = pod.container("kube-apiserver") {
@@ -173,25 +178,68 @@ pub fn health_check_of(pod: &StaticPod) -> Result<HealthCheck, String> {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| format!("{file}: --secure-port={p} is not a port"))?,
         };
-        return Ok(HealthCheck::ApiServer(SocketAddr::from((
-            [127, 0, 0, 1],
-            port,
-        ))));
+        let ip_flag = |name: &str| -> Result<Option<IpAddr>, String> {
+            c.flag(name)
+                .map(|v| {
+                    v.parse::<IpAddr>()
+                        .map_err(|_| format!("{file}: --{name}={v} is not an IP address"))
+                })
+                .transpose()
+        };
+        let bind = ip_flag("bind-address")?;
+        let addresses = match bind {
+            Some(ip) if !ip.is_unspecified() => vec![ip],
+            _ => {
+                let mut v: Vec<IpAddr> = ip_flag("advertise-address")?
+                    .filter(|ip| !ip.is_unspecified())
+                    .into_iter()
+                    .collect();
+                v.push(loopback_for(bind));
+                v.dedup();
+                v
+            }
+        };
+        return Ok(HealthCheck::ApiServer(
+            addresses
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+        ));
     }
     if let Some(c) = pod.container("etcd") {
         let urls = c
             .flag("listen-client-urls")
             .unwrap_or("http://localhost:2379");
-        let first = urls.split(',').next().unwrap_or_default().trim();
-        return Ok(HealthCheck::Etcd(
-            local_address_of(first).map_err(|e| format!("{file}: --listen-client-urls: {e}"))?,
-        ));
+        let mut addresses = Vec::new();
+        for url in urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| u.starts_with("https://"))
+        {
+            let address =
+                local_address_of(url).map_err(|e| format!("{file}: --listen-client-urls: {e}"))?;
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+        if addresses.is_empty() {
+            return Ok(HealthCheck::Settle);
+        }
+        return Ok(HealthCheck::Etcd(addresses));
     }
     Ok(HealthCheck::Settle)
 }
 
+/// The loopback address that reaches a server bound to the wildcard `bind` (IPv6 for `::`).
+fn loopback_for(bind: Option<IpAddr>) -> IpAddr {
+    match bind {
+        Some(IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        _ => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    }
+}
+
 /// The address to probe for a listen URL: `https://HOST:PORT`, with `localhost` and unspecified
-/// hosts (0.0.0.0, [::]) probed on 127.0.0.1.
+/// hosts (0.0.0.0, [::]) probed on loopback.
 fn local_address_of(url: &str) -> Result<SocketAddr, String> {
     let rest = url
         .strip_prefix("https://")
@@ -204,14 +252,14 @@ fn local_address_of(url: &str) -> Result<SocketAddr, String> {
         .parse()
         .map_err(|_| format!("{url:?}: {port:?} is not a port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = if host == "localhost" {
-        [127, 0, 0, 1].into()
+    let ip: IpAddr = if host == "localhost" {
+        loopback_for(None)
     } else {
         host.parse()
             .map_err(|_| format!("{url:?}: {host:?} is not an IP address"))?
     };
     let ip = if ip.is_unspecified() {
-        [127, 0, 0, 1].into()
+        loopback_for(Some(ip))
     } else {
         ip
     };
@@ -254,9 +302,9 @@ impl TlsProbes {
         &self,
         component: &Component,
     ) -> Result<Option<(crate::health::Probe, String)>, String> {
-        use crate::health::{ClientCert, https_get};
+        use crate::health::ClientCert;
         match &component.health {
-            HealthCheck::ApiServer(addr) => {
+            HealthCheck::ApiServer(addresses) => {
                 // Present apiserver-kubelet-client when there is one: /readyz is open to
                 // anonymous requests by default, but not where anonymous auth is off.
                 let cert = self.pki.join("apiserver-kubelet-client.crt");
@@ -265,32 +313,23 @@ impl TlsProbes {
                     cert: &cert,
                     key: &key,
                 });
-                let probe = https_get(
-                    *addr,
-                    "/readyz",
-                    &self.pki.join("ca.crt"),
-                    client,
-                    self.timeout,
-                )?;
+                let probe =
+                    self.first_answer(addresses, "/readyz", &self.pki.join("ca.crt"), client)?;
                 Ok(Some((
                     probe,
                     Self::serial_on_disk(&self.pki.join("apiserver.crt"))?,
                 )))
             }
-            HealthCheck::Etcd(addr) => {
+            HealthCheck::Etcd(addresses) => {
                 let etcd = self.pki.join("etcd");
                 let cert = etcd.join("healthcheck-client.crt");
                 let key = etcd.join("healthcheck-client.key");
-                let probe = https_get(
-                    *addr,
-                    "/health",
-                    &etcd.join("ca.crt"),
-                    Some(ClientCert {
-                        cert: &cert,
-                        key: &key,
-                    }),
-                    self.timeout,
-                )?;
+                let client = Some(ClientCert {
+                    cert: &cert,
+                    key: &key,
+                });
+                let probe =
+                    self.first_answer(addresses, "/health", &etcd.join("ca.crt"), client)?;
                 Ok(Some((
                     probe,
                     Self::serial_on_disk(&etcd.join("server.crt"))?,
@@ -298,6 +337,24 @@ impl TlsProbes {
             }
             HealthCheck::Settle => Ok(None),
         }
+    }
+
+    /// GETs `path` from the first address that answers; the error lists what each one said.
+    fn first_answer(
+        &self,
+        addresses: &[SocketAddr],
+        path: &str,
+        ca: &Path,
+        client: Option<crate::health::ClientCert<'_>>,
+    ) -> Result<crate::health::Probe, String> {
+        let mut errors = Vec::new();
+        for address in addresses {
+            match crate::health::https_get(*address, path, ca, client, self.timeout) {
+                Ok(probe) => return Ok(probe),
+                Err(e) => errors.push(format!("{address}: {e}")),
+            }
+        }
+        Err(errors.join("; "))
     }
 }
 

@@ -305,7 +305,8 @@ pub fn pod_uid(manifest_bytes: &[u8], node_name: &str) -> String {
 /// What the container runs instead of the component's real binary, as one argv (CRI `command`).
 ///
 /// The mapping keeps each component's observable behaviour that the restart step depends on:
-/// - `kube-apiserver`: `openssl s_server` on `--secure-port` (default 6443) with
+/// - `kube-apiserver`: `openssl s_server` on `--secure-port` (default 6443), on
+///   `--bind-address` when that names one address, with
 ///   `--tls-cert-file`/`--tls-private-key-file`, asking for (not requiring) a client certificate
 ///   against `--client-ca-file`; `-www` answers any GET with 200.
 /// - `etcd`: the real etcd with the manifest's own flags.
@@ -332,18 +333,29 @@ pub fn container_command(pod: &StaticPod, container: &PodContainer) -> Result<Ve
     match program {
         "kube-apiserver" => {
             let port = container.flag("secure-port").unwrap_or("6443");
-            port.parse::<u16>()
+            let port_number = port
+                .parse::<u16>()
                 .map_err(|_| format!("kube-apiserver: --secure-port {port:?} is not a port"))?;
             let flag = |name: &str| {
                 container
                     .flag(name)
                     .ok_or_else(|| format!("kube-apiserver: the manifest has no --{name}"))
             };
+            // on --bind-address when it names one address, as kube-apiserver does
+            let accept = match container
+                .flag("bind-address")
+                .map(str::parse::<std::net::IpAddr>)
+            {
+                Some(Ok(ip)) if !ip.is_unspecified() => {
+                    std::net::SocketAddr::new(ip, port_number).to_string()
+                }
+                _ => port.to_owned(),
+            };
             let mut argv = strings(&[
                 "/usr/bin/openssl",
                 "s_server",
                 "-accept",
-                port,
+                &accept,
                 "-cert",
                 flag("tls-cert-file")?,
                 "-key",

@@ -1,12 +1,21 @@
-//! Durable file operations: atomic replace keeping mode and owner, and backups.
+//! Durable file operations: staged replacement keeping mode and owner, undo by rename, and
+//! backups.
 //!
 //! Invariant: a file we touch is at every instant either its old bytes or its complete new
 //! bytes, and its old bytes are in a backup before it changes.
+//!
+//! A group of files (a key and its certificate, or every file of a renewal) is replaced in
+//! three steps so that nothing after the first step needs free space: every new version is
+//! written and fsynced beside its file first ([`stage`]; a full disk fails here, before anything
+//! changed), the current version gets a second name in its directory ([`keep_previous`], a hard
+//! link), then each new version is renamed over its file ([`swap_in`]). Undoing a swap is one
+//! more rename ([`put_back`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Makes a directory's entries (renames, new files) durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -20,9 +29,29 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// The marker in the names of our temp files (`.<name>.kcr-tmp.<pid>`), so a crash's leftovers
-/// (which may hold private keys) can be found and removed.
+fn file_name(path: &Path) -> Result<String, String> {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{}: not a file path", path.display()))
+}
+
+/// The marker in the names of our temp files (`.<name>.kcr-tmp.<pid>.<n>`), so a crash's
+/// leftovers (which may hold private keys) can be found and removed.
 const TEMP_MARK: &str = ".kcr-tmp.";
+/// The suffix of the second name a file keeps while a replacement may still be undone.
+const PREVIOUS_MARK: &str = ".kcr-prev";
+/// The suffix of the second name a file keeps while an undo may itself be undone.
+const CURRENT_MARK: &str = ".kcr-new";
+
+/// The file a path names, symlinks followed (a link is never replaced: its target is, as a
+/// plain write would do). A path that does not exist is returned as it is.
+pub fn resolve(path: &Path) -> Result<PathBuf, String> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)
+            .map_err(|e| format!("{}: cannot resolve link: {e}", path.display())),
+        _ => Ok(path.to_path_buf()),
+    }
+}
 
 /// Removes the temp files a crashed run may have left beside `path`.
 pub fn remove_temp_files(path: &Path) {
@@ -39,29 +68,71 @@ pub fn remove_temp_files(path: &Path) {
     }
 }
 
-/// Replaces `path` with `data` atomically: a temp file in the same directory, the current
-/// file's mode and owner (or `new_mode` for a new file), fsync, rename, fsync of the directory.
-/// A symlink is followed: its target is replaced, as a plain write would.
-pub fn write_atomic(path: &Path, data: &[u8], new_mode: u32) -> Result<(), String> {
-    let resolved = match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)
-            .map_err(|e| format!("{}: cannot resolve link: {e}", path.display()))?,
-        _ => path.to_path_buf(),
-    };
-    let path = resolved.as_path();
-    let dir = parent(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file path", path.display()))?
-        .to_string_lossy();
-    let original = fs::metadata(path).ok();
-    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
+/// Removes the previous version kept beside `path` (see [`keep_previous`]), if any.
+pub fn remove_previous(path: &Path) -> Result<(), String> {
+    remove_if_there(&previous_path(path)?)
+}
+
+/// Removes `path`; one that is not there is fine.
+pub fn remove_if_there(path: &Path) -> Result<(), String> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(parent(path)).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// A new version of a file, complete and fsynced beside it, not yet in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// The file it replaces (symlinks resolved).
+    pub target: PathBuf,
+    /// The temp file holding the new bytes, in the target's directory.
+    pub temp: PathBuf,
+}
+
+/// Creates a temp file beside `target` under a name nobody else uses (two processes may share a
+/// PID, e.g. PID 1 of two containers): a name that exists is never opened, another is tried.
+fn create_temp(target: &Path) -> Result<(PathBuf, File), String> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = parent(target);
+    let name = file_name(target)?;
+    let mut last = None;
+    for _ in 0..64 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let temp = dir.join(format!(
+            ".{name}{TEMP_MARK}{}.{n}{nanos:x}",
+            std::process::id()
+        ));
+        match OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(format!("{}: cannot write there: {e}", dir.display())),
+        }
+    }
+    Err(format!(
+        "{}: no free temp file name: {}",
+        dir.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+/// Writes the new version of `path` beside it: the current file's mode and owner (or
+/// `new_mode` for a new file), fsynced. Nothing is replaced yet; on error nothing is left.
+pub fn stage(path: &Path, data: &[u8], new_mode: u32) -> Result<Staged, String> {
+    let target = resolve(path)?;
+    let original = fs::metadata(&target).ok();
+    let (temp, mut file) = create_temp(&target)?;
+    let written = (|| -> std::io::Result<()> {
         file.write_all(data)?;
         match &original {
             Some(meta) => {
@@ -70,16 +141,95 @@ pub fn write_atomic(path: &Path, data: &[u8], new_mode: u32) -> Result<(), Strin
             }
             None => file.set_permissions(fs::Permissions::from_mode(new_mode))?,
         }
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        file.sync_all()
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(format!("{}: cannot write: {e}", path.display()));
+    drop(file);
+    match written {
+        Ok(()) => Ok(Staged { target, temp }),
+        Err(e) => {
+            // ours: created above with create_new
+            let _ = fs::remove_file(&temp);
+            Err(format!("{}: cannot write: {e}", target.display()))
+        }
     }
-    Ok(())
+}
+
+/// Stages every change, or none: on the first error the temp files already written are removed.
+pub fn stage_all<'a>(
+    changes: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
+) -> Result<Vec<Staged>, String> {
+    let mut staged = Vec::new();
+    for (path, data) in changes {
+        match stage(path, data, 0o600) {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                discard(&staged);
+                return Err(e);
+            }
+        }
+    }
+    Ok(staged)
+}
+
+/// Removes staged temp files that will not be swapped in.
+pub fn discard(staged: &[Staged]) {
+    for s in staged {
+        let _ = fs::remove_file(&s.temp);
+    }
+}
+
+/// Where [`keep_previous`] keeps the current version of `target`: `.<name>.kcr-prev` beside it.
+pub fn previous_path(target: &Path) -> Result<PathBuf, String> {
+    Ok(parent(target).join(format!(".{}{PREVIOUS_MARK}", file_name(target)?)))
+}
+
+/// Gives the current version of `target` a second name beside it (a hard link: no data is
+/// copied, so this works on a full disk), so that undoing the swap is a rename. A stale
+/// previous version (left by a finished run) is replaced. Returns the second name.
+pub fn keep_previous(target: &Path) -> Result<PathBuf, String> {
+    second_name(target, &previous_path(target)?)
+}
+
+/// Like [`keep_previous`], under `.<name>.kcr-new`: the version an undo is about to replace,
+/// so that the undo of a pair can itself be undone when its second file cannot be put back.
+pub fn keep_current(target: &Path) -> Result<PathBuf, String> {
+    let name = parent(target).join(format!(".{}{CURRENT_MARK}", file_name(target)?));
+    second_name(target, &name)
+}
+
+fn second_name(target: &Path, name: &Path) -> Result<PathBuf, String> {
+    let _ = fs::remove_file(name);
+    fs::hard_link(target, name)
+        .map_err(|e| format!("{}: cannot keep the current version: {e}", target.display()))?;
+    Ok(name.to_path_buf())
+}
+
+/// Puts a staged file in place (rename, then fsync of the directory).
+pub fn swap_in(staged: &Staged) -> Result<(), String> {
+    fs::rename(&staged.temp, &staged.target)
+        .and_then(|()| sync_dir(parent(&staged.target)))
+        .map_err(|e| format!("{}: cannot write: {e}", staged.target.display()))
+}
+
+/// Puts a version kept under a second name back in place, by rename (needs no space).
+pub fn put_back(previous: &Path, target: &Path) -> Result<(), String> {
+    fs::rename(previous, target)
+        .and_then(|()| sync_dir(parent(target)))
+        .map_err(|e| {
+            format!(
+                "{}: cannot put {} back: {e}",
+                target.display(),
+                previous.display()
+            )
+        })
+}
+
+/// Replaces `path` with `data` atomically: a temp file in the same directory, the current
+/// file's mode and owner (or `new_mode` for a new file), fsync, rename, fsync of the directory.
+/// A symlink is followed: its target is replaced, as a plain write would.
+pub fn write_atomic(path: &Path, data: &[u8], new_mode: u32) -> Result<(), String> {
+    let staged = stage(path, data, new_mode)?;
+    swap_in(&staged).inspect_err(|_| discard(std::slice::from_ref(&staged)))
 }
 
 /// Where a file's copy goes inside a backup: its path relative to `base` when below it, else its
@@ -93,7 +243,8 @@ pub fn backup_relative(path: &Path, base: &Path) -> PathBuf {
 
 /// Copies `files` into a new backup directory `<backups>/<stamp>/`, keeping paths relative to
 /// `base`, modes and owners, plus a `MANIFEST` of original paths. The directory appears
-/// complete or not at all (built as `<stamp>.partial`, then renamed).
+/// complete or not at all: it is built as `<stamp>.partial` (removed again on failure: it may
+/// hold copies of private keys), then renamed.
 pub fn backup(
     backups: &Path,
     stamp: &str,
@@ -113,33 +264,39 @@ pub fn backup(
     if partial.exists() {
         fs::remove_dir_all(&partial).map_err(|e| err(&partial, e))?;
     }
-    fs::create_dir_all(&partial).map_err(|e| err(&partial, e))?;
-    let mut manifest = String::new();
-    for file in files {
-        let rel = backup_relative(file, base);
-        let to = partial.join(&rel);
-        let dir = parent(&to).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
-        let data = fs::read(file).map_err(|e| err(file, e))?;
-        let meta = fs::metadata(file).map_err(|e| err(file, e))?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&to)
-            .map_err(|e| err(&to, e))?;
-        out.write_all(&data).map_err(|e| err(&to, e))?;
-        std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))
-            .map_err(|e| err(&to, e))?;
-        out.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(|e| err(&to, e))?;
-        out.sync_all().map_err(|e| err(&to, e))?;
-        sync_dir(&dir).map_err(|e| err(&dir, e))?;
-        manifest.push_str(&format!("{}\t{}\n", rel.display(), file.display()));
+    let built = (|| {
+        fs::create_dir_all(&partial).map_err(|e| err(&partial, e))?;
+        let mut manifest = String::new();
+        for file in files {
+            let rel = backup_relative(file, base);
+            let to = partial.join(&rel);
+            let dir = parent(&to).to_path_buf();
+            fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
+            let data = fs::read(file).map_err(|e| err(file, e))?;
+            let meta = fs::metadata(file).map_err(|e| err(file, e))?;
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&to)
+                .map_err(|e| err(&to, e))?;
+            out.write_all(&data).map_err(|e| err(&to, e))?;
+            std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))
+                .map_err(|e| err(&to, e))?;
+            out.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(|e| err(&to, e))?;
+            out.sync_all().map_err(|e| err(&to, e))?;
+            sync_dir(&dir).map_err(|e| err(&dir, e))?;
+            manifest.push_str(&format!("{}\t{}\n", rel.display(), file.display()));
+        }
+        write_atomic(&partial.join("MANIFEST"), manifest.as_bytes(), 0o600)?;
+        fs::rename(&partial, &final_dir).map_err(|e| err(&final_dir, e))?;
+        sync_dir(backups).map_err(|e| err(backups, e))
+    })();
+    if let Err(e) = built {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(e);
     }
-    write_atomic(&partial.join("MANIFEST"), manifest.as_bytes(), 0o600)?;
-    fs::rename(&partial, &final_dir).map_err(|e| err(&final_dir, e))?;
-    sync_dir(backups).map_err(|e| err(backups, e))?;
     Ok(final_dir)
 }
 
@@ -158,22 +315,38 @@ pub fn backup_entries(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
         .collect()
 }
 
-/// Puts every file of a backup back in place, atomically (a file keeps its current mode and
-/// owner; one that vanished gets the backed-up mode).
+/// Puts every file of a backup back in place: all of them or none. Every file that differs is
+/// staged first (a full disk fails there, with nothing changed), then each is renamed into
+/// place. A file keeps its current mode and owner; one that vanished gets the backed-up mode.
 pub fn restore(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut restored = Vec::new();
-    for (copy, original) in backup_entries(dir)? {
-        let data = fs::read(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-        let meta = fs::metadata(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-        if fs::read(&original).ok().as_deref() != Some(&data[..]) {
-            write_atomic(&original, &data, meta.mode() & 0o7777)?;
+    let mut originals = Vec::new();
+    let mut staged = Vec::new();
+    let result = (|| -> Result<(), String> {
+        for (copy, original) in backup_entries(dir)? {
+            let data = fs::read(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+            let meta = fs::metadata(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+            if fs::read(&original).ok().as_deref() != Some(&data[..]) {
+                staged.push(stage(&original, &data, meta.mode() & 0o7777)?);
+            }
+            originals.push(original);
         }
-        restored.push(original);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        discard(&staged);
+        return Err(format!("nothing was restored: {e}"));
     }
-    Ok(restored)
+    for (i, s) in staged.iter().enumerate() {
+        if let Err(e) = swap_in(s) {
+            discard(&staged[i..]);
+            return Err(e);
+        }
+    }
+    Ok(originals)
 }
 
-/// Deletes the oldest complete backups beyond `keep`.
+/// Deletes the oldest complete backups beyond `keep`, and any partial one (a backup that failed
+/// or was interrupted; it may hold copies of private keys).
 ///
 /// `current` (the backup this run just made, which a rollback may still need) is never
 /// removed, even when a clock that went backwards makes its name sort first.
@@ -185,10 +358,10 @@ pub fn prune_backups(
     let Ok(rd) = fs::read_dir(backups) else {
         return Ok(Vec::new());
     };
-    let mut dirs: Vec<PathBuf> = rd
+    let (partial, mut dirs): (Vec<PathBuf>, Vec<PathBuf>) = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.extension().is_none_or(|e| e != "partial"))
-        .collect();
+        .filter(|p| p.is_dir())
+        .partition(|p| p.extension().is_some_and(|e| e == "partial"));
     dirs.sort();
     let keep = match current {
         Some(c) if dirs.iter().any(|d| d == c) => {
@@ -199,7 +372,7 @@ pub fn prune_backups(
     };
     let excess = dirs.len().saturating_sub(keep);
     let mut removed = Vec::new();
-    for dir in dirs.into_iter().take(excess) {
+    for dir in partial.into_iter().chain(dirs.into_iter().take(excess)) {
         fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         removed.push(dir);
     }

@@ -11,21 +11,40 @@ use kube_cert_renewer::nodegen::{self, LeafTemplate, NodeSpec};
 use time::{Duration, OffsetDateTime};
 
 struct Node {
+    /// A small filesystem holding the node and its state dir (unmounted before `tmp` goes).
+    tmpfs: Option<Tmpfs>,
     tmp: tempfile::TempDir,
     now: OffsetDateTime,
 }
 
 impl Node {
     fn new(days_left: i64, edit: impl FnOnce(&mut NodeSpec)) -> Node {
-        let now = now();
         let tmp = tempfile::tempdir().unwrap();
+        Node::generate(tmp, None, days_left, edit)
+    }
+
+    /// A node whose kubernetes dir and state dir share one small tmpfs, as /etc and /var/lib
+    /// share the root filesystem of most nodes (None, loudly, where no tmpfs can be mounted).
+    fn on_tmpfs(size: &str) -> Option<Node> {
+        let tmp = tempfile::tempdir().unwrap();
+        let tmpfs = Tmpfs::mount(tmp.path(), size)?;
+        Some(Node::generate(tmp, Some(tmpfs), 5, |_| {}))
+    }
+
+    fn generate(
+        tmp: tempfile::TempDir,
+        tmpfs: Option<Tmpfs>,
+        days_left: i64,
+        edit: impl FnOnce(&mut NodeSpec),
+    ) -> Node {
+        let now = now();
         let mut spec = NodeSpec::new(now, days_left);
         spec.key_algorithm = KeyAlgorithm::EcdsaP256;
         spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
         spec.manifests = false;
         edit(&mut spec);
         nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
-        Node { tmp, now }
+        Node { tmpfs, tmp, now }
     }
     fn dir(&self) -> PathBuf {
         self.tmp.path().join("k")
@@ -392,32 +411,6 @@ fn unparseable_files_are_refused() {
 }
 
 /// Makes a path immutable (even root cannot replace it) until dropped.
-struct Immutable(PathBuf);
-impl Immutable {
-    fn new(p: PathBuf) -> Immutable {
-        let ok = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(&p)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "chattr +i {} failed (needs root and ext4/xfs)",
-            p.display()
-        );
-        Immutable(p)
-    }
-}
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn an_unwritable_target_changes_nothing() {
     // A directory that refuses new files: caught before the first write.
@@ -465,11 +458,11 @@ fn validity_is_capped_at_the_ca_with_a_warning() {
 
 #[test]
 fn a_crash_in_the_middle_is_rolled_back_by_the_next_run() {
-    for failpoint in ["renew.after-journal", "renew.after-first-write"] {
+    for failpoint in ["renew.after-journal", "renew.after-write@1"] {
         let node = Node::new(5, |_| {});
         let before = snapshot(&node.dir());
         crash_at(&node, failpoint);
-        if failpoint == "renew.after-first-write" {
+        if failpoint == "renew.after-write@1" {
             assert_ne!(
                 before,
                 snapshot(&node.dir()),
@@ -517,19 +510,23 @@ fn a_crash_after_the_last_write_completes_instead_of_undoing() {
     let node = Node::new(5, |_| {});
     let before = snapshot(&node.dir());
     crash_at(&node, "renew.before-journal-clear");
-    let renewed = snapshot(&node.dir());
+    let renewed = visible_snapshot(&node.dir());
     assert_ne!(before, renewed);
     let (code, _, err) = node.renew(&["all", "--dry-run"]);
     assert_eq!(code, 0);
     assert!(err.contains("it is complete"), "{err}");
-    assert_eq!(renewed, snapshot(&node.dir()), "a complete renewal is kept");
+    assert_eq!(
+        renewed,
+        snapshot(&node.dir()),
+        "a complete renewal is kept, and the previous versions kept for an undo are gone"
+    );
     assert!(!node.state().join("journal.json").exists());
 }
 
 #[test]
 fn a_file_changed_by_someone_else_after_a_crash_is_left_for_a_human() {
     let node = Node::new(5, |_| {});
-    crash_at(&node, "renew.after-first-write");
+    crash_at(&node, "renew.after-write@1");
     // Say the operator ran `kubeadm certs renew admin.conf` meanwhile: admin.conf is neither old nor ours.
     let admin = node.dir().join("admin.conf");
     let mut text = std::fs::read_to_string(&admin).unwrap();
@@ -740,4 +737,188 @@ fn dry_run_names_what_would_be_restarted_by_mode() {
         ),
         "{text}"
     );
+}
+
+/// A node whose etcd peer certificate was issued for the server's key, with `etcd/peer.key` a
+/// symlink to `etcd/server.key`, as hand-made PKIs do. openssl makes the certificate.
+fn node_with_shared_etcd_key() -> Node {
+    let node = Node::new(5, |_| {});
+    let etcd = node.pki().join("etcd");
+    let ext = node.tmp.path().join("peer.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:cp-1,DNS:localhost,IP:127.0.0.1\n\
+         extendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n",
+    )
+    .unwrap();
+    let csr = node.tmp.path().join("peer.csr");
+    let (ok, text) = openssl(&[
+        "req",
+        "-new",
+        "-key",
+        etcd.join("server.key").to_str().unwrap(),
+        "-subj",
+        "/CN=cp-1",
+        "-out",
+        csr.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        etcd.join("ca.crt").to_str().unwrap(),
+        "-CAkey",
+        etcd.join("ca.key").to_str().unwrap(),
+        "-days",
+        "5",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        etcd.join("peer.crt").to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    std::fs::remove_file(etcd.join("peer.key")).unwrap();
+    std::os::unix::fs::symlink("server.key", etcd.join("peer.key")).unwrap();
+    node
+}
+
+/// The public key of a certificate and of a key file, as openssl prints them.
+fn cert_and_key_match(cert: &Path, key: &Path) -> bool {
+    let (ok, a) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+    assert!(ok, "{a}");
+    let (ok, b) = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+    assert!(ok, "{b}");
+    a == b
+}
+
+#[test]
+fn two_names_for_one_key_are_refused_whichever_is_renewed() {
+    let node = node_with_shared_etcd_key();
+    let (peer_key, server_key) = (
+        node.pki().join("etcd/peer.key"),
+        node.pki().join("etcd/server.key"),
+    );
+    assert!(cert_and_key_match(
+        &node.pki().join("etcd/peer.crt"),
+        &peer_key
+    ));
+    for args in [
+        &["etcd-server", "etcd-peer"][..],
+        &["etcd-server"],
+        &["etcd-peer"],
+        &["all"],
+    ] {
+        node.assert_refused(args, &peer_key, "are one file");
+        node.assert_refused(args, &server_key, "are one file");
+    }
+    // Keys kept: nothing is written twice, and both pairs stay whole.
+    let (code, out, err) = node.renew(&["all", "--reuse-keys"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        std::fs::symlink_metadata(&peer_key)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    for cert in ["etcd/peer.crt", "etcd/server.crt"] {
+        assert!(
+            cert_and_key_match(&node.pki().join(cert), &server_key),
+            "{cert}"
+        );
+    }
+}
+
+#[test]
+fn a_link_into_an_unwritable_directory_is_refused_up_front() {
+    // etcd/server.crt lives elsewhere, in a directory that takes no new file; the link's own
+    // directory takes them. The check must look where the file really is.
+    let node = Node::new(5, |_| {});
+    let elsewhere = node.tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = node.pki().join("etcd/server.crt");
+    std::fs::rename(&link, elsewhere.join("server.crt")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("server.crt"), &link).unwrap();
+    let _guard = Immutable::new(elsewhere.clone());
+    node.assert_refused(&["all"], &elsewhere, "cannot write there");
+}
+
+#[test]
+fn a_full_disk_refuses_before_anything_changes() {
+    let Some(node) = Node::on_tmpfs("2m") else {
+        return;
+    };
+    let before = snapshot(&node.dir());
+    node.tmpfs.as_ref().unwrap().fill(8192);
+    let (code, out, err) = node.renew(&["all"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(
+        before,
+        snapshot(&node.dir()),
+        "byte-identical, no temp file left"
+    );
+    assert!(
+        backup_dirs(&node.state()).is_empty(),
+        "no backup, partial or not"
+    );
+    assert!(!node.state().join("journal.json").exists());
+}
+
+#[test]
+fn a_crash_mid_renewal_is_undone_on_a_completely_full_disk() {
+    let Some(node) = Node::on_tmpfs("2m") else {
+        return;
+    };
+    let before = snapshot(&node.dir());
+    crash_at(&node, "renew.after-write@4");
+    assert_ne!(
+        before,
+        visible_snapshot(&node.dir()),
+        "files were replaced before the crash"
+    );
+    node.tmpfs.as_ref().unwrap().fill(0);
+    // any command recovers first; undoing is renames, which need no free space
+    let out = node.run(None, &["check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted renewal was rolled back"), "{err}");
+    assert_eq!(before, snapshot(&node.dir()), "the node is back as it was");
+    assert!(!node.state().join("journal.json").exists());
+}
+
+#[test]
+fn an_undo_that_cannot_finish_keeps_each_pair_whole_and_tries_every_file() {
+    let node = Node::new(5, |_| {});
+    let before = snapshot(&node.dir());
+    // admin.conf, apiserver.crt and apiserver.key are new when it dies
+    crash_at(&node, "renew.after-write@3");
+    let (crt, key) = (
+        node.pki().join("apiserver.crt"),
+        node.pki().join("apiserver.key"),
+    );
+    assert_ne!(before[&key], std::fs::read(&key).unwrap());
+    let guard = Immutable::new(key.clone());
+    let out = node.run(None, &["renew", "all", "--dry-run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&key.display().to_string()), "{err}");
+    // the apiserver pair stayed wholly new; the other group (admin.conf) was still rolled back
+    assert!(cert_and_key_match(&crt, &key));
+    assert_ne!(before[&crt], std::fs::read(&crt).unwrap());
+    assert_eq!(
+        before[&node.dir().join("admin.conf")],
+        std::fs::read(node.dir().join("admin.conf")).unwrap()
+    );
+    assert!(
+        node.state().join("journal.json").exists(),
+        "kept for the next try"
+    );
+    drop(guard);
+    let (code, _, err) = node.renew(&["all", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("interrupted renewal was rolled back"), "{err}");
+    assert_eq!(before, snapshot(&node.dir()));
 }

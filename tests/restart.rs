@@ -41,6 +41,8 @@ struct Node {
     socket: PathBuf,
     node_name: String,
     spec: NodeSpec,
+    /// Where kube-apiserver listens: its manifest's --bind-address, else 127.0.0.1.
+    api_host: String,
     standin: Option<Child>,
 }
 
@@ -136,6 +138,11 @@ impl Node {
         out
     }
 
+    /// The serial kube-apiserver serves, read by openssl.
+    fn api_serial(&self) -> Option<String> {
+        served_serial_at(&format!("{}:{}", self.api_host, self.spec.apiserver_port))
+    }
+
     fn pod(&self, component: &str) -> String {
         format!("{component}-{}", self.node_name)
     }
@@ -181,10 +188,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let all_running = COMPONENTS.iter().all(|c| self.running_id(c).is_some());
-            if all_running
-                && served_serial(self.spec.apiserver_port).is_some()
-                && self.etcd_healthy()
-            {
+            if all_running && self.api_serial().is_some() && self.etcd_healthy() {
                 return;
             }
             assert!(
@@ -327,10 +331,15 @@ fn ctr(sock: &str, args: &[&str]) -> String {
 
 /// The serial (lower-case hex) of the certificate served on 127.0.0.1:port, read by openssl.
 fn served_serial(port: u16) -> Option<String> {
+    served_serial_at(&format!("127.0.0.1:{port}"))
+}
+
+/// The serial (lower-case hex) of the certificate served at `address` (host:port).
+fn served_serial_at(address: &str) -> Option<String> {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+            "openssl s_client -connect {address} </dev/null 2>/dev/null | openssl x509 -noout -serial"
         ))
         .output()
         .ok()?;
@@ -374,11 +383,21 @@ fn start_node(socket: PathBuf, tag: &str, config_extra: &str, adjust: impl FnOnc
         format!("restart_poll_ms = 100\nrestart_settle_secs = 2\n{config_extra}"),
     )
     .unwrap();
+    let api_host = std::fs::read_to_string(dir.join("manifests/kube-apiserver.yaml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("- --bind-address=")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "127.0.0.1".into());
     let mut node = Node {
         tmp,
         socket,
         node_name,
         spec,
+        api_host,
         standin: None,
     };
     node.start_standin();
@@ -725,4 +744,36 @@ fn the_demo_renews_and_restarts_on_the_stand_in() {
     let after = serial("kube-apiserver now serves the certificate with serial ");
     assert_ne!(before, after, "{log}");
     assert!(log.contains("every manifest is back in place"), "{log}");
+}
+
+#[test]
+fn an_apiserver_bound_to_one_address_is_probed_there() {
+    // --bind-address=<node IP> (here another loopback address): nothing answers on 127.0.0.1.
+    let Some(node) = running_node("bind", START_60, |dir| {
+        let manifest = dir.join("manifests/kube-apiserver.yaml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let text = text.replacen(
+            "    - --secure-port=",
+            "    - --bind-address=127.0.0.2\n    - --secure-port=",
+            1,
+        );
+        std::fs::write(&manifest, text).unwrap();
+    }) else {
+        return;
+    };
+    assert_eq!(node.api_host, "127.0.0.2");
+    assert_eq!(
+        served_serial(node.spec.apiserver_port),
+        None,
+        "not on 127.0.0.1"
+    );
+    let out = node.run(&["renew", "apiserver"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}\n{}", node.standin_log());
+    assert!(!log.contains("restored"), "{log}");
+    assert_eq!(
+        node.api_serial(),
+        Some(serial_of(&node.pki("apiserver.crt"))),
+        "the renewed certificate is served on the bound address"
+    );
 }

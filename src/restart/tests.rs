@@ -587,6 +587,78 @@ fn affected_components_follow_kubeadm() {
     assert!(notes[0].contains("no static-pod manifest"), "{notes:?}");
 }
 
+/// The health check of a one-container pod whose container is `name` with `flags`.
+fn health_of(name: &str, flags: &[&str]) -> Result<HealthCheck, String> {
+    let mut text = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: kube-system\nspec:\n  containers:\n  - name: {name}\n    command:\n    - {name}\n"
+    );
+    for f in flags {
+        text.push_str(&format!("    - {f:?}\n"));
+    }
+    health_check_of(&crate::manifest::parse(&text, Path::new("/m/x.yaml"))?)
+}
+
+#[test]
+fn the_apiserver_is_probed_where_it_listens() {
+    let api = |flags: &[&str]| match health_of("kube-apiserver", flags).unwrap() {
+        HealthCheck::ApiServer(a) => a.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    // kubeadm's usual flags: every address, advertised at the node IP
+    assert_eq!(
+        api(&["--advertise-address=10.1.2.3", "--secure-port=6443"]),
+        ["10.1.2.3:6443", "127.0.0.1:6443"]
+    );
+    // bound to the node IP only: loopback would never answer
+    assert_eq!(
+        api(&[
+            "--advertise-address=10.1.2.3",
+            "--bind-address=10.1.2.4",
+            "--secure-port=443"
+        ]),
+        ["10.1.2.4:443"]
+    );
+    assert_eq!(
+        api(&["--bind-address=0.0.0.0", "--advertise-address=10.1.2.3"]),
+        ["10.1.2.3:6443", "127.0.0.1:6443"]
+    );
+    assert_eq!(
+        api(&["--bind-address=::", "--advertise-address=fd00::3"]),
+        ["[fd00::3]:6443", "[::1]:6443"]
+    );
+    assert_eq!(api(&[]), ["127.0.0.1:6443"]);
+    let e = health_of("kube-apiserver", &["--bind-address=node1"]).unwrap_err();
+    assert!(
+        e.contains("/m/x.yaml") && e.contains("--bind-address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn etcd_is_probed_on_its_https_client_urls_and_without_tls_by_settling() {
+    assert_eq!(
+        health_of(
+            "etcd",
+            &["--listen-client-urls=https://127.0.0.1:2379,https://10.0.0.5:2379"]
+        )
+        .unwrap(),
+        HealthCheck::Etcd(vec![
+            "127.0.0.1:2379".parse().unwrap(),
+            "10.0.0.5:2379".parse().unwrap()
+        ])
+    );
+    assert_eq!(
+        health_of("etcd", &["--listen-client-urls=https://10.0.0.5:2379"]).unwrap(),
+        HealthCheck::Etcd(vec!["10.0.0.5:2379".parse().unwrap()])
+    );
+    // etcd without TLS (kubeadm 1.8): no certificate to check
+    assert_eq!(
+        health_of("etcd", &["--listen-client-urls=http://127.0.0.1:2379"]).unwrap(),
+        HealthCheck::Settle
+    );
+    assert_eq!(health_of("etcd", &[]).unwrap(), HealthCheck::Settle);
+}
+
 #[test]
 fn health_checks_come_from_the_manifests_flags() {
     let n = node();
@@ -594,11 +666,11 @@ fn health_checks_come_from_the_manifests_flags() {
     let by = |name: &str| all.iter().find(|c| c.name == name).unwrap().health.clone();
     assert_eq!(
         by("kube-apiserver"),
-        HealthCheck::ApiServer("127.0.0.1:6443".parse().unwrap())
+        HealthCheck::ApiServer(vec!["127.0.0.1:6443".parse().unwrap()])
     );
     assert_eq!(
         by("etcd"),
-        HealthCheck::Etcd("127.0.0.1:2379".parse().unwrap())
+        HealthCheck::Etcd(vec!["127.0.0.1:2379".parse().unwrap()])
     );
     assert_eq!(by("kube-scheduler"), HealthCheck::Settle);
     assert_eq!(

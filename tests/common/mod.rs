@@ -203,6 +203,20 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
         .collect()
 }
 
+/// `snapshot` without the files a run keeps beside its targets while it may still be undone
+/// (`.<name>.kcr-prev`, `.<name>.kcr-tmp.*`): the tree as an operator sees it.
+pub fn visible_snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut s = snapshot(dir);
+    s.retain(|p, _| !is_in_flight(p));
+    s
+}
+
+/// A file a run keeps beside its targets while it may still be undone.
+pub fn is_in_flight(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    name.starts_with('.') && (name.ends_with(".kcr-prev") || name.contains(".kcr-tmp."))
+}
+
 /// Runs `renew` on a kubernetes dir with a state dir: (exit code, stdout, stderr).
 pub fn renew(
     now: OffsetDateTime,
@@ -486,4 +500,93 @@ pub fn pem_label(path: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// `chattr +i` on a path for the life of the guard: a file nothing may replace or link, a
+/// directory that takes no new file.
+pub struct Immutable(PathBuf);
+impl Immutable {
+    pub fn new(p: PathBuf) -> Immutable {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "chattr +i {} failed (needs root and ext4/xfs)",
+            p.display()
+        );
+        Immutable(p)
+    }
+}
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A tmpfs of `size` (e.g. "2m") mounted on a directory for the life of the guard: a small
+/// filesystem a test can fill. Needs root (CI runs as root); elsewhere the test cannot run and
+/// fails under CI, says so loudly and skips otherwise.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        if !out.status.success() {
+            let msg = format!(
+                "cannot mount a tmpfs on {} ({}): the full-disk tests cannot run",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{msg}");
+            }
+            eprintln!("\n!!! {msg}; SKIPPED\n");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+
+    /// Fills the filesystem until not one more byte fits, except `spare` bytes held by a
+    /// second file that is removed at the end (so exactly that much is free). Returns the
+    /// filler files.
+    pub fn fill(&self, spare: usize) -> Vec<PathBuf> {
+        use std::io::Write;
+        let hold = self.0.join(".hold");
+        std::fs::write(&hold, vec![0u8; spare]).unwrap();
+        let filler = self.0.join(".filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let mut chunk = 1 << 16;
+        while chunk > 0 {
+            match f.write(&vec![0u8; chunk]) {
+                Ok(n) if n == chunk => {}
+                _ => chunk /= 2,
+            }
+        }
+        drop(f);
+        std::fs::remove_file(&hold).unwrap();
+        vec![filler]
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
