@@ -1,5 +1,6 @@
 //! The command line: global options, subcommands, and the glue from arguments to the pipeline.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -60,8 +61,8 @@ pub enum Command {
 /// Options of `restart`.
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// Static pods to restart (kube-apiserver, kube-controller-manager, kube-scheduler, etcd);
-    /// none means every static pod of the node.
+    /// Static pods to restart; none means kubeadm's four (kube-apiserver, etcd,
+    /// kube-controller-manager, kube-scheduler). Others (kube-vip, haproxy) only when named.
     pub components: Vec<String>,
 }
 
@@ -262,17 +263,26 @@ pub fn renew(
         },
     );
     // Whatever the restart afterwards needs is checked before anything is written: a manifest
-    // that cannot be read or a runtime that does not answer must not leave renewed files behind
-    // with the old ones still in use.
-    let will_restart =
-        !args.dry_run && !args.no_restart && plan.refuse.is_empty() && !plan.renew.is_empty();
+    // that cannot be used or a runtime that does not answer must not leave renewed files behind
+    // with the old ones still in use. What restarts: the components fed by this renewal and
+    // any a previous renewal left waiting (`renew --no-restart`, a restart that failed).
+    let pending_before = crate::pending::load(&config.state_dir)?;
     let planned: Vec<String> = plan.renew.iter().map(|i| i.name.clone()).collect();
-    let available = if will_restart
-        && (config.restart == crate::config::RestartMode::All
-            || !crate::restart::affected_names(&planned).is_empty())
+    let mut wanted: BTreeSet<String> = crate::restart::affected_names(&planned)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    wanted.extend(pending_before.keys().cloned());
+    if config.restart == crate::config::RestartMode::All
+        && (!planned.is_empty() || !pending_before.is_empty())
     {
-        match precheck_restart(cli_endpoint, config) {
-            Ok(components) => Some(components),
+        wanted.extend(crate::restart::KUBEADM_COMPONENTS.map(str::to_string));
+    }
+    let will_restart =
+        !args.dry_run && !args.no_restart && plan.refuse.is_empty() && !wanted.is_empty();
+    let pods = if will_restart {
+        match precheck_restart(cli_endpoint, config, &wanted) {
+            Ok(pods) => Some(pods),
             Err(e) => {
                 eprintln!(
                     "kube-cert-renewer: renewal not started, nothing was changed: the control \
@@ -309,21 +319,22 @@ pub fn renew(
     };
     print!("{}", describe_outcome(&outcome, args.dry_run));
     let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
-    if renewed.is_empty() {
-        // nothing new on disk: nothing to restart, whatever the mode
-        return Ok(0);
+    if renewed.iter().any(|r| r == crate::kubeadm::KUBELET_CONF) && !args.dry_run {
+        println!(
+            "\nkubelet.conf was renewed: restart the kubelet (systemctl restart kubelet) so it \
+             uses the new certificate; it reads its kubeconfig only when it starts."
+        );
     }
     if args.dry_run || args.no_restart {
-        let mut affected: Vec<String> = crate::restart::affected_names(&renewed)
+        let mut named: BTreeSet<String> = crate::restart::affected_names(&renewed)
             .into_iter()
             .map(str::to_string)
             .collect();
-        if config.restart == crate::config::RestartMode::All
-            && let Ok(all) = crate::restart::all_components(&paths.manifests)
-        {
-            affected = all.into_iter().map(|c| c.name).collect();
+        named.extend(pending_before.keys().cloned());
+        if config.restart == crate::config::RestartMode::All && !named.is_empty() {
+            named.extend(crate::restart::KUBEADM_COMPONENTS.map(str::to_string));
         }
-        if !affected.is_empty() {
+        if !named.is_empty() {
             println!(
                 "\n{} {} so they use the new certificates{}.",
                 if args.dry_run {
@@ -331,22 +342,32 @@ pub fn renew(
                 } else {
                     "Restart"
                 },
-                affected.join(", "),
+                {
+                    let mut named: Vec<String> = named.into_iter().collect();
+                    named.sort_by(|a, b| {
+                        crate::restart::restart_rank(a).cmp(&crate::restart::restart_rank(b))
+                    });
+                    named.join(", ")
+                },
                 if args.dry_run {
                     ""
                 } else {
-                    " (--no-restart: not done; `kube-cert-renewer restart` does it)"
+                    " (--no-restart: not done; the restart is pending until \
+                     `kube-cert-renewer restart` does it, and `check` says so)"
                 }
             );
         }
         return Ok(0);
     }
-    // Checked and parsed before the renewal; none means nothing renewed feeds a static pod.
-    let Some(available) = available else {
+    // Checked before the renewal; none means nothing renewed or pending feeds a static pod.
+    let Some(pods) = pods else {
         return Ok(0);
     };
+    let pending = crate::pending::load(&config.state_dir)?;
+    let wanted: BTreeSet<&str> = pending.keys().map(String::as_str).collect();
     let probes = tls_probes(&paths);
-    let (components, notes) = crate::restart::choose(config.restart, &renewed, available, &probes);
+    let (available, _) = pods.kubeadm();
+    let (components, notes) = crate::restart::choose(config.restart, &wanted, available, &probes);
     for n in &notes {
         println!("{n}");
     }
@@ -369,13 +390,26 @@ pub fn renew(
     }
 }
 
-/// Checks what a restart will need — readable manifests with usable flags, a runtime socket,
-/// a runtime that answers — and returns the node's static pods.
+/// Checks what a restart of the `wanted` components will need — their manifests usable, a
+/// runtime socket, a runtime that answers — and returns the node's static pods. A component
+/// with no manifest on the node (external etcd) is not needed; one with an unusable manifest
+/// is an error.
 fn precheck_restart(
     cli_endpoint: Option<&str>,
     config: &Config,
-) -> Result<Vec<crate::restart::Component>, String> {
-    let components = crate::restart::all_components(&config.paths().manifests)?;
+    wanted: &BTreeSet<String>,
+) -> Result<crate::restart::StaticPods, String> {
+    let pods = crate::restart::StaticPods::read(&config.paths().manifests)?;
+    let problems: Vec<String> = wanted
+        .iter()
+        .filter_map(|n| pods.why_not(n).map(|why| format!("{n}: {why}")))
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    if !wanted.iter().any(|n| pods.usable.iter().any(|c| &c.name == n)) {
+        return Ok(pods);
+    }
     let socket = runtime_socket(cli_endpoint, config)?;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -387,7 +421,7 @@ fn precheck_restart(
             .with_request_timeout(RUNTIME_REQUEST_TIMEOUT);
         crate::restart::Runtime::ping(&client).await.map(drop)
     })?;
-    Ok(components)
+    Ok(pods)
 }
 
 /// Deadline of one CRI call during a restart: the waits poll, so one slow answer must not
@@ -566,29 +600,38 @@ fn describe_restart(outcome: &crate::restart::Outcome) -> String {
     out
 }
 
-/// Runs `restart`: the named static pods, or all of them.
+/// Runs `restart`: the named static pods, or kubeadm's four. A component whose manifest is
+/// unusable is reported (exit 1) without keeping the others from their restart.
 pub fn restart(
     cli_endpoint: Option<&str>,
     config: &Config,
     args: &RestartArgs,
 ) -> Result<i32, String> {
     let manifests = config.paths().manifests;
-    let components = if args.components.is_empty() {
-        crate::restart::all_components(&manifests)?
+    let pods = crate::restart::StaticPods::read(&manifests)?;
+    let (components, problems) = if args.components.is_empty() {
+        pods.kubeadm()
     } else {
-        crate::restart::named_components(&manifests, &args.components)?
+        pods.named(&args.components)?
     };
+    for p in &problems {
+        eprintln!("kube-cert-renewer: cannot restart {p}");
+    }
     if components.is_empty() {
-        println!(
-            "No static pods in {}: nothing to restart.",
-            manifests.display()
-        );
-        return Ok(0);
+        if problems.is_empty() {
+            println!(
+                "No kubeadm static pods in {}: nothing to restart.",
+                manifests.display()
+            );
+            return Ok(0);
+        }
+        return Ok(1);
     }
     let inventory = inventory::scan(&config.paths(), &inventory::Options::default());
     let node = node_name(config, &inventory);
     match run_restart(cli_endpoint, config, node, &components, None) {
-        Ok(()) => Ok(0),
+        Ok(()) if problems.is_empty() => Ok(0),
+        Ok(()) => Ok(1),
         Err(e) => {
             eprintln!("kube-cert-renewer: {e}");
             Ok(1)

@@ -75,7 +75,8 @@ pub enum RestartMode {
     /// The components fed by what was renewed.
     #[default]
     Affected,
-    /// Every static pod, as the operators' recipe does.
+    /// All four kubeadm components (kube-apiserver, etcd, controller-manager, scheduler), as the
+    /// operators' recipe does; never other static pods.
     All,
     /// Like `affected`, but not kube-apiserver or etcd when their TLS endpoint already serves
     /// the new certificate (they reload serving certificates by themselves).

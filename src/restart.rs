@@ -461,7 +461,10 @@ pub enum Failure {
     /// The runtime could not be asked (unreachable before anything was touched, or gone during
     /// the restart): the certificates are not the problem.
     Runtime(String),
-    /// A component did not stop, come back, or answer healthy in time.
+    /// The old containers kept running after their manifests were parked (a kubelet that does
+    /// not react): the new certificates were never tried, so they are not the problem.
+    NotStopped(String),
+    /// A component did not come back, or not healthy, in time with the certificates on disk.
     Unhealthy(String),
     /// Files could not be moved (the message says which and where they are).
     Files(String),
@@ -470,14 +473,17 @@ pub enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Runtime(m) | Failure::Unhealthy(m) | Failure::Files(m) => f.write_str(m),
+            Failure::Runtime(m)
+            | Failure::NotStopped(m)
+            | Failure::Unhealthy(m)
+            | Failure::Files(m) => f.write_str(m),
         }
     }
 }
 
 /// Restart order: kube-apiserver first (its exit is what proves the old certificates are out of
 /// use), then etcd, then the rest by name.
-fn restart_rank(name: &str) -> (u8, &str) {
+pub fn restart_rank(name: &str) -> (u8, &str) {
     match name {
         "kube-apiserver" => (0, name),
         "etcd" => (1, name),
@@ -485,35 +491,151 @@ fn restart_rank(name: &str) -> (u8, &str) {
     }
 }
 
-/// Every static pod of the manifests dir. A manifest that cannot be parsed is an error naming
-/// it (an `all` restart must not silently leave one out).
-pub fn all_components(manifests_dir: &Path) -> Result<Vec<Component>, String> {
-    let mut components = Vec::new();
-    for file in manifest::list(manifests_dir)? {
-        components.push(Component::from_pod(manifest::read(&file)?)?);
-    }
-    components.sort_by(|a, b| restart_rank(&a.name).cmp(&restart_rank(&b.name)));
-    Ok(components)
+/// kubeadm's control-plane static pods: what `restart` and a renewal restart unless other pods
+/// are named (a kube-vip or haproxy static pod carries the HA address: never bounced unasked).
+pub const KUBEADM_COMPONENTS: [&str; 4] = [
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// The static pods of a manifests dir, each standing on its own manifest: the ones that can be
+/// restarted, and for each one that cannot, why (naming its file). One broken manifest never
+/// keeps the others from being restarted.
+#[derive(Debug, Clone, Default)]
+pub struct StaticPods {
+    /// The manifests dir.
+    pub dir: PathBuf,
+    /// Usable components, in restart order.
+    pub usable: Vec<Component>,
+    /// (pod name — the file's stem when the manifest cannot be parsed —, why it is unusable).
+    pub unusable: Vec<(String, String)>,
+    /// kubeadm components whose manifest is not in the manifests dir but in the parking dir:
+    /// an interrupted restart left it there (name, parked file).
+    pub parked: Vec<(String, PathBuf)>,
 }
 
-/// The components named, from the manifests dir; an unknown name is an error listing the
-/// known ones.
-pub fn named_components(manifests_dir: &Path, names: &[String]) -> Result<Vec<Component>, String> {
-    let all = all_components(manifests_dir)?;
-    let known: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-    for n in names {
-        if !known.contains(&n.as_str()) {
-            return Err(format!(
-                "no static pod named {n} in {} (there are: {})",
-                manifests_dir.display(),
-                known.join(", ")
-            ));
+impl StaticPods {
+    /// Reads every manifest of `manifests_dir`; only a directory that cannot be listed is an
+    /// error.
+    pub fn read(manifests_dir: &Path) -> Result<StaticPods, String> {
+        let mut pods = StaticPods {
+            dir: manifests_dir.to_path_buf(),
+            ..StaticPods::default()
+        };
+        for file in manifest::list(manifests_dir)? {
+            let pod = manifest::read(&file);
+            let name = pod.as_ref().map(|p| p.name.clone()).unwrap_or_else(|_| {
+                file.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            });
+            match pod.and_then(Component::from_pod) {
+                Ok(c) => pods.usable.push(c),
+                Err(e) => pods.unusable.push((name, e)),
+            }
         }
+        pods.usable
+            .sort_by(|a, b| restart_rank(&a.name).cmp(&restart_rank(&b.name)));
+        let parking = parking_dir(manifests_dir);
+        for name in KUBEADM_COMPONENTS {
+            let parked = parking.join(format!("{name}.yaml"));
+            let present = pods.usable.iter().any(|c| c.name == name)
+                || pods.unusable.iter().any(|(n, _)| n == name);
+            if !present && parked.exists() {
+                pods.parked.push((name.to_string(), parked));
+            }
+        }
+        Ok(pods)
     }
-    Ok(all
-        .into_iter()
-        .filter(|c| names.contains(&c.name))
-        .collect())
+
+    /// Why the component `name` cannot be restarted, if it is known but unusable or parked.
+    pub fn why_not(&self, name: &str) -> Option<String> {
+        if let Some((_, why)) = self.unusable.iter().find(|(n, _)| n == name) {
+            return Some(why.clone());
+        }
+        self.parked.iter().find(|(n, _)| n == name).map(|(_, file)| {
+            format!(
+                "its manifest is parked in {} by an interrupted restart (its pod is stopped); \
+                 run any kube-cert-renewer command with the state dir of that run, or move it \
+                 back: mv {} {}/",
+                file.display(),
+                file.display(),
+                self.dir.display()
+            )
+        })
+    }
+
+    /// kubeadm's components present on the node, and why any of them cannot be restarted.
+    pub fn kubeadm(&self) -> (Vec<Component>, Vec<String>) {
+        let usable = self
+            .usable
+            .iter()
+            .filter(|c| KUBEADM_COMPONENTS.contains(&c.name.as_str()))
+            .cloned()
+            .collect();
+        let problems = KUBEADM_COMPONENTS
+            .iter()
+            .filter_map(|n| self.why_not(n).map(|why| format!("{n}: {why}")))
+            .collect();
+        (usable, problems)
+    }
+
+    /// The components named, and why any of them cannot be restarted; a name no manifest has
+    /// is an error listing the pods there are.
+    pub fn named(&self, names: &[String]) -> Result<(Vec<Component>, Vec<String>), String> {
+        let mut problems = Vec::new();
+        for n in names {
+            if self.usable.iter().any(|c| &c.name == n) {
+                continue;
+            }
+            match self.why_not(n) {
+                Some(why) => problems.push(format!("{n}: {why}")),
+                None => {
+                    let known: Vec<&str> = self
+                        .usable
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .chain(self.unusable.iter().map(|(n, _)| n.as_str()))
+                        .collect();
+                    return Err(format!(
+                        "no static pod named {n} (there are: {})",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        let chosen = self
+            .usable
+            .iter()
+            .filter(|c| names.contains(&c.name))
+            .cloned()
+            .collect();
+        Ok((chosen, problems))
+    }
+}
+
+/// kubeadm's components of the manifests dir, for callers that need every one of them usable
+/// (tests, benches): an unusable one is an error.
+pub fn all_components(manifests_dir: &Path) -> Result<Vec<Component>, String> {
+    let (usable, problems) = StaticPods::read(manifests_dir)?.kubeadm();
+    if problems.is_empty() {
+        Ok(usable)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The components named, from the manifests dir; an unknown or unusable one is an error.
+pub fn named_components(manifests_dir: &Path, names: &[String]) -> Result<Vec<Component>, String> {
+    let (chosen, problems) = StaticPods::read(manifests_dir)?.named(names)?;
+    if problems.is_empty() {
+        Ok(chosen)
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// The components fed by the renewed certificates (kubeadm names in, pod names out).
@@ -524,11 +646,12 @@ pub fn affected_names(renewed: &[String]) -> BTreeSet<&'static str> {
         .collect()
 }
 
-/// What a renewal restarts, by mode, with a note for each component left out and why.
-/// Pure apart from `probes` (asked only in `minimal` mode).
+/// What a renewal restarts, by mode, out of the components that `wanted` a restart (those the
+/// restart-pending record names), with a note for each component left out and why. Pure apart
+/// from `probes` (asked only in `minimal` mode).
 pub fn choose(
     mode: RestartMode,
-    renewed: &[String],
+    wanted: &BTreeSet<&str>,
     available: Vec<Component>,
     probes: &impl Probes,
 ) -> (Vec<Component>, Vec<String>) {
@@ -536,8 +659,7 @@ pub fn choose(
     if mode == RestartMode::All {
         return (available, notes);
     }
-    let wanted = affected_names(renewed);
-    for name in &wanted {
+    for name in wanted {
         if !available.iter().any(|c| c.name == *name) {
             notes.push(format!(
                 "{name}: no static-pod manifest on this node, not restarted"
@@ -837,6 +959,12 @@ pub async fn restart(
         });
     }
     outcome.total = start.elapsed();
+    let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
+    if let Err(e) = crate::pending::done(state_dir, &names) {
+        outcome
+            .notes
+            .push(format!("the restart-pending record could not be updated: {e}"));
+    }
     Ok(outcome)
 }
 
@@ -894,8 +1022,9 @@ async fn wait_stopped(
                     "the container runtime stopped answering while waiting for {} to stop: {e}",
                     running.join(", ")
                 )),
-                None => Failure::Unhealthy(format!(
-                    "{} still running {}s after its manifest was parked",
+                None => Failure::NotStopped(format!(
+                    "{} still running {}s after its manifest was parked: the kubelet did not \
+                     react (is it running?); the manifests are back in place",
                     running.join(", "),
                     settings.stop_timeout.as_secs()
                 )),
@@ -1046,7 +1175,15 @@ pub async fn restart_with_rollback(
         Failure::Runtime(_) => {
             return Err(format!(
                 "restart failed: {failure}. The renewed certificates stay in place (they are not \
-                 the problem; the backup is {}); kubelet starts the pods once the runtime is back",
+                 the problem; the backup is {}); kubelet starts the pods once the runtime is back, \
+                 and the restart stays pending until one succeeds",
+                backup.display()
+            ));
+        }
+        Failure::NotStopped(_) => {
+            return Err(format!(
+                "restart failed: {failure}. The renewed certificates stay in place (they were \
+                 never tried; the backup is {}); the restart stays pending until one succeeds",
                 backup.display()
             ));
         }

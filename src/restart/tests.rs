@@ -353,7 +353,7 @@ async fn a_component_that_never_stops_times_out_with_manifests_back() {
     let err = restart(&kubelet, &healthy(), &components, &n.state, &settings(None))
         .await
         .unwrap_err();
-    assert!(matches!(err, Failure::Unhealthy(_)), "{err:?}");
+    assert!(matches!(err, Failure::NotStopped(_)), "{err:?}");
     assert!(err.to_string().contains("etcd still running"), "{err}");
     assert_all_back(&n, &before);
 }
@@ -448,6 +448,37 @@ async fn unhealthy_after_restart_restores_the_backup_and_restarts_again() {
 }
 
 #[tokio::test]
+async fn a_kubelet_that_does_not_react_keeps_the_untried_certificates_and_parks_once() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let mut kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    kubelet
+        .behaviour
+        .insert("kube-apiserver".into(), Behaviour::Stuck);
+    let cert = n.dir.join("pki/apiserver.crt");
+    let backup = back_up_then_renew(&n, &cert);
+    let components = named_components(&n.manifests(), &["kube-apiserver".into()]).unwrap();
+    let ids = kubelet.ids("kube-apiserver");
+    let err = restart_with_rollback(
+        &kubelet,
+        &healthy(),
+        &components,
+        &n.state,
+        &settings(None),
+        Some(&backup),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("still running"), "{err}");
+    assert!(err.contains("never tried"), "{err}");
+    assert!(!err.contains("restored"), "{err}");
+    assert_eq!(std::fs::read(&cert).unwrap(), b"the renewed one");
+    assert_eq!(kubelet.ids("kube-apiserver"), ids, "one park cycle, no restart");
+    assert!(crate::journal::pending(&n.state).unwrap().is_none());
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
 async fn runtime_failure_keeps_the_renewed_certificates() {
     let n = node();
     let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
@@ -527,7 +558,7 @@ fn affected_components_follow_kubeadm() {
     let all = all_components(&n.manifests()).unwrap();
     let pick = |renewed: &[&str], mode| {
         let renewed: Vec<String> = renewed.iter().map(|s| s.to_string()).collect();
-        let (chosen, notes) = choose(mode, &renewed, all.clone(), &healthy());
+        let (chosen, notes) = choose(mode, &affected_names(&renewed), all.clone(), &healthy());
         (
             chosen.into_iter().map(|c| c.name).collect::<Vec<_>>(),
             notes,
@@ -568,7 +599,12 @@ fn affected_components_follow_kubeadm() {
         serving_current: vec!["kube-apiserver", "etcd"],
     };
     let renewed: Vec<String> = everything.iter().map(|s| s.to_string()).collect();
-    let (chosen, notes) = choose(RestartMode::Minimal, &renewed, all.clone(), &probes);
+    let (chosen, notes) = choose(
+        RestartMode::Minimal,
+        &affected_names(&renewed),
+        all.clone(),
+        &probes,
+    );
     let chosen: Vec<String> = chosen.into_iter().map(|c| c.name).collect();
     assert_eq!(chosen, ["kube-controller-manager", "kube-scheduler"]);
     assert_eq!(notes.len(), 2, "{notes:?}");
@@ -579,7 +615,7 @@ fn affected_components_follow_kubeadm() {
     let all = all_components(&n.manifests()).unwrap();
     let (chosen, notes) = choose(
         RestartMode::Affected,
-        &["etcd-server".to_string()],
+        &affected_names(&["etcd-server".to_string()]),
         all,
         &healthy(),
     );
