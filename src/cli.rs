@@ -187,7 +187,9 @@ pub fn check(config: &Config, args: &CheckArgs, now: OffsetDateTime) -> Result<i
             extra_paths: config.extra_paths.clone(),
         },
     );
-    let report = Report::new(&inventory, now, &thresholds);
+    let paths = config.paths();
+    let node = crate::node_status::gather(&paths.manifests, &config.state_dir, &tls_probes(&paths));
+    let report = Report::new(&inventory, now, &thresholds).with_node(node);
     match args.output {
         Output::Text => print!("{}", report.text()),
         Output::Json => println!(
@@ -407,7 +409,10 @@ fn precheck_restart(
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    if !wanted.iter().any(|n| pods.usable.iter().any(|c| &c.name == n)) {
+    if !wanted
+        .iter()
+        .any(|n| pods.usable.iter().any(|c| &c.name == n))
+    {
         return Ok(pods);
     }
     let socket = runtime_socket(cli_endpoint, config)?;
@@ -729,7 +734,15 @@ fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String
 
 /// Parses arguments and runs; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are answers (0); a bad command line is exit code 3, like
+            // every other failure to run (clap's own 2 means "critical" in check's codes)
+            let _ = e.print();
+            return if e.use_stderr() { 3 } else { 0 };
+        }
+    };
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
     let result = match &cli.command {
         Command::Check(args) => effective_config(&cli).and_then(|c| {
@@ -763,7 +776,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(message) => {
             eprintln!("kube-cert-renewer: error: {message}");
-            // 2 is taken by "critical" in check; usage errors are clap's 2 as well.
+            // the command could not run (see the README's exit codes; 2 is check's "critical")
             3
         }
     }

@@ -149,11 +149,13 @@ impl Entry {
         }
     }
 
-    /// The CA name to show: the verified signer, else kubeadm's mapping.
+    /// The CA name to show: the verified signer; none when no known CA verifies it; kubeadm's
+    /// mapping when the signature was not checked (the certificate could not be read).
     pub fn ca_name(&self) -> Option<&'static str> {
         match self.signer {
             Signer::Verified { ca } => Some(ca),
-            _ => self.expected_ca,
+            Signer::Unknown => None,
+            Signer::NotChecked => self.expected_ca,
         }
     }
 }
@@ -586,7 +588,7 @@ pub fn scan(paths: &NodePaths, options: &Options) -> Inventory {
         if let State::Present(facts) = &entry.state {
             entry.signer = find_signer(facts, entry.expected_ca, &ca_files);
         }
-        if let Some(ca) = entry.ca_name() {
+        if let Some(ca) = entry.ca_name().or(entry.expected_ca) {
             entry.externally_managed = externally_managed(ca);
         }
     }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod manifest;
+pub mod node_status;
 pub mod nodegen;
 pub mod pem;
 pub mod pending;

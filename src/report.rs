@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::inventory::{Entry, Inventory, Kind, Signer, Source, State};
+use crate::node_status::{NodeStatus, WaitingRestart};
 use crate::status::{self, Status, Thresholds};
 
 /// One entry with its computed status, ready to print.
@@ -34,6 +35,10 @@ pub struct Report<'a> {
     pub problems: Vec<String>,
     /// Some leaf is signed by no known CA (needs attention even if not expiring).
     pub unknown_signer: bool,
+    /// Parked manifests and pending restarts (empty unless [`Report::with_node`]).
+    pub node: NodeStatus,
+    /// The thresholds, for what pending components serve.
+    thresholds: Thresholds,
 }
 
 impl<'a> Report<'a> {
@@ -66,7 +71,110 @@ impl<'a> Report<'a> {
             others: rows(&inventory.others),
             problems,
             unknown_signer,
+            node: NodeStatus::default(),
+            thresholds: *t,
         }
+    }
+
+    /// Adds what `check` saw of the control plane: parked manifests and pending restarts.
+    pub fn with_node(mut self, node: NodeStatus) -> Report<'a> {
+        self.node = node;
+        self
+    }
+
+    /// The status of what a pending component serves, when known.
+    fn served_status(&self, w: &WaitingRestart) -> Option<Status> {
+        match &w.served {
+            Ok(Some(s)) => Some(status::of_leaf(&s.served, self.now, &self.thresholds)),
+            _ => None,
+        }
+    }
+
+    /// 0, 1 or 2 for the control plane: a parked manifest stops its pod (2); a leftover copy
+    /// (1); a pending restart (1, or 2 when what runs is critical or expired).
+    fn node_exit_code(&self) -> i32 {
+        let parked = self
+            .node
+            .parked
+            .iter()
+            .map(|p| if p.in_place { 1 } else { 2 });
+        let pending = self
+            .node
+            .pending
+            .iter()
+            .map(|w| self.served_status(w).map_or(1, |s| s.exit_code().max(1)));
+        let problems = self.node.problems.iter().map(|_| 1);
+        parked.chain(pending).chain(problems).max().unwrap_or(0)
+    }
+
+    /// The "Control plane" lines of the text output: what is wrong and what to run.
+    fn node_text(&self) -> String {
+        let mut out = String::new();
+        for w in &self.node.pending {
+            let _ = write!(
+                out,
+                "  {}: restart pending since {} (renewed: {})",
+                w.component,
+                w.waiting.since,
+                w.waiting.renewed.join(", ")
+            );
+            match &w.served {
+                Ok(Some(s)) => {
+                    let _ = write!(
+                        out,
+                        "; it serves serial {} expiring {} ({}), the file on disk has serial {}",
+                        s.served.serial_hex,
+                        expires(s.served.not_after),
+                        self.served_status(w).map_or("", Status::as_str),
+                        s.on_disk_serial
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = write!(out, "; cannot tell what it serves: {e}");
+                }
+            }
+            out.push('\n');
+        }
+        if !self.node.pending.is_empty() {
+            let names: Vec<&str> = self
+                .node
+                .pending
+                .iter()
+                .map(|w| w.component.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  They run older certificates than the ones on disk: run `kube-cert-renewer \
+                 restart {}`",
+                names.join(" ")
+            );
+        }
+        for p in &self.node.parked {
+            if p.in_place {
+                let _ = writeln!(
+                    out,
+                    "  {} is a leftover copy of {} (which is in place): compare them, then \
+                     delete the copy",
+                    p.file.display(),
+                    p.manifest.display()
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {} is PARKED: its static pod is stopped. Any kube-cert-renewer command run \
+                     with the state dir of the run that parked it puts it back; or by hand: mv {} \
+                     {}",
+                    p.file.display(),
+                    p.file.display(),
+                    p.manifest.display()
+                );
+            }
+        }
+        for problem in &self.node.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
+        out
     }
 
     fn rows(&self) -> impl Iterator<Item = &Row<'a>> {
@@ -77,6 +185,7 @@ impl<'a> Report<'a> {
     /// action now (critical, expired, unreadable).
     pub fn exit_code(&self) -> i32 {
         let worst = self.rows().map(|r| r.status.exit_code()).max().unwrap_or(0);
+        let worst = worst.max(self.node_exit_code());
         if self.unknown_signer {
             worst.max(1)
         } else {
@@ -149,6 +258,11 @@ impl<'a> Report<'a> {
                 out.push('\n');
             }
         }
+        let node = self.node_text();
+        if !node.is_empty() {
+            out.push_str("\nControl plane:\n");
+            out.push_str(&node);
+        }
         if !self.problems.is_empty() {
             out.push_str("\nProblems:\n");
             for p in &self.problems {
@@ -176,7 +290,8 @@ impl<'a> Report<'a> {
         let present = e.facts().is_some();
         if with_ca {
             cells.push(if present {
-                e.ca_name().unwrap_or("").to_string()
+                // no CA verifies it: say so rather than name the one kubeadm would assume
+                e.ca_name().unwrap_or("-").to_string()
             } else {
                 String::new()
             });
@@ -199,7 +314,30 @@ impl<'a> Report<'a> {
             "certificates": self.leaves.iter().map(|r| self.json_row(r, true)).collect::<Vec<_>>(),
             "certificateAuthorities": self.cas.iter().map(|r| self.json_row(r, false)).collect::<Vec<_>>(),
             "otherCertificates": self.others.iter().map(|r| self.json_row(r, true)).collect::<Vec<_>>(),
-            "problems": self.problems,
+            "problems": self.problems.iter().chain(&self.node.problems).collect::<Vec<_>>(),
+            "restartPending": self.node.pending.iter().map(|w| {
+                let mut obj = json!({
+                    "component": w.component,
+                    "since": w.waiting.since,
+                    "renewed": w.waiting.renewed,
+                });
+                match &w.served {
+                    Ok(Some(s)) => {
+                        obj["servedSerialNumber"] = json!(s.served.serial_hex);
+                        obj["servedExpirationDate"] = json!(rfc3339(s.served.not_after));
+                        obj["servedStatus"] = json!(self.served_status(w).map(Status::as_str));
+                        obj["onDiskSerialNumber"] = json!(s.on_disk_serial);
+                    }
+                    Ok(None) => {}
+                    Err(e) => obj["reason"] = json!(e),
+                }
+                obj
+            }).collect::<Vec<_>>(),
+            "parkedManifests": self.node.parked.iter().map(|p| json!({
+                "file": p.file.display().to_string(),
+                "manifest": p.manifest.display().to_string(),
+                "manifestInPlace": p.in_place,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -301,6 +439,27 @@ impl<'a> Report<'a> {
         );
         let _ = writeln!(out, "# TYPE x509_read_errors gauge");
         let _ = writeln!(out, "x509_read_errors {read_errors}");
+        let _ = writeln!(
+            out,
+            "# HELP kube_cert_renewer_restart_pending A component runs older certificates than \
+             the ones on disk until it is restarted"
+        );
+        let _ = writeln!(out, "# TYPE kube_cert_renewer_restart_pending gauge");
+        for w in &self.node.pending {
+            let _ = writeln!(
+                out,
+                "kube_cert_renewer_restart_pending{{component=\"{}\"}} 1",
+                escape_label(&w.component)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP kube_cert_renewer_parked_manifests Static-pod manifests left parked by an \
+             interrupted restart (their pods are stopped)"
+        );
+        let _ = writeln!(out, "# TYPE kube_cert_renewer_parked_manifests gauge");
+        let stopped = self.node.parked.iter().filter(|p| !p.in_place).count();
+        let _ = writeln!(out, "kube_cert_renewer_parked_manifests {stopped}");
         out
     }
 }

@@ -358,6 +358,29 @@ impl TlsProbes {
     }
 }
 
+/// The certificate a component serves, and the one on its certificate file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The served certificate.
+    pub served: crate::cert::CertFacts,
+    /// The serial of the certificate on disk (hex).
+    pub on_disk_serial: String,
+}
+
+impl TlsProbes {
+    /// What `component` serves now, next to what is on disk; `None` for a component without a
+    /// TLS endpoint. (`check` uses it to show the certificate a pending restart would replace.)
+    pub fn served(&self, component: &Component) -> Result<Option<Served>, String> {
+        let Some((probe, on_disk_serial)) = self.probe(component)? else {
+            return Ok(None);
+        };
+        Ok(Some(Served {
+            served: crate::cert::CertFacts::from_der(&probe.served_leaf_der)?,
+            on_disk_serial,
+        }))
+    }
+}
+
 impl Probes for TlsProbes {
     fn healthy(&self, component: &Component) -> Result<(), String> {
         let Some((probe, expected)) = self.probe(component)? else {
@@ -556,16 +579,19 @@ impl StaticPods {
         if let Some((_, why)) = self.unusable.iter().find(|(n, _)| n == name) {
             return Some(why.clone());
         }
-        self.parked.iter().find(|(n, _)| n == name).map(|(_, file)| {
-            format!(
-                "its manifest is parked in {} by an interrupted restart (its pod is stopped); \
+        self.parked
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, file)| {
+                format!(
+                    "its manifest is parked in {} by an interrupted restart (its pod is stopped); \
                  run any kube-cert-renewer command with the state dir of that run, or move it \
                  back: mv {} {}/",
-                file.display(),
-                file.display(),
-                self.dir.display()
-            )
-        })
+                    file.display(),
+                    file.display(),
+                    self.dir.display()
+                )
+            })
     }
 
     /// kubeadm's components present on the node, and why any of them cannot be restarted.
@@ -961,9 +987,9 @@ pub async fn restart(
     outcome.total = start.elapsed();
     let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
     if let Err(e) = crate::pending::done(state_dir, &names) {
-        outcome
-            .notes
-            .push(format!("the restart-pending record could not be updated: {e}"));
+        outcome.notes.push(format!(
+            "the restart-pending record could not be updated: {e}"
+        ));
     }
     Ok(outcome)
 }

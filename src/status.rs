@@ -87,7 +87,15 @@ pub fn classify(entry: &Entry, now: OffsetDateTime, t: &Thresholds) -> Status {
     } else {
         (t.warn_days, t.critical_days)
     };
-    let left = facts.residual_seconds(now);
+    by_days_left(facts.residual_seconds(now), warn, critical)
+}
+
+/// The status of a leaf certificate that is not a file of the node (one a component serves).
+pub fn of_leaf(facts: &crate::cert::CertFacts, now: OffsetDateTime, t: &Thresholds) -> Status {
+    by_days_left(facts.residual_seconds(now), t.warn_days, t.critical_days)
+}
+
+fn by_days_left(left: i64, warn: u32, critical: u32) -> Status {
     if left <= 0 {
         Status::Expired
     } else if left < i64::from(critical) * DAY {

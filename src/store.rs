@@ -418,6 +418,86 @@ mod tests {
     }
 
     #[test]
+    fn a_temp_name_another_process_holds_is_neither_used_nor_deleted() {
+        // two processes with one PID (PID 1 of two containers): the other one's temp file
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("a.key");
+        fs::write(&f, b"old").unwrap();
+        let theirs = tmp
+            .path()
+            .join(format!(".a.key{TEMP_MARK}{}", std::process::id()));
+        fs::write(&theirs, b"theirs").unwrap();
+        let staged = stage(&f, b"new", 0o600).unwrap();
+        assert_ne!(staged.temp, theirs);
+        let again = stage(&f, b"newer", 0o600).unwrap();
+        assert_ne!(
+            again.temp, staged.temp,
+            "two stagings never share a temp file"
+        );
+        discard(&[staged, again]);
+        assert_eq!(fs::read(&theirs).unwrap(), b"theirs");
+        // a failed staging (the directory refuses new files) removes nothing it did not create
+        let ro = tmp.path().join("ro");
+        fs::create_dir(&ro).unwrap();
+        fs::write(ro.join("b.crt"), b"old").unwrap();
+        let foreign = ro.join(format!(".b.crt{TEMP_MARK}1"));
+        fs::write(&foreign, b"foreign").unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
+        // root ignores directory modes; only assert the foreign file survives either way
+        let _ = stage(&ro.join("b.crt"), b"new", 0o600).map(|s| discard(&[s]));
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(fs::read(&foreign).unwrap(), b"foreign");
+    }
+
+    #[test]
+    fn undo_is_a_rename_of_the_kept_previous_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("a.crt");
+        fs::write(&f, b"old").unwrap();
+        let staged = stage(&f, b"new", 0o600).unwrap();
+        let previous = keep_previous(&f).unwrap();
+        swap_in(&staged).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"new");
+        assert_eq!(fs::read(&previous).unwrap(), b"old");
+        put_back(&previous, &f).unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"old");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "nothing left beside"
+        );
+    }
+
+    #[test]
+    fn failed_and_interrupted_backups_leave_no_partial_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("k");
+        fs::create_dir_all(&base).unwrap();
+        fs::write(base.join("a.key"), b"secret").unwrap();
+        let backups = tmp.path().join("backups");
+        let e = backup(
+            &backups,
+            "20260101T000000Z",
+            &base,
+            &[base.join("a.key"), base.join("gone.key")],
+        )
+        .unwrap_err();
+        assert!(e.contains("gone.key"), "{e}");
+        assert_eq!(
+            fs::read_dir(&backups).unwrap().count(),
+            0,
+            "the partial copy is gone"
+        );
+        // one a crash left behind is pruned
+        let crashed = backups.join("20260102T000000Z.partial");
+        fs::create_dir_all(&crashed).unwrap();
+        fs::write(crashed.join("a.key"), b"secret").unwrap();
+        let removed = prune_backups(&backups, 12, None).unwrap();
+        assert_eq!(removed, vec![crashed.clone()]);
+        assert!(!crashed.exists());
+    }
+
+    #[test]
     fn backup_restore_round_trip_and_prune() {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().join("k");

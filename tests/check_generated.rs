@@ -341,6 +341,19 @@ fn a_leaf_from_an_unknown_ca_is_flagged() {
     assert_eq!(code, 1, "an unverifiable leaf needs attention");
     let e = by_name(&json, "certificates", "front-proxy-client");
     assert_eq!(e["signedBy"], serde_json::Value::Null);
+    // no CA name is made up for it (kubeadm's omitempty caName), in JSON or in the table
+    assert!(e.get("caName").is_none(), "{e}");
+    let (_, text, _) = check_text(now, tmp.path());
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("front-proxy-client "))
+        .unwrap();
+    let columns: Vec<&str> = row
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(columns[3], "-", "{row}");
     assert!(
         json["problems"][0]
             .as_str()
@@ -477,4 +490,25 @@ fn a_bad_config_is_an_error_naming_key_and_line() {
         err.contains("critcal_days") && err.contains("line 2"),
         "{err}"
     );
+}
+
+#[test]
+fn a_bad_command_line_is_exit_code_3_not_checks_critical() {
+    let now = now();
+    let tmp = node(now, 100, |s| s.key_algorithm = KeyAlgorithm::EcdsaP256);
+    let dir = tmp.path().to_str().unwrap();
+    for args in [
+        &["check", "-o", "yaml", "--kubernetes-dir", dir][..],
+        &["no-such-command"],
+        &["renew", "all", "--validity", "0", "--kubernetes-dir", dir],
+    ] {
+        let out = run(now, args);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(run(now, &["--help"]).status.code(), Some(0));
 }

@@ -588,7 +588,7 @@ fn a_broken_kubelet_conf_does_not_block_renew_all() {
 fn absurd_validity_is_an_error_not_a_panic() {
     let node = Node::new(5, |_| {});
     let (code, _, err) = node.renew(&["all", "--validity", "4000000"]);
-    assert_eq!(code, 2, "clap usage error: {err}");
+    assert_eq!(code, 3, "a bad command line: {err}");
     let out = node.run(Some("validity_days = 4000000\n"), &["renew", "all"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("validity_days"));
@@ -628,9 +628,14 @@ fn kubelet_conf_is_renewed_only_on_request_and_never_when_it_points_at_kubelets_
     let node = Node::new(5, |_| {});
     let (_, out, _) = node.renew(&["all"]);
     assert!(out.contains("kubelet.conf: not in kubeadm's set"), "{out}");
+    assert!(!out.contains("restart the kubelet"), "{out}");
     let (code, out, err) = node.renew(&["kubelet.conf"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.lines().any(|l| l.starts_with("kubelet.conf")), "{out}");
+    assert!(
+        out.contains("kubelet.conf was renewed: restart the kubelet (systemctl restart kubelet)"),
+        "{out}"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let pem = tmp.path().join("kubelet-client-current.pem");
@@ -921,4 +926,108 @@ fn an_undo_that_cannot_finish_keeps_each_pair_whole_and_tries_every_file() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("interrupted renewal was rolled back"), "{err}");
     assert_eq!(before, snapshot(&node.dir()));
+}
+
+#[test]
+fn a_crash_between_the_writes_and_the_restart_leaves_a_restart_pending_that_check_reports() {
+    let node = Node::new(5, |_| {});
+    // relaxed thresholds: what is not renewed (kubelet.conf, 5 days) is not the point here
+    let check =
+        |node: &Node| node.run(None, &["check", "--warn-days", "2", "--critical-days", "1"]);
+    let out = check(&node);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    crash_at(&node, "renew.before-journal-clear");
+    let out = check(&node);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("kube-apiserver: restart pending since"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "run `kube-cert-renewer restart kube-apiserver etcd kube-controller-manager \
+             kube-scheduler`"
+        ),
+        "{text}"
+    );
+    let out = node.run(None, &["check", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pending: Vec<&str> = json["restartPending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["component"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pending,
+        [
+            "kube-apiserver",
+            "etcd",
+            "kube-controller-manager",
+            "kube-scheduler"
+        ]
+    );
+    let out = node.run(None, &["check", "-o", "prometheus"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("kube_cert_renewer_restart_pending{component=\"etcd\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn parked_manifests_fail_check_whatever_the_state_dir() {
+    let node = Node::new(100, |s| s.manifests = true);
+    let parking = node.dir().join(".kube-cert-renewer-parked");
+    std::fs::create_dir(&parking).unwrap();
+    // a killed restart whose journal lives in another state dir
+    std::fs::rename(
+        node.dir().join("manifests/kube-apiserver.yaml"),
+        parking.join("kube-apiserver.yaml"),
+    )
+    .unwrap();
+    // and a leftover copy of a manifest that is in place
+    std::fs::copy(
+        node.dir().join("manifests/etcd.yaml"),
+        parking.join("etcd.yaml"),
+    )
+    .unwrap();
+    let out = node.run(None, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} is PARKED: its static pod is stopped",
+            parking.join("kube-apiserver.yaml").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "mv {} {}",
+            parking.join("kube-apiserver.yaml").display(),
+            node.dir().join("manifests/kube-apiserver.yaml").display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("leftover copy"), "{text}");
+    // the copy alone is only a warning
+    std::fs::rename(
+        parking.join("kube-apiserver.yaml"),
+        node.dir().join("manifests/kube-apiserver.yaml"),
+    )
+    .unwrap();
+    let out = node.run(None, &["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -777,3 +777,174 @@ fn an_apiserver_bound_to_one_address_is_probed_there() {
         "the renewed certificate is served on the bound address"
     );
 }
+
+/// `check` with thresholds under the node's 3 days, so its exit code speaks of the control
+/// plane only: (exit code, stdout).
+fn check_control_plane(node: &Node) -> (i32, String) {
+    let out = node.run(&["check", "--warn-days", "2", "--critical-days", "1"]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn renewed_without_restart_stays_pending_until_renew_due_restarts_it() {
+    let Some(node) = running_node(
+        "pending",
+        &format!("{START_60}renew_before_days = 1\n"),
+        |_| {},
+    ) else {
+        return;
+    };
+    let old_api = serial_of(&node.pki("apiserver.crt"));
+    let sched = node.running_id("kube-scheduler").unwrap();
+    let out = node.run(&["renew", "apiserver", "scheduler.conf", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("the restart is pending"),
+        "{}",
+        text(&out)
+    );
+    let new_api = serial_of(&node.pki("apiserver.crt"));
+
+    // the old certificate still runs: check says so, with what to run
+    let (code, report) = check_control_plane(&node);
+    assert_eq!(code, 1, "{report}");
+    let today = common::now().date().to_string();
+    assert!(
+        report.contains(&format!("kube-apiserver: restart pending since {today}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("it serves serial {old_api}"))
+            && report.contains(&format!("the file on disk has serial {new_api}")),
+        "{report}"
+    );
+    assert!(
+        report.contains("run `kube-cert-renewer restart kube-apiserver kube-scheduler`"),
+        "{report}"
+    );
+
+    // a --due run with nothing due finishes the pending restart
+    let out = node.run(&["renew", "--due"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}\n{}", node.standin_log());
+    assert!(log.contains("Nothing to renew"), "{log}");
+    assert_eq!(node.api_serial(), Some(new_api));
+    assert_ne!(node.running_id("kube-scheduler").unwrap(), sched);
+    let (code, report) = check_control_plane(&node);
+    assert_eq!(code, 0, "{report}");
+    assert!(!report.contains("restart pending"), "{report}");
+}
+
+#[test]
+fn a_kubelet_that_does_not_react_costs_one_park_and_keeps_the_new_certificates() {
+    let Some(node) = running_node(
+        "frozen",
+        "restart_stop_timeout_secs = 3\nrestart_start_timeout_secs = 30\n",
+        |_| {},
+    ) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let old_api = serial_of(&node.pki("apiserver.crt"));
+    let api = node.running_id("kube-apiserver").unwrap();
+    let standin = node.standin.as_ref().unwrap().id().to_string();
+    signal(&standin, "-STOP"); // a hung kubelet
+    let out = node.run(&["renew", "apiserver"]);
+    signal(&standin, "-CONT");
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("kube-apiserver still running 3s after"),
+        "{log}"
+    );
+    assert!(log.contains("never tried"), "{log}");
+    assert!(!log.contains("restored"), "{log}");
+    let new_api = serial_of(&node.pki("apiserver.crt"));
+    assert_ne!(new_api, old_api, "the renewed certificate stays");
+    node.assert_manifests_back(&before, &log);
+    assert_eq!(
+        node.running_id("kube-apiserver"),
+        Some(api),
+        "never stopped"
+    );
+    let (code, report) = check_control_plane(&node);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains("kube-apiserver: restart pending"),
+        "{report}"
+    );
+    // once the kubelet reacts again, a restart finishes the job
+    let out = node.run(&["restart", "kube-apiserver"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(node.api_serial(), Some(new_api));
+    assert_eq!(check_control_plane(&node).0, 0);
+}
+
+#[test]
+fn restart_leaves_other_static_pods_alone_and_one_broken_manifest_blocks_only_itself() {
+    let Some(node) = running_node("vip", START_60, |dir| {
+        // a kube-vip-like static pod beside kubeadm's: it holds the HA address
+        let sched = std::fs::read_to_string(dir.join("manifests/kube-scheduler.yaml")).unwrap();
+        let vip = sched
+            .replace("kube-scheduler", "kube-vip")
+            .lines()
+            .filter(|l| !l.contains("--kubeconfig") && !l.contains("--leader-elect"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.join("manifests/kube-vip.yaml"), vip + "\n").unwrap();
+    }) else {
+        return;
+    };
+    let vip = node.running_id("kube-vip").expect("kube-vip runs");
+    let old: BTreeMap<&str, String> = COMPONENTS
+        .iter()
+        .map(|c| (*c, node.running_id(c).unwrap()))
+        .collect();
+    let out = node.run(&["restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        node.running_id("kube-vip"),
+        Some(vip.clone()),
+        "kube-vip bounced unasked"
+    );
+    for c in COMPONENTS {
+        assert_ne!(
+            node.running_id(c).as_ref(),
+            Some(&old[c]),
+            "{c} not restarted"
+        );
+    }
+    // named, it restarts
+    let out = node.run(&["restart", "kube-vip"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let vip2 = node.running_id("kube-vip").unwrap();
+    assert_ne!(vip2, vip);
+
+    // etcd's manifest becomes unusable: the others still restart, etcd is named as the problem
+    let etcd = node.manifests().join("etcd.yaml");
+    let etcd_text = std::fs::read_to_string(&etcd).unwrap();
+    std::fs::write(
+        &etcd,
+        etcd_text.replace(
+            "- --listen-client-urls=https://127.0.0.1",
+            "- --listen-client-urls=https://node-1",
+        ),
+    )
+    .unwrap();
+    let sched = node.running_id("kube-scheduler").unwrap();
+    let out = node.run(&["restart", "kube-scheduler"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_ne!(node.running_id("kube-scheduler").unwrap(), sched);
+    let out = node.run(&["restart"]);
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("cannot restart etcd") && log.contains("etcd.yaml"),
+        "{log}"
+    );
+    assert!(log.contains("every manifest is back in place"), "{log}");
+    assert_eq!(node.running_id("kube-vip"), Some(vip2));
+}

@@ -473,7 +473,11 @@ async fn a_kubelet_that_does_not_react_keeps_the_untried_certificates_and_parks_
     assert!(err.contains("never tried"), "{err}");
     assert!(!err.contains("restored"), "{err}");
     assert_eq!(std::fs::read(&cert).unwrap(), b"the renewed one");
-    assert_eq!(kubelet.ids("kube-apiserver"), ids, "one park cycle, no restart");
+    assert_eq!(
+        kubelet.ids("kube-apiserver"),
+        ids,
+        "one park cycle, no restart"
+    );
     assert!(crate::journal::pending(&n.state).unwrap().is_none());
     assert_all_back(&n, &before);
 }
