@@ -187,8 +187,20 @@ pub fn check(config: &Config, args: &CheckArgs, now: OffsetDateTime) -> Result<i
             extra_paths: config.extra_paths.clone(),
         },
     );
+    // check only reads the node, but first finishes what an interrupted run left when it can
+    // take the lock; when another run holds it, that run will (said on stderr). A recovery that
+    // needs a human is reported with the rest.
+    let mut unfinished = None;
+    if crate::journal::path(&config.state_dir).exists() {
+        match lock(config) {
+            Ok(_lock) => unfinished = recover(config).err(),
+            Err(e) => eprintln!("kube-cert-renewer: warning: pending recovery not done: {e}"),
+        }
+    }
     let paths = config.paths();
-    let node = crate::node_status::gather(&paths.manifests, &config.state_dir, &tls_probes(&paths));
+    let mut node =
+        crate::node_status::gather(&paths.manifests, &config.state_dir, &tls_probes(&paths));
+    node.unfinished = unfinished;
     let report = Report::new(&inventory, now, &thresholds).with_node(node);
     match args.output {
         Output::Text => print!("{}", report.text()),
@@ -745,19 +757,7 @@ pub fn main() -> i32 {
     };
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
     let result = match &cli.command {
-        Command::Check(args) => effective_config(&cli).and_then(|c| {
-            // check only reads: when it cannot take the lock (another run is working, or no
-            // permission) it leaves any pending recovery to that run and says so.
-            if crate::journal::path(&c.state_dir).exists() {
-                match lock(&c).and_then(|_lock| recover(&c)) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        eprintln!("kube-cert-renewer: warning: pending recovery not done: {e}")
-                    }
-                }
-            }
-            check(&c, args, now)
-        }),
+        Command::Check(args) => effective_config(&cli).and_then(|c| check(&c, args, now)),
         Command::Renew(args) => effective_config(&cli).and_then(|c| {
             let _lock = lock(&c)?;
             recover(&c)?;

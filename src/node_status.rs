@@ -39,6 +39,9 @@ pub struct NodeStatus {
     pub pending: Vec<WaitingRestart>,
     /// What could not be read (the record, the parking dir), naming the file.
     pub problems: Vec<String>,
+    /// An interrupted run that could not be finished or undone (the journal's recovery said
+    /// why): the node is half-way through a step until a human decides.
+    pub unfinished: Option<String>,
 }
 
 /// The files of the parking dir beside `manifests_dir`.

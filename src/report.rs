@@ -104,7 +104,13 @@ impl<'a> Report<'a> {
             .iter()
             .map(|w| self.served_status(w).map_or(1, |s| s.exit_code().max(1)));
         let problems = self.node.problems.iter().map(|_| 1);
-        parked.chain(pending).chain(problems).max().unwrap_or(0)
+        let unfinished = self.node.unfinished.iter().map(|_| 2);
+        parked
+            .chain(pending)
+            .chain(problems)
+            .chain(unfinished)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The "Control plane" lines of the text output: what is wrong and what to run.
@@ -173,6 +179,9 @@ impl<'a> Report<'a> {
         }
         for problem in &self.node.problems {
             let _ = writeln!(out, "  {problem}");
+        }
+        if let Some(why) = &self.node.unfinished {
+            let _ = writeln!(out, "  UNFINISHED: {why}");
         }
         out
     }
@@ -315,6 +324,7 @@ impl<'a> Report<'a> {
             "certificateAuthorities": self.cas.iter().map(|r| self.json_row(r, false)).collect::<Vec<_>>(),
             "otherCertificates": self.others.iter().map(|r| self.json_row(r, true)).collect::<Vec<_>>(),
             "problems": self.problems.iter().chain(&self.node.problems).collect::<Vec<_>>(),
+            "unfinished": self.node.unfinished,
             "restartPending": self.node.pending.iter().map(|w| {
                 let mut obj = json!({
                     "component": w.component,

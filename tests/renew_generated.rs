@@ -544,6 +544,14 @@ fn a_file_changed_by_someone_else_after_a_crash_is_left_for_a_human() {
         node.state().join("journal.json").exists(),
         "the journal is kept"
     );
+    // check says so as something to act on now, naming the file
+    let out = node.run(None, &["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("UNFINISHED") && text.contains(&admin.display().to_string()),
+        "{text}"
+    );
 }
 
 #[test]
