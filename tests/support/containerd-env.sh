@@ -99,9 +99,18 @@ start() {
   build_image
   # docker.io/ name: CRI normalises references, a bare local/pause:1 would not be found.
   # --snapshotter native: unpack for the snapshotter CRI uses (ctr defaults to overlayfs).
-  ctr_ -n k8s.io images import --snapshotter native --base-name docker.io/local/pause \
-      --index-name docker.io/local/pause:1 "$D/image.tar" >/dev/null
-  ctr_ -n k8s.io images ls -q | grep -qx 'docker.io/local/pause:1' || die "image import failed"
+  # Retried: a containerd that answers `version` may still be loading its plugins (seen once
+  # on a busy machine as an import that listed nothing afterwards).
+  local imported=""
+  for t in 1 2 3 4 5; do
+    if ctr_ -n k8s.io images import --snapshotter native --base-name docker.io/local/pause \
+         --index-name docker.io/local/pause:1 "$D/image.tar" >"$D/import.log" 2>&1 \
+       && ctr_ -n k8s.io images ls -q | grep -qx 'docker.io/local/pause:1'; then
+      imported=yes; break
+    fi
+    sleep 1
+  done
+  [ -n "$imported" ] || { cat "$D/import.log" >&2; die "image import failed"; }
   echo "CONTAINERD_SOCKET=$SOCK"
 }
 
