@@ -78,6 +78,29 @@ build_image() {
   rm -rf "$b"
 }
 
+# Starts containerd from DIR and imports the image; fails (containerd killed) when the import
+# does not show up.
+launch() {
+  local t
+  containerd --config "$D/config.toml" >"$D/containerd.log" 2>&1 &
+  echo $! >"$D/containerd.pid"
+  for t in $(seq 200); do   # up to 20 s
+    ctr_ version >/dev/null 2>&1 && break
+    kill -0 "$(cat "$D/containerd.pid")" 2>/dev/null || { tail -20 "$D/containerd.log" >&2; die "containerd exited"; }
+    [ "$t" -lt 200 ] || { tail -20 "$D/containerd.log" >&2; die "containerd socket not answering after 20 s"; }
+    sleep 0.1
+  done
+  # docker.io/ name: CRI normalises references, a bare local/pause:1 would not be found.
+  # --snapshotter native: unpack for the snapshotter CRI uses (ctr defaults to overlayfs).
+  if ctr_ -n k8s.io images import --snapshotter native --base-name docker.io/local/pause \
+       --index-name docker.io/local/pause:1 "$D/image.tar" >"$D/import.log" 2>&1 \
+     && ctr_ -n k8s.io images ls -q | grep -qx 'docker.io/local/pause:1'; then
+    return 0
+  fi
+  kill -KILL "$(cat "$D/containerd.pid")" 2>/dev/null || true
+  return 1
+}
+
 start() {
   local t
   for t in containerd ctr runc; do command -v $t >/dev/null || die "'$t' not found; apt-get install -y containerd runc busybox-static"; done
@@ -85,33 +108,21 @@ start() {
   ! ours "$(cat "$D/containerd.pid" 2>/dev/null)" || die "a containerd from $D is already running (stop it first)"
   mkdir -p "$D"
   write_config
-  containerd --config "$D/config.toml" >"$D/containerd.log" 2>&1 &
-  echo $! >"$D/containerd.pid"
-  # on failure kill that containerd but keep DIR (and its log) for inspection
+  # on failure kill that containerd but keep DIR (and its logs) for inspection
   trap '[ $? -eq 0 ] || { kill -KILL "$(cat "$D/containerd.pid")" 2>/dev/null
         echo "containerd-env: start failed; see $D/containerd.log, then run stop $D" >&2; }' EXIT
-  for t in $(seq 200); do   # up to 20 s
-    ctr_ version >/dev/null 2>&1 && break
-    kill -0 "$(cat "$D/containerd.pid")" 2>/dev/null || { tail -20 "$D/containerd.log" >&2; die "containerd exited"; }
-    [ "$t" -lt 200 ] || { tail -20 "$D/containerd.log" >&2; die "containerd socket not answering after 20 s"; }
-    sleep 0.1
-  done
   build_image
-  # docker.io/ name: CRI normalises references, a bare local/pause:1 would not be found.
-  # --snapshotter native: unpack for the snapshotter CRI uses (ctr defaults to overlayfs).
-  # Retried: a containerd that answers `version` may still be loading its plugins (seen once
-  # on a busy machine as an import that listed nothing afterwards).
-  local imported=""
-  for t in 1 2 3 4 5; do
-    if ctr_ -n k8s.io images import --snapshotter native --base-name docker.io/local/pause \
-         --index-name docker.io/local/pause:1 "$D/image.tar" >"$D/import.log" 2>&1 \
-       && ctr_ -n k8s.io images ls -q | grep -qx 'docker.io/local/pause:1'; then
-      imported=yes; break
-    fi
-    sleep 1
+  # A fresh containerd sometimes loses the image it was just given (ctr: "content digest …:
+  # not found" on unpack, then again on every retry with the same daemon; seen on a busy
+  # machine with other containerds running): start over from an empty root, up to 3 times.
+  for t in 1 2 3; do
+    launch && { echo "CONTAINERD_SOCKET=$SOCK"; return 0; }
+    echo "containerd-env: image import failed (attempt $t): $(tail -1 "$D/import.log")" >&2
+    sleep 0.5
+    rm -rf "$D/root" "$D/state"
   done
-  [ -n "$imported" ] || { cat "$D/import.log" >&2; die "image import failed"; }
-  echo "CONTAINERD_SOCKET=$SOCK"
+  tail -30 "$D/containerd.log" >&2
+  die "image import failed"
 }
 
 stop() {
