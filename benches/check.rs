@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 use kube_cert_renewer::config::Config;
-use kube_cert_renewer::inventory::{self, Options};
-use kube_cert_renewer::keys::KeyAlgorithm;
-use kube_cert_renewer::nodegen::{self, LeafTemplate, NodeSpec};
+use kube_cert_renewer::demo::nodegen::{self, LeafTemplate, NodeSpec};
+use kube_cert_renewer::pki::inventory::{self, Options};
+use kube_cert_renewer::pki::keys::KeyAlgorithm;
 use kube_cert_renewer::report::Report;
-use kube_cert_renewer::status::Thresholds;
+use kube_cert_renewer::report::status::Thresholds;
 use time::OffsetDateTime;
 
 fn median(mut samples: Vec<Duration>) -> Duration {

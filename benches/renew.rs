@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kube_cert_renewer::nodegen::{self, NodeSpec};
+use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
 use time::OffsetDateTime;
 
 const OPENSSL_LOOP: &str = r#"#!/bin/bash

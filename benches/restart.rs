@@ -11,9 +11,10 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use kube_cert_renewer::nodegen::{self, NodeSpec};
-use kube_cert_renewer::restart::{self, Settings, TlsProbes};
-use kube_cert_renewer::{cri, standin};
+use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
+use kube_cert_renewer::demo::standin;
+use kube_cert_renewer::node::cri;
+use kube_cert_renewer::node::restart::{self, Settings, TlsProbes};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

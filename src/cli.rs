@@ -1,16 +1,18 @@
-//! The command line: global options, subcommands, and the glue from arguments to the pipeline.
+//! The command line: global options and subcommands, turned into a [`Job`] of the library, and
+//! what it returns printed. No orchestration lives here.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::{self, Config};
-use crate::inventory;
+use crate::renew::job::{self, Interrupt, Job, JobError, Observer, RenewRequest};
+use crate::renew::plan::Selection;
 use crate::report::Report;
-use crate::status::Thresholds;
+use crate::report::runs;
+use crate::report::status::Thresholds;
 
 /// Keeps the certificates of a kubeadm control-plane node from ever expiring.
 #[derive(Debug, Parser)]
@@ -149,8 +151,7 @@ pub fn effective_config(cli: &Cli) -> Result<Config, String> {
         config.state_dir = dir.clone();
     }
     // The journal and backups record paths; they must not depend on the working directory.
-    let absolute =
-        |p: &std::path::Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
     config.kubernetes_dir = absolute(&config.kubernetes_dir)?;
     config.state_dir = absolute(&config.state_dir)?;
     for dir in [
@@ -166,9 +167,26 @@ pub fn effective_config(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Runs `check`; returns the process exit code.
-pub fn check(config: &Config, args: &CheckArgs, now: OffsetDateTime) -> Result<i32, String> {
-    let mut thresholds = Thresholds::from(config);
+/// Prints the steps of a job as they happen.
+struct Print;
+
+impl Observer for Print {
+    fn renewed(&mut self, renewal: &crate::renew::execute::Outcome, dry_run: bool) {
+        print!("{}", runs::renewal_text(renewal, dry_run));
+    }
+
+    fn restarting(&mut self, components: &[String], socket: &Path) {
+        println!(
+            "\nRestarting {} over the CRI at {}",
+            components.join(", "),
+            socket.display()
+        );
+    }
+}
+
+/// Runs `check` and prints its report; returns the exit code.
+pub fn check(job: &Job, args: &CheckArgs) -> Result<i32, String> {
+    let mut thresholds = Thresholds::from(job.config);
     if let Some(w) = args.warn_days {
         thresholds.warn_days = w;
     }
@@ -181,27 +199,11 @@ pub fn check(config: &Config, args: &CheckArgs, now: OffsetDateTime) -> Result<i
             thresholds.critical_days, thresholds.warn_days
         ));
     }
-    let inventory = inventory::scan(
-        &config.paths(),
-        &inventory::Options {
-            extra_paths: config.extra_paths.clone(),
-        },
-    );
-    // check only reads the node, but first finishes what an interrupted run left when it can
-    // take the lock; when another run holds it, that run will (said on stderr). A recovery that
-    // needs a human is reported with the rest.
-    let mut unfinished = None;
-    if crate::journal::path(&config.state_dir).exists() {
-        match lock(config) {
-            Ok(_lock) => unfinished = recover(config).err(),
-            Err(e) => eprintln!("kube-cert-renewer: warning: pending recovery not done: {e}"),
-        }
+    let checked = job.check();
+    for note in &checked.notes {
+        eprintln!("kube-cert-renewer: {note}");
     }
-    let paths = config.paths();
-    let mut node =
-        crate::node_status::gather(&paths.manifests, &config.state_dir, &tls_probes(&paths));
-    node.unfinished = unfinished;
-    let report = Report::new(&inventory, now, &thresholds).with_node(node);
+    let report = Report::new(&checked.inventory, job.now, &thresholds).with_node(checked.node);
     match args.output {
         Output::Text => print!("{}", report.text()),
         Output::Json => println!(
@@ -213,43 +215,36 @@ pub fn check(config: &Config, args: &CheckArgs, now: OffsetDateTime) -> Result<i
     Ok(report.exit_code())
 }
 
-/// Finishes or undoes whatever an interrupted run left (the intent journal), before anything else.
-pub fn recover(config: &Config) -> Result<(), String> {
-    if let Some(done) = crate::journal::recover(&config.state_dir)? {
-        eprintln!("kube-cert-renewer: {done}");
+/// The exit code of a job's error, said on stderr: 1 when it ran and failed or refused, 3 when
+/// it could not run.
+fn job_error(e: JobError) -> Result<i32, String> {
+    match e {
+        JobError::Refused(reasons) => {
+            eprintln!("kube-cert-renewer: renewal refused, nothing was changed:");
+            for r in reasons {
+                eprintln!("  {r}");
+            }
+            Ok(1)
+        }
+        JobError::NotStarted(e) => {
+            eprintln!(
+                "kube-cert-renewer: renewal not started, nothing was changed: the control plane \
+                 could not be restarted afterwards: {e}\n  (renew with --no-restart to renew \
+                 anyway and restart later)"
+            );
+            Ok(1)
+        }
+        JobError::Failed(e) => {
+            eprintln!("kube-cert-renewer: renewal failed: {e}");
+            Ok(1)
+        }
+        JobError::CannotRun(e) => Err(e),
     }
-    Ok(())
 }
 
-/// Holds the state-dir lock: one writer per node at a time.
-pub fn lock(config: &Config) -> Result<std::fs::File, String> {
-    let dir = &config.state_dir;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        format!(
-            "{}: another kube-cert-renewer is working on this node",
-            path.display()
-        )
-    })?;
-    Ok(file)
-}
-
-/// Runs `renew`; returns the process exit code (0 only when everything requested and
-/// renewable was renewed).
-pub fn renew(
-    cli_endpoint: Option<&str>,
-    config: &Config,
-    args: &RenewArgs,
-    now: OffsetDateTime,
-) -> Result<i32, String> {
-    use crate::plan::{self, Selection};
+/// Runs `renew`; returns the exit code (0 only when everything requested and renewable was
+/// renewed, and restarted when that was asked for).
+pub fn renew(job: &Job, args: &RenewArgs) -> Result<i32, String> {
     let selection = if args.due {
         Selection::Due
     } else if args.targets.is_empty() {
@@ -262,454 +257,50 @@ pub fn renew(
     } else {
         Selection::Names(args.targets.clone())
     };
-    let paths = config.paths();
-    let inventory = inventory::scan(&paths, &inventory::Options::default());
-    let signers = crate::renewal::load_signers(&inventory);
-    let plan = plan::plan(
-        &inventory,
-        &crate::renewal::signing_certs(&signers),
-        &plan::Options {
-            selection,
-            validity_days: args.validity.unwrap_or(config.validity_days),
-            reuse_keys: args.reuse_keys || config.reuse_keys,
-            renew_before_days: config.renew_before_days,
-            now,
-        },
-    );
-    // Whatever the restart afterwards needs is checked before anything is written: a manifest
-    // that cannot be used or a runtime that does not answer must not leave renewed files behind
-    // with the old ones still in use. What restarts: the components fed by this renewal and
-    // any a previous renewal left waiting (`renew --no-restart`, a restart that failed).
-    let pending_before = crate::pending::load(&config.state_dir)?;
-    let planned: Vec<String> = plan.renew.iter().map(|i| i.name.clone()).collect();
-    let mut wanted: BTreeSet<String> = crate::restart::affected_names(&planned)
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    wanted.extend(pending_before.keys().cloned());
-    if config.restart == crate::config::RestartMode::All
-        && (!planned.is_empty() || !pending_before.is_empty())
-    {
-        wanted.extend(crate::restart::KUBEADM_COMPONENTS.map(str::to_string));
-    }
-    let will_restart =
-        !args.dry_run && !args.no_restart && plan.refuse.is_empty() && !wanted.is_empty();
-    let pods = if will_restart {
-        match precheck_restart(cli_endpoint, config, &wanted) {
-            Ok(pods) => Some(pods),
-            Err(e) => {
-                eprintln!(
-                    "kube-cert-renewer: renewal not started, nothing was changed: the control \
-                     plane could not be restarted afterwards: {e}\n  (renew with --no-restart to \
-                     renew anyway and restart later)"
-                );
-                return Ok(1);
-            }
-        }
-    } else {
-        None
+    let request = RenewRequest {
+        selection,
+        due_within_days: job.config.renew_before_days,
+        validity_days: args.validity.unwrap_or(job.config.validity_days),
+        reuse_keys: args.reuse_keys || job.config.reuse_keys,
+        dry_run: args.dry_run,
+        restart: !args.no_restart,
     };
-    let outcome = match crate::renewal::execute(
-        &plan,
-        &signers,
-        &paths,
-        &config.kubernetes_dir,
-        config.keep_backups,
-        now,
-        args.dry_run,
-    ) {
-        Ok(o) => o,
-        Err(crate::renewal::RenewError::Refused(errors)) => {
-            eprintln!("kube-cert-renewer: renewal refused, nothing was changed:");
-            for e in errors {
-                eprintln!("  {e}");
-            }
-            return Ok(1);
-        }
-        Err(crate::renewal::RenewError::Failed(e)) => {
-            eprintln!("kube-cert-renewer: renewal failed: {e}");
-            return Ok(1);
-        }
+    let report = match job.renew(&request, &mut Print) {
+        Ok(report) => report,
+        Err(e) => return job_error(e),
     };
-    print!("{}", describe_outcome(&outcome, args.dry_run));
-    let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
-    if renewed.iter().any(|r| r == crate::kubeadm::KUBELET_CONF) && !args.dry_run {
-        println!(
-            "\nkubelet.conf was renewed: restart the kubelet (systemctl restart kubelet) so it \
-             uses the new certificate; it reads its kubeconfig only when it starts."
-        );
-    }
-    if args.dry_run || args.no_restart {
-        let mut named: BTreeSet<String> = crate::restart::affected_names(&renewed)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        named.extend(pending_before.keys().cloned());
-        if config.restart == crate::config::RestartMode::All && !named.is_empty() {
-            named.extend(crate::restart::KUBEADM_COMPONENTS.map(str::to_string));
-        }
-        if !named.is_empty() {
-            println!(
-                "\n{} {} so they use the new certificates{}.",
-                if args.dry_run {
-                    "Would restart"
-                } else {
-                    "Restart"
-                },
-                {
-                    let mut named: Vec<String> = named.into_iter().collect();
-                    named.sort_by(|a, b| {
-                        crate::restart::restart_rank(a).cmp(&crate::restart::restart_rank(b))
-                    });
-                    named.join(", ")
-                },
-                if args.dry_run {
-                    ""
-                } else {
-                    " (--no-restart: not done; the restart is pending until \
-                     `kube-cert-renewer restart` does it, and `check` says so)"
-                }
-            );
-        }
-        return Ok(0);
-    }
-    // Checked before the renewal; none means nothing renewed or pending feeds a static pod.
-    let Some(pods) = pods else {
-        return Ok(0);
-    };
-    let pending = crate::pending::load(&config.state_dir)?;
-    let wanted: BTreeSet<&str> = pending.keys().map(String::as_str).collect();
-    let probes = tls_probes(&paths);
-    let (available, _) = pods.kubeadm();
-    let (components, notes) = crate::restart::choose(config.restart, &wanted, available, &probes);
-    for n in &notes {
-        println!("{n}");
-    }
-    if components.is_empty() {
-        return Ok(0);
-    }
-    let node = node_name(config, &inventory);
-    match run_restart(
-        cli_endpoint,
-        config,
-        node,
-        &components,
-        outcome.backup.as_deref(),
-    ) {
-        Ok(()) => Ok(0),
-        Err(e) => {
+    print!("{}", runs::renew_report_tail(&report));
+    match runs::restart_error(&report.restart) {
+        Some(e) => {
             eprintln!("kube-cert-renewer: {e}");
             Ok(1)
         }
+        None => Ok(0),
     }
-}
-
-/// Checks what a restart of the `wanted` components will need — their manifests usable, a
-/// runtime socket, a runtime that answers — and returns the node's static pods. A component
-/// with no manifest on the node (external etcd) is not needed; one with an unusable manifest
-/// is an error.
-fn precheck_restart(
-    cli_endpoint: Option<&str>,
-    config: &Config,
-    wanted: &BTreeSet<String>,
-) -> Result<crate::restart::StaticPods, String> {
-    let pods = crate::restart::StaticPods::read(&config.paths().manifests)?;
-    let problems: Vec<String> = wanted
-        .iter()
-        .filter_map(|n| pods.why_not(n).map(|why| format!("{n}: {why}")))
-        .collect();
-    if !problems.is_empty() {
-        return Err(problems.join("; "));
-    }
-    if !wanted
-        .iter()
-        .any(|n| pods.usable.iter().any(|c| &c.name == n))
-    {
-        return Ok(pods);
-    }
-    let socket = runtime_socket(cli_endpoint, config)?;
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    tokio.block_on(async {
-        let client = crate::cri::RuntimeClient::connect(&socket)
-            .await?
-            .with_request_timeout(RUNTIME_REQUEST_TIMEOUT);
-        crate::restart::Runtime::ping(&client).await.map(drop)
-    })?;
-    Ok(pods)
-}
-
-/// Deadline of one CRI call during a restart: the waits poll, so one slow answer must not
-/// stretch them by the client's default two minutes.
-const RUNTIME_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Resolves at the first SIGINT, SIGTERM or SIGHUP, with its name; never when the handlers
-/// cannot be installed.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
-    }
-}
-
-/// The health probes for a node.
-fn tls_probes(paths: &config::NodePaths) -> crate::restart::TlsProbes {
-    crate::restart::TlsProbes {
-        pki: paths.pki.clone(),
-        timeout: std::time::Duration::from_secs(5),
-    }
-}
-
-/// The CRI socket to use: `--runtime-endpoint`, else `runtime_endpoint` in the config, else the
-/// first of the default sockets that exists.
-pub fn runtime_socket(cli_endpoint: Option<&str>, config: &Config) -> Result<PathBuf, String> {
-    if let Some(endpoint) = cli_endpoint.or(config.runtime_endpoint.as_deref()) {
-        return config::runtime_socket(endpoint);
-    }
-    config::DEFAULT_RUNTIME_SOCKETS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            format!(
-                "no container runtime socket found (tried {}); set runtime_endpoint in the \
-                 config or --runtime-endpoint",
-                config::DEFAULT_RUNTIME_SOCKETS.join(", ")
-            )
-        })
-}
-
-/// The kubelet's node name: the config's, else the one in kubelet.conf's client certificate
-/// (`CN=system:node:<name>`).
-fn node_name(config: &Config, inventory: &inventory::Inventory) -> Option<String> {
-    if let Some(name) = &config.node_name {
-        return Some(name.clone());
-    }
-    inventory
-        .entries()
-        .find(|e| e.name == crate::kubeadm::KUBELET_CONF)
-        .and_then(|e| e.facts())
-        .and_then(|f| f.subject_cn.as_deref())
-        .and_then(|cn| cn.strip_prefix("system:node:"))
-        .map(str::to_string)
-}
-
-/// Restarts `components` over the CRI and prints what happened; with `backup`, a failed
-/// restart puts the backed-up certificates back and restarts again.
-pub fn run_restart(
-    cli_endpoint: Option<&str>,
-    config: &Config,
-    node_name: Option<String>,
-    components: &[crate::restart::Component],
-    backup: Option<&std::path::Path>,
-) -> Result<(), String> {
-    use crate::restart::{self, Settings};
-    let socket = runtime_socket(cli_endpoint, config)
-        .map_err(|e| format!("cannot restart {}: {e}", names_of(components)))?;
-    let settings = Settings::from_config(config, node_name);
-    let probes = tls_probes(&config.paths());
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    println!(
-        "\nRestarting {} over the CRI at {}",
-        names_of(components),
-        socket.display()
-    );
-    let outcome = tokio.block_on(async {
-        let client = match crate::cri::RuntimeClient::connect(&socket).await {
-            Ok(client) => client.with_request_timeout(RUNTIME_REQUEST_TIMEOUT),
-            Err(e) => {
-                return Ok(Err(format!(
-                    "cannot restart {}: {e}; nothing was restarted",
-                    names_of(components)
-                )));
-            }
-        };
-        let work = restart::restart_with_rollback(
-            &client,
-            &probes,
-            components,
-            &config.state_dir,
-            &settings,
-            backup,
-        );
-        tokio::select! {
-            result = work => Ok(result),
-            signal = interrupted() => Err(signal),
-        }
-    });
-    let outcome = match outcome {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) => return Err(e),
-        Err(signal) => {
-            // The restart was dropped at an await point: finish what its journal says.
-            eprintln!("kube-cert-renewer: {signal}: stopping the restart, putting everything back");
-            let recovered = crate::journal::recover(&config.state_dir)
-                .map(|m| m.unwrap_or_else(|| "nothing was left to put back".into()))
-                .unwrap_or_else(|e| format!("putting things back failed: {e}"));
-            return Err(format!("interrupted by {signal}: {recovered}"));
-        }
-    };
-    print!("{}", describe_restart(&outcome));
-    Ok(())
-}
-
-fn names_of(components: &[crate::restart::Component]) -> String {
-    components
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn describe_restart(outcome: &crate::restart::Outcome) -> String {
-    use crate::cri::short_id as short;
-    let secs = |d: std::time::Duration| format!("{:.2}s", d.as_secs_f64());
-    let mut rows = vec![
-        [
-            "COMPONENT",
-            "OLD CONTAINER",
-            "NEW CONTAINER",
-            "STOPPED",
-            "RUNNING",
-            "HEALTHY",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for r in &outcome.restarted {
-        rows.push(vec![
-            r.name.clone(),
-            r.old_ids
-                .iter()
-                .map(|i| short(i))
-                .collect::<Vec<_>>()
-                .join(","),
-            short(&r.new_id).to_string(),
-            secs(r.stopped_after),
-            secs(r.running_after),
-            secs(r.healthy_after),
-        ]);
-    }
-    let mut out = crate::report::tabulate(&rows);
-    for n in &outcome.notes {
-        out.push_str(&format!("note: {n}\n"));
-    }
-    out.push_str(&format!(
-        "Restarted in {} (stop phase {}, start phase {}); every manifest is back in place.\n",
-        secs(outcome.total),
-        secs(outcome.stop_phase),
-        secs(outcome.start_phase)
-    ));
-    out
 }
 
 /// Runs `restart`: the named static pods, or kubeadm's four. A component whose manifest is
 /// unusable is reported (exit 1) without keeping the others from their restart.
-pub fn restart(
-    cli_endpoint: Option<&str>,
-    config: &Config,
-    args: &RestartArgs,
-) -> Result<i32, String> {
-    let manifests = config.paths().manifests;
-    let pods = crate::restart::StaticPods::read(&manifests)?;
-    let (components, problems) = if args.components.is_empty() {
-        pods.kubeadm()
-    } else {
-        pods.named(&args.components)?
+pub fn restart(job: &Job, args: &RestartArgs) -> Result<i32, String> {
+    let report = match job.restart(&args.components, &mut Print) {
+        Ok(report) => report,
+        Err(e) => return job_error(e),
     };
-    for p in &problems {
-        eprintln!("kube-cert-renewer: cannot restart {p}");
+    for p in runs::restart_problems(&report) {
+        eprintln!("kube-cert-renewer: {p}");
     }
-    if components.is_empty() {
-        if problems.is_empty() {
-            println!(
-                "No kubeadm static pods in {}: nothing to restart.",
-                manifests.display()
-            );
-            return Ok(0);
-        }
+    print!("{}", runs::restart_step_text(&report.restart, false));
+    if let Some(e) = runs::restart_error(&report.restart) {
+        eprintln!("kube-cert-renewer: {e}");
         return Ok(1);
     }
-    let inventory = inventory::scan(&config.paths(), &inventory::Options::default());
-    let node = node_name(config, &inventory);
-    match run_restart(cli_endpoint, config, node, &components, None) {
-        Ok(()) if problems.is_empty() => Ok(0),
-        Ok(()) => Ok(1),
-        Err(e) => {
-            eprintln!("kube-cert-renewer: {e}");
-            Ok(1)
-        }
+    if matches!(report.restart, job::RestartStep::NotNeeded) && report.problems.is_empty() {
+        println!(
+            "No kubeadm static pods in {}: nothing to restart.",
+            job.config.paths().manifests.display()
+        );
     }
-}
-
-fn describe_outcome(outcome: &crate::renewal::Outcome, dry_run: bool) -> String {
-    use crate::report::{expires, tabulate};
-    let mut out = String::new();
-    if outcome.renewed.is_empty() {
-        out.push_str("Nothing to renew.\n");
-    } else {
-        out.push_str(if dry_run {
-            "Plan (dry run: nothing is written):\n"
-        } else {
-            "Renewed:\n"
-        });
-        let mut rows = vec![
-            [
-                "CERTIFICATE",
-                "CERTIFICATE AUTHORITY",
-                "OLD EXPIRY",
-                "NEW EXPIRY",
-                "KEY",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ];
-        for r in &outcome.renewed {
-            rows.push(vec![
-                r.name.clone(),
-                r.ca.to_string(),
-                expires(r.old_not_after),
-                expires(r.new_not_after),
-                r.key_action.clone(),
-            ]);
-        }
-        out.push_str(&tabulate(&rows));
-    }
-    if !outcome.skipped.is_empty() {
-        out.push_str("\nNot renewed:\n");
-        for s in &outcome.skipped {
-            out.push_str(&format!("  {}: {}\n", s.name, s.reason));
-        }
-    }
-    for w in &outcome.warnings {
-        out.push_str(&format!("\nwarning: {w}\n"));
-    }
-    if let Some(b) = &outcome.backup {
-        out.push_str(&format!(
-            "\nThe replaced files are backed up in {}\n",
-            b.display()
-        ));
-    } else if dry_run && !outcome.files.is_empty() {
-        out.push_str(&format!(
-            "\n{} files would be replaced (after a backup).\n",
-            outcome.files.len()
-        ));
-    }
-    out
+    Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
 /// Runs the kubelet stand-in until SIGINT/SIGTERM.
@@ -717,8 +308,11 @@ fn describe_outcome(outcome: &crate::renewal::Outcome, dry_run: bool) -> String 
 fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String> {
     let endpoint = cli_endpoint.ok_or("kubelet-standin needs --runtime-endpoint")?;
     let socket = config::runtime_socket(endpoint)?;
-    let mut options =
-        crate::standin::Options::new(args.manifests_dir.clone(), socket, args.node_name.clone());
+    let mut options = crate::demo::standin::Options::new(
+        args.manifests_dir.clone(),
+        socket,
+        args.node_name.clone(),
+    );
     options.log_dir = args.log_dir.clone();
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -739,7 +333,7 @@ fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String
                 }
             }
         };
-        crate::standin::run(options, shutdown).await
+        crate::demo::standin::run(options, shutdown).await
     })?;
     Ok(0)
 }
@@ -756,21 +350,54 @@ pub fn main() -> i32 {
         }
     };
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
+    let endpoint = cli.runtime_endpoint.as_deref();
+    // A writing command holds the node lock and first finishes whatever an interrupted run left.
+    let locked = |config: &Config| -> Result<crate::state::lock::NodeLock, String> {
+        let held = job::lock(config).map_err(|e| e.to_string())?;
+        if let Some(done) = job::recover(config).map_err(|e| e.to_string())? {
+            eprintln!("kube-cert-renewer: {done}");
+        }
+        Ok(held)
+    };
     let result = match &cli.command {
-        Command::Check(args) => effective_config(&cli).and_then(|c| check(&c, args, now)),
+        Command::Check(args) => effective_config(&cli).and_then(|c| {
+            check(
+                &Job {
+                    config: &c,
+                    runtime_endpoint: endpoint,
+                    now,
+                    interrupt: Interrupt::Signals,
+                },
+                args,
+            )
+        }),
         Command::Renew(args) => effective_config(&cli).and_then(|c| {
-            let _lock = lock(&c)?;
-            recover(&c)?;
-            renew(cli.runtime_endpoint.as_deref(), &c, args, now)
+            let _lock = locked(&c)?;
+            renew(
+                &Job {
+                    config: &c,
+                    runtime_endpoint: endpoint,
+                    now,
+                    interrupt: Interrupt::Signals,
+                },
+                args,
+            )
         }),
         Command::Restart(args) => effective_config(&cli).and_then(|c| {
-            let _lock = lock(&c)?;
-            recover(&c)?;
-            restart(cli.runtime_endpoint.as_deref(), &c, args)
+            let _lock = locked(&c)?;
+            restart(
+                &Job {
+                    config: &c,
+                    runtime_endpoint: endpoint,
+                    now,
+                    interrupt: Interrupt::Signals,
+                },
+                args,
+            )
         }),
         #[cfg(feature = "test-support")]
-        Command::KubeletStandin(args) => standin(cli.runtime_endpoint.as_deref(), args),
-        Command::Demo(args) => crate::demo::run(args, now, cli.runtime_endpoint.as_deref()),
+        Command::KubeletStandin(args) => standin(endpoint, args),
+        Command::Demo(args) => crate::demo::run(args.keep, now, endpoint),
     };
     match result {
         Ok(code) => code,

@@ -278,6 +278,25 @@ pub const DEFAULT_RUNTIME_SOCKETS: [&str; 3] = [
     "/var/run/cri-dockerd.sock",
 ];
 
+/// The CRI socket to use: `endpoint` (the command line's, else the config's), else the first
+/// of the default sockets that exists.
+pub fn resolve_runtime_socket(endpoint: Option<&str>) -> Result<PathBuf, String> {
+    if let Some(endpoint) = endpoint {
+        return runtime_socket(endpoint);
+    }
+    DEFAULT_RUNTIME_SOCKETS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            format!(
+                "no container runtime socket found (tried {}); set runtime_endpoint in the \
+                 config or --runtime-endpoint",
+                DEFAULT_RUNTIME_SOCKETS.join(", ")
+            )
+        })
+}
+
 /// The directories of one node, resolved: the filesystem root every module works under.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodePaths {

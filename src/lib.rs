@@ -1,33 +1,34 @@
 //! kube-cert-renewer: keeps the certificates of a kubeadm control-plane node from expiring.
 //!
-//! The pipeline is `inventory → plan → renew → restart → verify`; each stage is a module, with
-//! pure logic at the core and file/runtime I/O at the edges.
+//! One pipeline, run once by a CLI command or unattended by the daemon:
+//!
+//! ```text
+//! inventory ──► plan ──► renew ──► restart ──► verify
+//!  (read)      (pure)   (write)   (CRI)       (TLS)
+//! ```
+//!
+//! - [`pki`]: what is on the node — certificates, keys, kubeconfigs, kubeadm's names — read into
+//!   an [`pki::inventory::Inventory`], and the faithful re-issue of one certificate;
+//! - [`renew`]: the pure plan, its execution (build, back up, journal, write), and
+//!   [`renew::job`], the whole pipeline that `renew`, `restart` and the daemon all call;
+//! - [`node`]: the container runtime (CRI), static-pod manifests, the watched restart and the
+//!   TLS health probes;
+//! - [`state`]: what survives a crash — atomic writes and backups, the intent journal, the
+//!   restart-pending record, the node lock;
+//! - [`report`]: `check`'s tables, JSON and metrics;
+//! - [`daemon`]: `run` — the calendar window, the watch, systemd and journald;
+//! - [`demo`]: the throwaway kubeadm-shaped node of `demo` and the tests, apart from the product.
+//!
+//! Pure logic sits at the core (plan, schedule decisions, classification); files, the runtime and
+//! the clock are reached at the edges, passed in so tests can replace them.
 
-pub mod cert;
 pub mod cli;
 pub mod config;
-pub mod cri;
+pub mod daemon;
 pub mod demo;
 pub mod failpoint;
-pub mod health;
-pub mod inventory;
-pub mod journal;
-pub mod keys;
-pub mod kubeadm;
-pub mod kubeconfig;
-pub mod manifest;
-pub mod node_status;
-pub mod nodegen;
-pub mod pem;
-pub mod pending;
-pub mod plan;
-pub mod reissue;
-pub mod renewal;
+pub mod node;
+pub mod pki;
+pub mod renew;
 pub mod report;
-pub mod restart;
-/// The kubelet stand-in: tests and the demo only (feature `test-support`, never in a release
-/// build).
-#[cfg(feature = "test-support")]
-pub mod standin;
-pub mod status;
-pub mod store;
+pub mod state;

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube_cert_renewer::health::{ClientCert, Probe, etcd_healthy, https_get, serial_hex};
-use kube_cert_renewer::keys::KeyAlgorithm;
-use kube_cert_renewer::nodegen::{NodeSpec, generate};
+use kube_cert_renewer::demo::nodegen::{NodeSpec, generate};
+use kube_cert_renewer::node::health::{ClientCert, Probe, etcd_healthy, https_get, serial_hex};
+use kube_cert_renewer::pki::keys::KeyAlgorithm;
 
 /// A freshly generated kubeadm-shaped node (leaves valid 30 more days).
 fn node(tmp: &Path, spec: impl FnOnce(NodeSpec) -> NodeSpec) -> PathBuf {
@@ -273,7 +273,7 @@ struct Answer {
 /// `answer`: lets the tests shape what openssl and etcd never do (no close_notify, chunked
 /// bodies, oversized bodies, connections held open).
 fn rustls_server(pki: &Path, answer: Answer) -> SocketAddr {
-    use kube_cert_renewer::pem;
+    use kube_cert_renewer::pki::pem;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer};
     use std::io::{Read, Write};
     use std::sync::Arc;

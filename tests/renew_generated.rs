@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use kube_cert_renewer::keys::{KeyAlgorithm, KeyEncoding};
-use kube_cert_renewer::nodegen::{self, LeafTemplate, NodeSpec};
+use kube_cert_renewer::demo::nodegen::{self, LeafTemplate, NodeSpec};
+use kube_cert_renewer::pki::keys::{KeyAlgorithm, KeyEncoding};
 use time::{Duration, OffsetDateTime};
 
 struct Node {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kube_cert_renewer::nodegen::{self, NodeSpec};
+use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
 
 /// The private containerd's socket, or None (loud) when the environment has none.
 fn containerd() -> Option<PathBuf> {

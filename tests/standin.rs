@@ -13,16 +13,16 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use kube_cert_renewer::cri::{
+use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
+use kube_cert_renewer::demo::standin::{
+    self, CONFIG_HASH_ANNOTATION, CONFIG_SOURCE_ANNOTATION, CONTAINER_NAME_LABEL, Options,
+    POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL, Running,
+};
+use kube_cert_renewer::node::cri::{
     Container, ContainerFilter, ContainerState, ListContainersRequest, ListPodSandboxRequest,
     NamespaceMode, NamespaceOption, PodSandbox, PodSandboxConfig, PodSandboxFilter,
     PodSandboxMetadata, PodSandboxState, RemovePodSandboxRequest, RunPodSandboxRequest,
     RuntimeClient, StopPodSandboxRequest, StringMap,
-};
-use kube_cert_renewer::nodegen::{self, NodeSpec};
-use kube_cert_renewer::standin::{
-    self, CONFIG_HASH_ANNOTATION, CONFIG_SOURCE_ANNOTATION, CONTAINER_NAME_LABEL, Options,
-    POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL, Running,
 };
 use time::OffsetDateTime;
 
@@ -537,14 +537,16 @@ async fn shutdown_removes_its_own_sandboxes_and_leaves_others_alone() {
                     attempt: 0,
                 }),
                 labels: [(POD_NAME_LABEL.to_owned(), foreign_name.clone())].into(),
-                linux: Some(kube_cert_renewer::cri::LinuxPodSandboxConfig {
-                    security_context: Some(kube_cert_renewer::cri::LinuxSandboxSecurityContext {
-                        namespace_options: Some(NamespaceOption {
-                            network: NamespaceMode::Node as i32,
-                            ..Default::default()
-                        }),
-                        privileged: false,
-                    }),
+                linux: Some(kube_cert_renewer::node::cri::LinuxPodSandboxConfig {
+                    security_context: Some(
+                        kube_cert_renewer::node::cri::LinuxSandboxSecurityContext {
+                            namespace_options: Some(NamespaceOption {
+                                network: NamespaceMode::Node as i32,
+                                ..Default::default()
+                            }),
+                            privileged: false,
+                        },
+                    ),
                     ..Default::default()
                 }),
                 ..Default::default()

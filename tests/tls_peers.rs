@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube_cert_renewer::nodegen::{self, NodeSpec};
+use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
 
 /// A renewed node: the real v1.16 tree when the fixtures are there, else a generated one.
 fn renewed_node(tmp: &Path) -> PathBuf {

@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::cert::CertFacts;
 use crate::config::NodePaths;
-use crate::inventory::{Inventory, Source};
-use crate::journal::{self, FileIntent, Intent};
-use crate::keys::{self, KeyAlgorithm, PrivateKey};
-use crate::kubeconfig::{self, ClientCert, NewCredentials};
-use crate::plan::{Item, Plan, SigningCerts, Skip};
-use crate::reissue::{self, Signer};
-use crate::{failpoint, pem, store};
+use crate::failpoint;
+use crate::pki::cert::CertFacts;
+use crate::pki::inventory::{Inventory, Source};
+use crate::pki::keys::{self, KeyAlgorithm, PrivateKey};
+use crate::pki::kubeconfig::{self, ClientCert, NewCredentials};
+use crate::pki::pem;
+use crate::pki::reissue::{self, Signer};
+use crate::renew::plan::{Item, Plan, SigningCerts, Skip};
+use crate::state::journal::{self, FileIntent, Intent};
+use crate::state::store;
 
 /// One file that changes, with its complete new content.
 #[derive(Debug, Clone)]
@@ -141,7 +143,7 @@ struct Current {
 }
 
 fn first_cert(data: &[u8], path: &Path) -> Result<CertFacts, String> {
-    crate::inventory::parse_cert_bundle(data)
+    crate::pki::inventory::parse_cert_bundle(data)
         .map(|mut v| v.swap_remove(0))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -485,7 +487,7 @@ pub fn execute(
     }
     failpoint::hit("renew.before-journal-clear");
     let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
-    let finished = crate::pending::add(&paths.state, &renewed, &crate::report::rfc3339(now))
+    let finished = crate::state::pending::add(&paths.state, &renewed, &crate::report::rfc3339(now))
         .and_then(|()| {
             staged
                 .iter()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store;
+use crate::state::store;
 
 /// One file a renewal replaces: where, and the SHA-256 of its old and new bytes, so recovery
 /// can tell ours from someone else's change.
@@ -39,7 +39,7 @@ pub enum Intent {
         /// The files being replaced.
         files: Vec<FileIntent>,
         /// kubeadm's names of the certificates renewed: once the renewal is complete, the
-        /// components they feed need a restart ([`crate::pending`]).
+        /// components they feed need a restart ([`crate::state::pending`]).
         #[serde(default)]
         renewed: Vec<String>,
         /// When the renewal ran (RFC 3339).
@@ -80,7 +80,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 
 /// SHA-256 of `data`, lower-case hex.
 pub fn sha256(data: &[u8]) -> String {
-    crate::cert::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
+    crate::pki::cert::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
 }
 
 /// Records `intent` durably (before the step it describes begins). Refuses to replace an
@@ -290,7 +290,7 @@ fn recover_renew(
         store::remove_temp_files(&f.path);
     }
     if states.iter().all(|s| *s == FileNow::New) {
-        crate::pending::add(state_dir, renewed, at)?;
+        crate::state::pending::add(state_dir, renewed, at)?;
         forget_previous(files)?;
         clear(state_dir)?;
         return Ok(format!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
-use crate::nodegen::{self, NodeSpec};
+use crate::demo::nodegen::{self, NodeSpec};
 
 /// What the fake kubelet does with a component.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -257,7 +257,7 @@ fn settings(node: Option<&str>) -> Settings {
 }
 
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    crate::manifest::list(dir)
+    crate::node::manifest::list(dir)
         .unwrap()
         .into_iter()
         .map(|f| {
@@ -278,7 +278,7 @@ fn assert_all_back(n: &Node, before: &BTreeMap<PathBuf, Vec<u8>>) {
         );
     }
     assert!(
-        crate::journal::pending(&n.state).unwrap().is_none(),
+        crate::state::journal::pending(&n.state).unwrap().is_none(),
         "journal left behind"
     );
 }
@@ -340,7 +340,7 @@ async fn unreachable_runtime_touches_nothing() {
     assert!(err.to_string().contains("nothing was restarted"), "{err}");
     assert_eq!(snapshot(&n.manifests()), before);
     assert!(!parking_dir(&n.manifests()).exists(), "parking dir created");
-    assert!(!crate::journal::path(&n.state).exists());
+    assert!(!crate::state::journal::path(&n.state).exists());
 }
 
 #[tokio::test]
@@ -394,7 +394,7 @@ async fn crash_loop_fails_the_settle_period() {
 
 /// Backs `cert` up as a renewal would, then replaces it with "the renewed one".
 fn back_up_then_renew(n: &Node, cert: &Path) -> PathBuf {
-    let backup = crate::store::backup(
+    let backup = crate::state::store::backup(
         &n.state.join("backups"),
         "20260101T000000Z",
         &n.dir,
@@ -478,7 +478,7 @@ async fn a_kubelet_that_does_not_react_keeps_the_untried_certificates_and_parks_
         ids,
         "one park cycle, no restart"
     );
-    assert!(crate::journal::pending(&n.state).unwrap().is_none());
+    assert!(crate::state::journal::pending(&n.state).unwrap().is_none());
     assert_all_back(&n, &before);
 }
 
@@ -635,7 +635,10 @@ fn health_of(name: &str, flags: &[&str]) -> Result<HealthCheck, String> {
     for f in flags {
         text.push_str(&format!("    - {f:?}\n"));
     }
-    health_check_of(&crate::manifest::parse(&text, Path::new("/m/x.yaml"))?)
+    health_check_of(&crate::node::manifest::parse(
+        &text,
+        Path::new("/m/x.yaml"),
+    )?)
 }
 
 #[test]
@@ -747,7 +750,7 @@ fn recovery_puts_parked_manifests_back() {
             parked: parking.join(m.file_name().unwrap()),
         })
         .collect();
-    crate::journal::record(
+    crate::state::journal::record(
         &n.state,
         &Intent::Park {
             manifests: parked.clone(),
@@ -758,11 +761,11 @@ fn recovery_puts_parked_manifests_back() {
     for p in &parked[..2] {
         std::fs::rename(&p.manifest, &p.parked).unwrap();
     }
-    let message = crate::journal::recover(&n.state).unwrap().unwrap();
+    let message = crate::state::journal::recover(&n.state).unwrap().unwrap();
     assert!(message.contains("put back"), "{message}");
     assert_all_back(&n, &before);
     // a parked manifest lost from both places is reported, the journal kept
-    crate::journal::record(
+    crate::state::journal::record(
         &n.state,
         &Intent::Park {
             manifests: parked.clone(),
@@ -770,9 +773,9 @@ fn recovery_puts_parked_manifests_back() {
     )
     .unwrap();
     std::fs::remove_file(&parked[0].manifest).unwrap();
-    let err = crate::journal::recover(&n.state).unwrap_err();
+    let err = crate::state::journal::recover(&n.state).unwrap_err();
     assert!(err.contains("missing"), "{err}");
-    assert!(crate::journal::pending(&n.state).unwrap().is_some());
+    assert!(crate::state::journal::pending(&n.state).unwrap().is_some());
 }
 
 #[tokio::test]
@@ -805,14 +808,14 @@ fn the_journal_never_replaces_an_unfinished_step() {
         manifest: n.manifests().join("etcd.yaml"),
         parked: parking_dir(&n.manifests()).join("etcd.yaml"),
     }];
-    crate::journal::record(
+    crate::state::journal::record(
         &n.state,
         &Intent::Park {
             manifests: parked.clone(),
         },
     )
     .unwrap();
-    let err = crate::journal::record(
+    let err = crate::state::journal::record(
         &n.state,
         &Intent::Restore {
             backup: n.state.join("backups/x"),
@@ -822,7 +825,7 @@ fn the_journal_never_replaces_an_unfinished_step() {
     .unwrap_err();
     assert!(err.contains("unfinished step"), "{err}");
     assert_eq!(
-        crate::journal::pending(&n.state).unwrap(),
+        crate::state::journal::pending(&n.state).unwrap(),
         Some(Intent::Park { manifests: parked })
     );
 }
@@ -833,7 +836,7 @@ fn an_interrupted_restore_is_redone_but_never_over_a_foreign_file() {
     let cert = n.dir.join("pki/apiserver.crt");
     let key = n.dir.join("pki/apiserver.key");
     let (cert0, key0) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
-    let backup = crate::store::backup(
+    let backup = crate::state::store::backup(
         &n.state.join("backups"),
         "20260101T000000Z",
         &n.dir,
@@ -842,25 +845,25 @@ fn an_interrupted_restore_is_redone_but_never_over_a_foreign_file() {
     .unwrap();
     std::fs::write(&cert, b"renewed cert").unwrap();
     std::fs::write(&key, b"renewed key").unwrap();
-    let intent = crate::journal::restore_intent(&backup).unwrap();
-    crate::journal::record(&n.state, &intent).unwrap();
+    let intent = crate::state::journal::restore_intent(&backup).unwrap();
+    crate::state::journal::record(&n.state, &intent).unwrap();
     // killed after putting the key back, before the certificate
     std::fs::write(&key, &key0).unwrap();
-    let message = crate::journal::recover(&n.state).unwrap().unwrap();
+    let message = crate::state::journal::recover(&n.state).unwrap().unwrap();
     assert!(message.contains("interrupted restore"), "{message}");
     assert_eq!(std::fs::read(&cert).unwrap(), cert0);
     assert_eq!(std::fs::read(&key).unwrap(), key0);
 
     // the same, but someone renewed by hand before the next run: left for a human
     std::fs::write(&cert, b"renewed cert").unwrap();
-    let intent = crate::journal::restore_intent(&backup).unwrap();
-    crate::journal::record(&n.state, &intent).unwrap();
+    let intent = crate::state::journal::restore_intent(&backup).unwrap();
+    crate::state::journal::record(&n.state, &intent).unwrap();
     std::fs::write(&cert, b"kubeadm certs renew, by hand").unwrap();
-    let err = crate::journal::recover(&n.state).unwrap_err();
+    let err = crate::state::journal::recover(&n.state).unwrap_err();
     assert!(err.contains(&cert.display().to_string()), "{err}");
     assert_eq!(
         std::fs::read(&cert).unwrap(),
         b"kubeadm certs renew, by hand"
     );
-    assert!(crate::journal::pending(&n.state).unwrap().is_some());
+    assert!(crate::state::journal::pending(&n.state).unwrap().is_some());
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store;
+use crate::state::store;
 
 /// One component waiting for its restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ pub fn add(state_dir: &Path, renewed: &[String], at: &str) -> Result<(), String>
     let mut pending = load(state_dir)?;
     let before = pending.clone();
     for name in renewed {
-        let Some(component) = crate::kubeadm::component_of(name) else {
+        let Some(component) = crate::pki::kubeadm::component_of(name) else {
             continue;
         };
         let waiting = pending

@@ -1,20 +1,44 @@
 //! `kube-cert-renewer demo`: the product end to end on a throwaway node, so anyone can see what
 //! it does without a cluster.
 
+pub mod nodegen;
+/// The kubelet stand-in: tests and the demo only (feature `test-support`, never in a release
+/// build).
+#[cfg(feature = "test-support")]
+pub mod standin;
+
 use time::OffsetDateTime;
 
-use crate::cli::{CheckArgs, DemoArgs, Output, RenewArgs};
 use crate::config::Config;
-use crate::nodegen::{self, NodeSpec};
+use crate::demo::nodegen::NodeSpec;
+use crate::renew::execute;
+use crate::renew::job::{self, Interrupt, Job, Observer, RenewRequest};
+use crate::renew::plan::Selection;
+use crate::report::status::Thresholds;
+use crate::report::{Report, runs};
+
+/// Prints the renewal table as the demo's renewal goes.
+struct Print;
+
+impl Observer for Print {
+    fn renewed(&mut self, renewal: &execute::Outcome, dry_run: bool) {
+        print!("{}", runs::renewal_text(renewal, dry_run));
+    }
+}
+
+/// What `check` prints, and its exit code.
+fn show_check(job: &Job) -> i32 {
+    let checked = job.check();
+    let report = Report::new(&checked.inventory, job.now, &Thresholds::from(job.config))
+        .with_node(checked.node);
+    print!("{}", report.text());
+    report.exit_code()
+}
 
 /// Builds the node, shows `check`, renews it (dry run, then for real), shows `check` again, and
-/// cleans up unless asked to keep it. With a runtime endpoint, the node's static pods run under
-/// the kubelet stand-in and the renewal restarts them over the CRI.
-pub fn run(
-    args: &DemoArgs,
-    now: OffsetDateTime,
-    runtime_endpoint: Option<&str>,
-) -> Result<i32, String> {
+/// cleans up unless asked to `keep` it. With a runtime endpoint, the node's static pods run
+/// under the kubelet stand-in and the renewal restarts them over the CRI.
+pub fn run(keep: bool, now: OffsetDateTime, runtime_endpoint: Option<&str>) -> Result<i32, String> {
     let dir = tempfile::Builder::new()
         .prefix("kube-cert-renewer-demo.")
         .tempdir()
@@ -57,31 +81,33 @@ pub fn run(
         Some(socket) => Some(start_standin(&kubernetes_dir, socket, &spec)?),
         None => None,
     };
+    let job = Job {
+        config: &config,
+        runtime_endpoint,
+        now,
+        interrupt: Interrupt::Signals,
+    };
     println!(
         "== kube-cert-renewer check --kubernetes-dir {}\n",
         kubernetes_dir.display()
     );
-    let text_check = CheckArgs {
-        output: Output::Text,
-        warn_days: None,
-        critical_days: None,
-    };
-    let code = crate::cli::check(&config, &text_check, now)?;
+    let code = show_check(&job);
     println!("\n(check exit code {code}: 0 ok, 1 warning, 2 critical/expired/unreadable)");
 
-    println!("\n== kube-cert-renewer renew all --dry-run\n");
-    let renew_args = |dry_run| RenewArgs {
-        targets: vec!["all".into()],
-        due: false,
-        dry_run,
-        no_restart: standin.is_none(),
+    let request = |dry_run| RenewRequest {
+        selection: Selection::All,
+        due_within_days: config.renew_before_days,
+        validity_days: config.validity_days,
         reuse_keys: false,
-        validity: None,
+        dry_run,
+        restart: standin.is_some(),
     };
-    let dry = crate::cli::renew(None, &config, &renew_args(true), now)?;
-    if dry != 0 {
-        return Ok(dry);
-    }
+    let _lock = job::lock(&config).map_err(|e| e.to_string())?;
+    println!("\n== kube-cert-renewer renew all --dry-run\n");
+    let dry = job
+        .renew(&request(true), &mut Print)
+        .map_err(|e| e.to_string())?;
+    print!("{}", runs::renew_report_tail(&dry));
     if standin.is_some() {
         println!("\n== kube-cert-renewer renew all\n");
     } else {
@@ -91,10 +117,14 @@ pub fn run(
              see the restart)\n"
         );
     }
-    let renewed = crate::cli::renew(runtime_endpoint, &config, &renew_args(false), now)?;
-    if renewed != 0 {
-        return Ok(renewed);
+    let renewed = job
+        .renew(&request(false), &mut Print)
+        .map_err(|e| e.to_string())?;
+    print!("{}", runs::renew_report_tail(&renewed));
+    if let Some(e) = runs::restart_error(&renewed.restart) {
+        return Err(e.to_string());
     }
+    drop(_lock);
     if let Some(running) = standin {
         let served = wait_served(&kubernetes_dir, spec.apiserver_port)?;
         println!("\nkube-apiserver now serves the certificate with serial {served}");
@@ -104,9 +134,9 @@ pub fn run(
         match running {}
     }
     println!("\n== kube-cert-renewer check (after)\n");
-    let after = crate::cli::check(&config, &text_check, now)?;
+    let after = show_check(&job);
     println!("\n(check exit code {after})");
-    if args.keep {
+    if keep {
         let kept = dir.keep();
         println!("\nKept the demo node in {}", kept.display());
     }
@@ -120,7 +150,7 @@ fn start_standin(
     kubernetes_dir: &std::path::Path,
     socket: &std::path::Path,
     spec: &NodeSpec,
-) -> Result<crate::standin::Running, String> {
+) -> Result<crate::demo::standin::Running, String> {
     println!(
         "== Running its static pods on the runtime at {} under the kubelet stand-in",
         socket.display()
@@ -130,7 +160,7 @@ fn start_standin(
          controller-manager and scheduler = sleep)\n",
         spec.apiserver_port, spec.etcd_client_port
     );
-    let running = crate::standin::spawn(crate::standin::Options::new(
+    let running = crate::demo::standin::spawn(crate::demo::standin::Options::new(
         kubernetes_dir.join("manifests"),
         socket.to_path_buf(),
         spec.node_name.clone(),
@@ -170,14 +200,14 @@ fn wait_served(kubernetes_dir: &std::path::Path, port: u16) -> Result<String, St
     let ca = kubernetes_dir.join("pki/ca.crt");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        match crate::health::https_get(
+        match crate::node::health::https_get(
             addr,
             "/readyz",
             &ca,
             None,
             std::time::Duration::from_secs(2),
         ) {
-            Ok(probe) => return crate::health::serial_hex(&probe.served_leaf_der),
+            Ok(probe) => return crate::node::health::serial_hex(&probe.served_leaf_der),
             Err(e) if std::time::Instant::now() > deadline => {
                 return Err(format!(
                     "the stand-in's kube-apiserver did not come up: {e}"

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::restart::{Served, StaticPods, TlsProbes};
+use crate::node::restart::{Served, StaticPods, TlsProbes};
 
 /// A file in the parking dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub struct WaitingRestart {
     /// The static pod.
     pub component: String,
     /// What the record says: since when, and for which certificates.
-    pub waiting: crate::pending::Waiting,
+    pub waiting: crate::state::pending::Waiting,
     /// What it serves now, when it has a TLS endpoint (Ok(None) without one).
     pub served: Result<Option<Served>, String>,
 }
@@ -46,7 +46,7 @@ pub struct NodeStatus {
 
 /// The files of the parking dir beside `manifests_dir`.
 pub fn parked(manifests_dir: &Path) -> Result<Vec<Parked>, String> {
-    let dir = crate::restart::parking_dir(manifests_dir);
+    let dir = crate::node::restart::parking_dir(manifests_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -74,7 +74,7 @@ pub fn gather(manifests_dir: &Path, state_dir: &Path, probes: &TlsProbes) -> Nod
         Ok(p) => status.parked = p,
         Err(e) => status.problems.push(e),
     }
-    let pending = match crate::pending::load(state_dir) {
+    let pending = match crate::state::pending::load(state_dir) {
         Ok(p) => p,
         Err(e) => {
             status.problems.push(e);
@@ -102,7 +102,8 @@ pub fn gather(manifests_dir: &Path, state_dir: &Path, probes: &TlsProbes) -> Nod
         });
     }
     status.pending.sort_by(|a, b| {
-        crate::restart::restart_rank(&a.component).cmp(&crate::restart::restart_rank(&b.component))
+        crate::node::restart::restart_rank(&a.component)
+            .cmp(&crate::node::restart::restart_rank(&b.component))
     });
     status
 }

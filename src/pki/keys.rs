@@ -6,7 +6,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use crate::pem;
+use crate::pki::pem;
 
 /// A key algorithm and size, as kubeadm's `encryptionAlgorithm` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

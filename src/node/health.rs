@@ -28,8 +28,8 @@ use rustls::{
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::cert::CertFacts;
-use crate::pem;
+use crate::pki::cert::CertFacts;
+use crate::pki::pem;
 
 /// The most body kept: health endpoints answer a few bytes; anything bigger is not a probe
 /// answer worth holding in memory or in a report.
@@ -79,7 +79,7 @@ pub fn https_get(
 }
 
 /// Serial of a DER certificate as lower-case hex without separators (same format as
-/// crate::cert::CertFacts::serial_hex), so a served leaf compares directly with the file on disk.
+/// crate::pki::cert::CertFacts::serial_hex), so a served leaf compares directly with the file on disk.
 pub fn serial_hex(der: &[u8]) -> Result<String, String> {
     CertFacts::from_der(der).map(|facts| facts.serial_hex)
 }
@@ -418,7 +418,7 @@ impl CaVerifier {
             format!(
                 "served certificate (subject {}, serial {})",
                 leaf.subject(),
-                crate::cert::hex(leaf.raw_serial())
+                crate::pki::cert::hex(leaf.raw_serial())
             )
         };
         let mut ca_subjects = Vec::new();

@@ -7,9 +7,12 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::inventory::{Entry, Inventory, Kind, Signer, Source, State};
-use crate::node_status::{NodeStatus, WaitingRestart};
-use crate::status::{self, Status, Thresholds};
+pub mod runs;
+pub mod status;
+
+use crate::node::status::{NodeStatus, WaitingRestart};
+use crate::pki::inventory::{Entry, Inventory, Kind, Signer, Source, State};
+use crate::report::status::{Status, Thresholds};
 
 /// One entry with its computed status, ready to print.
 #[derive(Debug, Clone)]
@@ -420,7 +423,7 @@ impl<'a> Report<'a> {
         }
         let mut out = String::new();
         let mut family =
-            |name: &str, help: &str, value: &dyn Fn(&crate::cert::CertFacts) -> i64| {
+            |name: &str, help: &str, value: &dyn Fn(&crate::pki::cert::CertFacts) -> i64| {
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} gauge");
                 for (labels, f) in &labelled {
@@ -474,7 +477,7 @@ impl<'a> Report<'a> {
     }
 }
 
-fn prom_labels(e: &Entry, f: &crate::cert::CertFacts) -> String {
+fn prom_labels(e: &Entry, f: &crate::pki::cert::CertFacts) -> String {
     let path = e.source.cert_path();
     let mut labels = vec![
         ("name", e.name.clone()),

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use crate::cert::CertFacts;
-use crate::inventory::{Entry, Inventory, Kind, Signer, Source, State};
-use crate::kubeadm;
-use crate::reissue::{self, Validity};
+use crate::pki::cert::CertFacts;
+use crate::pki::inventory::{Entry, Inventory, Kind, Signer, Source, State};
+use crate::pki::kubeadm;
+use crate::pki::reissue::{self, Validity};
 
 /// Which certificates a `renew` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,9 +360,9 @@ fn shared_files(inventory: &Inventory, items: &[Item]) -> Vec<Refusal> {
 mod tests {
     use super::*;
     use crate::config::NodePaths;
-    use crate::inventory;
-    use crate::keys::KeyAlgorithm;
-    use crate::nodegen::{self, NodeSpec};
+    use crate::demo::nodegen::{self, NodeSpec};
+    use crate::pki::inventory;
+    use crate::pki::keys::KeyAlgorithm;
     use time::Duration;
 
     fn node(days_left: i64) -> (tempfile::TempDir, Inventory, SigningCerts, OffsetDateTime) {
@@ -381,7 +381,8 @@ mod tests {
             state: tmp.path().join("state"),
         };
         let inv = inventory::scan(&paths, &inventory::Options::default());
-        let signing = crate::renewal::signing_certs(&crate::renewal::load_signers(&inv));
+        let signing =
+            crate::renew::execute::signing_certs(&crate::renew::execute::load_signers(&inv));
         (tmp, inv, signing, now)
     }
 

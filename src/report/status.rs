@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::inventory::{Entry, Kind, Signer, State};
+use crate::pki::inventory::{Entry, Kind, Signer, State};
 
 /// How an entry stands; ordered by how much it needs attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,7 +91,7 @@ pub fn classify(entry: &Entry, now: OffsetDateTime, t: &Thresholds) -> Status {
 }
 
 /// The status of a leaf certificate that is not a file of the node (one a component serves).
-pub fn of_leaf(facts: &crate::cert::CertFacts, now: OffsetDateTime, t: &Thresholds) -> Status {
+pub fn of_leaf(facts: &crate::pki::cert::CertFacts, now: OffsetDateTime, t: &Thresholds) -> Status {
     by_days_left(facts.residual_seconds(now), t.warn_days, t.critical_days)
 }
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
-use crate::cri::{
+use crate::node::cri::{
     Container, ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState,
     CreateContainerRequest, ImageSpec, KeyValue, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
@@ -38,11 +38,13 @@ use crate::cri::{
     RemovePodSandboxRequest, RunPodSandboxRequest, RuntimeClient, StartContainerRequest,
     StopContainerRequest, StopPodSandboxRequest, StringMap,
 };
-use crate::manifest::{self, PodContainer, StaticPod};
+use crate::node::manifest::{self, PodContainer, StaticPod};
 
-use crate::cri::short_id;
-pub use crate::cri::{CONTAINER_NAME_LABEL, POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL};
-pub use crate::manifest::static_pod_name as pod_name;
+use crate::node::cri::short_id;
+pub use crate::node::cri::{
+    CONTAINER_NAME_LABEL, POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL,
+};
+pub use crate::node::manifest::static_pod_name as pod_name;
 /// Annotation kubelet puts on a static pod's sandbox: where the pod came from (`file`).
 pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// Annotation kubelet puts on a static pod's sandbox: the manifest hash (= the pod UID).
@@ -299,7 +301,7 @@ pub fn pod_uid(manifest_bytes: &[u8], node_name: &str) -> String {
     ctx.update(b"\0");
     ctx.update(node_name.as_bytes());
     let digest = ctx.finish();
-    crate::cert::hex(&digest.as_ref()[..16])
+    crate::pki::cert::hex(&digest.as_ref()[..16])
 }
 
 /// What the container runs instead of the component's real binary, as one argv (CRI `command`).

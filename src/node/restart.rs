@@ -4,7 +4,7 @@
 //! containers, then check health with the new certificates.
 //!
 //! Crash safety: the parked manifests are in the journal before the first one moves, and every
-//! command starts with [`crate::journal::recover`], which puts them back. Within one run, every
+//! command starts with [`crate::state::journal::recover`], which puts them back. Within one run, every
 //! path out of [`restart`] after parking goes through [`unpark`].
 //!
 //! The runtime and the health probes are traits, so the orchestration is unit-tested against
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::RestartMode;
 use crate::failpoint;
-use crate::journal::{self, Intent, ParkedManifest};
-use crate::manifest::{self, StaticPod};
+use crate::node::manifest::{self, StaticPod};
+use crate::state::journal::{self, Intent, ParkedManifest};
 
 /// Name of the parking directory, created next to the manifests dir (same filesystem, never
 /// inside it, so kubelet cannot mistake a parked file for a manifest).
@@ -51,14 +51,14 @@ pub trait Runtime {
     async fn ready_pods(&self, namespace: &str) -> Result<Vec<String>, String>;
 }
 
-impl Runtime for crate::cri::RuntimeClient {
+impl Runtime for crate::node::cri::RuntimeClient {
     async fn ready_pods(&self, namespace: &str) -> Result<Vec<String>, String> {
-        use crate::cri::{
+        use crate::node::cri::{
             ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
         };
         let mut labels = BTreeMap::new();
         labels.insert(
-            crate::cri::POD_NAMESPACE_LABEL.to_string(),
+            crate::node::cri::POD_NAMESPACE_LABEL.to_string(),
             namespace.to_string(),
         );
         let response = self
@@ -75,7 +75,7 @@ impl Runtime for crate::cri::RuntimeClient {
         Ok(response
             .items
             .into_iter()
-            .filter_map(|p| p.labels.get(crate::cri::POD_NAME_LABEL).cloned())
+            .filter_map(|p| p.labels.get(crate::node::cri::POD_NAME_LABEL).cloned())
             .collect())
     }
 
@@ -89,14 +89,14 @@ impl Runtime for crate::cri::RuntimeClient {
         namespace: &str,
         container: &str,
     ) -> Result<Vec<ContainerInfo>, String> {
-        use crate::cri::{ContainerFilter, ContainerState, ListContainersRequest};
+        use crate::node::cri::{ContainerFilter, ContainerState, ListContainersRequest};
         let mut labels = BTreeMap::new();
         labels.insert(
-            crate::cri::POD_NAMESPACE_LABEL.to_string(),
+            crate::node::cri::POD_NAMESPACE_LABEL.to_string(),
             namespace.to_string(),
         );
         labels.insert(
-            crate::cri::CONTAINER_NAME_LABEL.to_string(),
+            crate::node::cri::CONTAINER_NAME_LABEL.to_string(),
             container.to_string(),
         );
         let response = self
@@ -114,7 +114,7 @@ impl Runtime for crate::cri::RuntimeClient {
                 running: c.state() == ContainerState::Running,
                 pod_name: c
                     .labels
-                    .get(crate::cri::POD_NAME_LABEL)
+                    .get(crate::node::cri::POD_NAME_LABEL)
                     .cloned()
                     .unwrap_or_default(),
                 id: c.id,
@@ -276,6 +276,10 @@ pub trait Probes {
     fn serves_current(&self, component: &Component) -> Result<bool, String>;
 }
 
+/// Deadline of one CRI call during a restart: the waits poll, so one slow answer must not
+/// stretch them by the client's default two minutes.
+pub const RUNTIME_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The real probes: TLS to the local endpoints with the node's pki dir.
 #[derive(Debug, Clone)]
 pub struct TlsProbes {
@@ -286,10 +290,18 @@ pub struct TlsProbes {
 }
 
 impl TlsProbes {
+    /// The probes of a node whose certificates are in `pki`, each bounded to 5 s.
+    pub fn for_pki(pki: &Path) -> TlsProbes {
+        TlsProbes {
+            pki: pki.to_path_buf(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     /// Serial of the certificate in `file` (the first of the file).
     fn serial_on_disk(file: &Path) -> Result<String, String> {
         let data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let certs = crate::inventory::parse_cert_bundle(&data)
+        let certs = crate::pki::inventory::parse_cert_bundle(&data)
             .map_err(|e| format!("{}: {e}", file.display()))?;
         certs
             .first()
@@ -301,8 +313,8 @@ impl TlsProbes {
     fn probe(
         &self,
         component: &Component,
-    ) -> Result<Option<(crate::health::Probe, String)>, String> {
-        use crate::health::ClientCert;
+    ) -> Result<Option<(crate::node::health::Probe, String)>, String> {
+        use crate::node::health::ClientCert;
         match &component.health {
             HealthCheck::ApiServer(addresses) => {
                 // Present apiserver-kubelet-client when there is one: /readyz is open to
@@ -345,11 +357,11 @@ impl TlsProbes {
         addresses: &[SocketAddr],
         path: &str,
         ca: &Path,
-        client: Option<crate::health::ClientCert<'_>>,
-    ) -> Result<crate::health::Probe, String> {
+        client: Option<crate::node::health::ClientCert<'_>>,
+    ) -> Result<crate::node::health::Probe, String> {
         let mut errors = Vec::new();
         for address in addresses {
-            match crate::health::https_get(*address, path, ca, client, self.timeout) {
+            match crate::node::health::https_get(*address, path, ca, client, self.timeout) {
                 Ok(probe) => return Ok(probe),
                 Err(e) => errors.push(format!("{address}: {e}")),
             }
@@ -362,7 +374,7 @@ impl TlsProbes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Served {
     /// The served certificate.
-    pub served: crate::cert::CertFacts,
+    pub served: crate::pki::cert::CertFacts,
     /// The serial of the certificate on disk (hex).
     pub on_disk_serial: String,
 }
@@ -375,7 +387,7 @@ impl TlsProbes {
             return Ok(None);
         };
         Ok(Some(Served {
-            served: crate::cert::CertFacts::from_der(&probe.served_leaf_der)?,
+            served: crate::pki::cert::CertFacts::from_der(&probe.served_leaf_der)?,
             on_disk_serial,
         }))
     }
@@ -386,14 +398,16 @@ impl Probes for TlsProbes {
         let Some((probe, expected)) = self.probe(component)? else {
             return Ok(());
         };
-        let served = crate::health::serial_hex(&probe.served_leaf_der)?;
+        let served = crate::node::health::serial_hex(&probe.served_leaf_der)?;
         if served != expected {
             return Err(format!(
                 "serves the certificate with serial {served}, not the one on disk ({expected})"
             ));
         }
         let ok = match component.health {
-            HealthCheck::Etcd(_) => probe.status == 200 && crate::health::etcd_healthy(&probe.body),
+            HealthCheck::Etcd(_) => {
+                probe.status == 200 && crate::node::health::etcd_healthy(&probe.body)
+            }
             _ => probe.status == 200,
         };
         if ok {
@@ -411,7 +425,7 @@ impl Probes for TlsProbes {
         match self.probe(component)? {
             None => Ok(false),
             Some((probe, expected)) => {
-                Ok(crate::health::serial_hex(&probe.served_leaf_der)? == expected)
+                Ok(crate::node::health::serial_hex(&probe.served_leaf_der)? == expected)
             }
         }
     }
@@ -668,7 +682,7 @@ pub fn named_components(manifests_dir: &Path, names: &[String]) -> Result<Vec<Co
 pub fn affected_names(renewed: &[String]) -> BTreeSet<&'static str> {
     renewed
         .iter()
-        .filter_map(|n| crate::kubeadm::component_of(n))
+        .filter_map(|n| crate::pki::kubeadm::component_of(n))
         .collect()
 }
 
@@ -915,7 +929,7 @@ pub async fn restart(
         }
     }
     for dir in [&manifests_dir, &parking] {
-        if let Err(e) = crate::store::sync_dir(dir) {
+        if let Err(e) = crate::state::store::sync_dir(dir) {
             let _ = unpark(state_dir, &parked);
             return Err(Failure::Files(format!("{}: {e}", dir.display())));
         }
@@ -986,7 +1000,7 @@ pub async fn restart(
     }
     outcome.total = start.elapsed();
     let names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
-    if let Err(e) = crate::pending::done(state_dir, &names) {
+    if let Err(e) = crate::state::pending::done(state_dir, &names) {
         outcome.notes.push(format!(
             "the restart-pending record could not be updated: {e}"
         ));
@@ -1137,7 +1151,7 @@ async fn wait_all_healthy(
                     return Err(Failure::Unhealthy(format!(
                         "{} exited (container {}) within {}s of starting",
                         c.name,
-                        crate::cri::short_id(new_id),
+                        crate::node::cri::short_id(new_id),
                         settings.settle.as_secs()
                     )));
                 }
@@ -1226,7 +1240,7 @@ pub async fn restart_with_rollback(
         .and_then(|intent| journal::record(state_dir, &intent))
         .and_then(|()| {
             failpoint::hit("restart.during-restore");
-            crate::store::restore(backup)
+            crate::state::store::restore(backup)
         })
         .and_then(|restored| journal::clear(state_dir).map(|()| restored))
         .map_err(|e| {

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cert::CertFacts;
 use crate::config::NodePaths;
-use crate::kubeadm::{self, CaSpec, LeafFile, LeafSpec};
-use crate::kubeconfig::{self, ClientCert};
-use crate::pem;
+use crate::pki::cert::CertFacts;
+use crate::pki::kubeadm::{self, CaSpec, LeafFile, LeafSpec};
+use crate::pki::kubeconfig::{self, ClientCert};
+use crate::pki::pem;
 
 /// What kind of certificate an entry is; decides thresholds, table and renewability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

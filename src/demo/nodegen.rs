@@ -14,8 +14,8 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::keys::{self, KeyAlgorithm, KeyEncoding};
-use crate::kubeadm;
+use crate::pki::keys::{self, KeyAlgorithm, KeyEncoding};
+use crate::pki::kubeadm;
 
 /// What node to build.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ pub struct GeneratedCa {
 }
 
 fn serial() -> Result<SerialNumber, String> {
-    crate::reissue::random_serial()
+    crate::pki::reissue::random_serial()
 }
 
 /// Makes a self-signed CA the way kubeadm does (CN, SAN DNS = CN, CA usages).

@@ -1,0 +1,569 @@
+//! The whole pipeline in one place — inventory → plan → renew → restart → verify — so that
+//! `renew`, `restart` and the daemon run exactly the same steps. A job returns what happened as
+//! data; the CLI prints it, the daemon logs it. The journal events (renewed, restarted, failed,
+//! rolled back) are emitted here, so a run by hand and a run by the daemon say the same in the
+//! journal.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::config::{Config, RestartMode};
+use crate::daemon::events;
+use crate::node::restart::{self, Component, Settings, StaticPods, TlsProbes};
+use crate::pki::inventory::{self, Inventory};
+use crate::renew::execute::{self, RenewError};
+use crate::renew::plan::{self, Selection};
+use crate::state::{journal, lock, pending};
+
+/// What may cut a restart short: the CLI's signals, or the daemon asking to stop. Either way
+/// the restart is dropped at an await point and the journal puts the manifests back before the
+/// job returns.
+#[derive(Debug, Clone)]
+pub enum Interrupt {
+    /// SIGINT, SIGTERM or SIGHUP to this process (a run by hand).
+    Signals,
+    /// The daemon's stop request: the job stops when the value becomes `true`.
+    Flag(tokio::sync::watch::Receiver<bool>),
+}
+
+/// The context every job runs in: the configuration, the runtime endpoint given on the command
+/// line (over the config's), the instant the job is about, and what may interrupt it.
+pub struct Job<'a> {
+    /// The effective configuration.
+    pub config: &'a Config,
+    /// `--runtime-endpoint`, when given.
+    pub runtime_endpoint: Option<&'a str>,
+    /// The clock: the instant renewals are dated and plans judged.
+    pub now: OffsetDateTime,
+    /// What stops a restart early.
+    pub interrupt: Interrupt,
+}
+
+/// What a renewal asks for (the CLI's `renew` arguments, or the daemon's window).
+#[derive(Debug, Clone)]
+pub struct RenewRequest {
+    /// Which certificates.
+    pub selection: Selection,
+    /// For [`Selection::Due`]: renew what expires within this many days (the config's
+    /// `renew_before_days` for `renew --due`; computed from the calendar by the daemon).
+    pub due_within_days: u32,
+    /// Validity of the new certificates in days.
+    pub validity_days: u32,
+    /// Keep the private keys.
+    pub reuse_keys: bool,
+    /// Plan and validate only.
+    pub dry_run: bool,
+    /// Restart what the renewal (and any earlier one) left waiting.
+    pub restart: bool,
+}
+
+/// Why a job did not run or did not finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// Stopped before anything changed (each reason names its file).
+    Refused(Vec<String>),
+    /// Not started, nothing changed: the restart the renewal needs afterwards could not happen
+    /// (an unusable manifest, no runtime answering).
+    NotStarted(String),
+    /// Failed after writing began; the message says in which state the node is.
+    Failed(String),
+    /// Could not even start: bad arguments, the lock is held, an interrupted earlier run needs a
+    /// human.
+    CannotRun(String),
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Refused(reasons) => {
+                write!(f, "refused, nothing was changed: {}", reasons.join("; "))
+            }
+            JobError::NotStarted(m) => write!(
+                f,
+                "not started, nothing was changed: the control plane could not be restarted \
+                 afterwards: {m}"
+            ),
+            JobError::Failed(m) | JobError::CannotRun(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What happened to the restart part of a job.
+#[derive(Debug, Clone)]
+pub enum RestartStep {
+    /// Nothing renewed or pending feeds a static pod of this node.
+    NotNeeded,
+    /// Not done (`--no-restart`, a dry run): these would restart, and stay pending.
+    NotDone {
+        /// The components, in restart order.
+        components: Vec<String>,
+    },
+    /// Done and verified.
+    Done(Restarted),
+    /// Tried and failed; the message tells the whole story (what was restored, what is
+    /// pending).
+    Failed {
+        /// What the restart printed on the way (components left out and why).
+        notes: Vec<String>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A restart that was carried out.
+#[derive(Debug, Clone)]
+pub struct Restarted {
+    /// The runtime socket used.
+    pub socket: PathBuf,
+    /// Components left out and why (by mode, no manifest).
+    pub notes: Vec<String>,
+    /// What the restart did.
+    pub outcome: restart::Outcome,
+}
+
+/// The report of a renewal job.
+#[derive(Debug, Clone)]
+pub struct RenewReport {
+    /// The certificate part: renewed, skipped, backup, warnings.
+    pub renewal: execute::Outcome,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// kubelet.conf was renewed: the kubelet reads it only at its start.
+    pub kubelet_needs_restart: bool,
+    /// The restart part.
+    pub restart: RestartStep,
+}
+
+/// The report of a restart job (`restart`, or the daemon finishing a pending restart).
+#[derive(Debug, Clone)]
+pub struct RestartReport {
+    /// Components that could not be restarted, each with why (unusable manifest, parked).
+    pub problems: Vec<String>,
+    /// The restart itself; `NotNeeded` when there was nothing to restart.
+    pub restart: RestartStep,
+}
+
+/// Told as a job goes, so a person watching sees the steps as they happen (the daemon ignores
+/// it: its events go to the journal).
+pub trait Observer {
+    /// The certificate part is done (or planned, in a dry run).
+    fn renewed(&mut self, _renewal: &execute::Outcome, _dry_run: bool) {}
+    /// A restart of `components` over `socket` begins.
+    fn restarting(&mut self, _components: &[String], _socket: &Path) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// The kubelet's node name: the config's, else the one in kubelet.conf's client certificate
+/// (`CN=system:node:<name>`).
+pub fn node_name(config: &Config, inventory: &Inventory) -> Option<String> {
+    if let Some(name) = &config.node_name {
+        return Some(name.clone());
+    }
+    inventory
+        .entries()
+        .find(|e| e.name == crate::pki::kubeadm::KUBELET_CONF)
+        .and_then(|e| e.facts())
+        .and_then(|f| f.subject_cn.as_deref())
+        .and_then(|cn| cn.strip_prefix("system:node:"))
+        .map(str::to_string)
+}
+
+/// Finishes or undoes whatever an interrupted run left (the intent journal), under the node
+/// lock that the caller holds; returns what was done, to tell.
+pub fn recover(config: &Config) -> Result<Option<String>, JobError> {
+    journal::recover(&config.state_dir).map_err(JobError::CannotRun)
+}
+
+/// Takes the node lock or says who holds it.
+pub fn lock(config: &Config) -> Result<lock::NodeLock, JobError> {
+    lock::try_acquire(&config.state_dir).map_err(|e| JobError::CannotRun(e.to_string()))
+}
+
+/// What `check` looks at: every certificate, and the control plane's state.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Every certificate of the node (with the config's `extra_paths`).
+    pub inventory: Inventory,
+    /// Parked manifests, pending restarts, an unfinished earlier run.
+    pub node: crate::node::status::NodeStatus,
+    /// What the recovery did, or why it was left to another run (for stderr).
+    pub notes: Vec<String>,
+}
+
+impl Job<'_> {
+    /// Reads the node for `check`. Only reads, except that it first finishes what an
+    /// interrupted run left when it can take the lock; when another run holds it, that run
+    /// will. A recovery that needs a human is reported with the rest.
+    pub fn check(&self) -> Checked {
+        let config = self.config;
+        let mut notes = Vec::new();
+        let mut unfinished = None;
+        if journal::path(&config.state_dir).exists() {
+            match lock(config) {
+                Ok(_lock) => match recover(config) {
+                    Ok(done) => notes.extend(done),
+                    Err(e) => unfinished = Some(e.to_string()),
+                },
+                Err(e) => notes.push(format!("warning: pending recovery not done: {e}")),
+            }
+        }
+        let paths = config.paths();
+        let inventory = inventory::scan(
+            &paths,
+            &inventory::Options {
+                extra_paths: config.extra_paths.clone(),
+            },
+        );
+        let mut node = crate::node::status::gather(
+            &paths.manifests,
+            &config.state_dir,
+            &TlsProbes::for_pki(&paths.pki),
+        );
+        node.unfinished = unfinished;
+        Checked {
+            inventory,
+            node,
+            notes,
+        }
+    }
+
+    fn runtime_socket(&self) -> Result<PathBuf, String> {
+        crate::config::resolve_runtime_socket(
+            self.runtime_endpoint
+                .or(self.config.runtime_endpoint.as_deref()),
+        )
+    }
+
+    /// Renews what `request` asks for, then restarts what needs it (unless told not to). The
+    /// caller holds the node lock and has run [`recover`].
+    pub fn renew(
+        &self,
+        request: &RenewRequest,
+        observer: &mut dyn Observer,
+    ) -> Result<RenewReport, JobError> {
+        let config = self.config;
+        let paths = config.paths();
+        let inventory = inventory::scan(&paths, &inventory::Options::default());
+        let signers = execute::load_signers(&inventory);
+        let plan = plan::plan(
+            &inventory,
+            &execute::signing_certs(&signers),
+            &plan::Options {
+                selection: request.selection.clone(),
+                validity_days: request.validity_days,
+                reuse_keys: request.reuse_keys,
+                renew_before_days: request.due_within_days,
+                now: self.now,
+            },
+        );
+        // What restarts afterwards: the components fed by this renewal and any a previous
+        // renewal left waiting (`renew --no-restart`, a restart that failed). Whatever that
+        // needs is checked before anything is written: an unusable manifest or a runtime that
+        // does not answer must not leave renewed files behind with the old ones in use.
+        let pending_before = pending::load(&config.state_dir).map_err(JobError::CannotRun)?;
+        let planned: Vec<String> = plan.renew.iter().map(|i| i.name.clone()).collect();
+        let wanted = wanted_components(config.restart, &planned, &pending_before);
+        let will_restart =
+            request.restart && !request.dry_run && plan.refuse.is_empty() && !wanted.is_empty();
+        let pods = if will_restart {
+            Some(
+                self.precheck_restart(&wanted)
+                    .map_err(JobError::NotStarted)?,
+            )
+        } else {
+            None
+        };
+        let renewal = match execute::execute(
+            &plan,
+            &signers,
+            &paths,
+            &config.kubernetes_dir,
+            config.keep_backups,
+            self.now,
+            request.dry_run,
+        ) {
+            Ok(o) => o,
+            Err(RenewError::Refused(reasons)) => {
+                events::renewal_refused(&reasons);
+                return Err(JobError::Refused(reasons));
+            }
+            Err(RenewError::Failed(e)) => {
+                events::renewal_failed(&e);
+                return Err(JobError::Failed(e));
+            }
+        };
+        if !request.dry_run {
+            events::renewed(&renewal);
+        }
+        observer.renewed(&renewal, request.dry_run);
+        let renewed: Vec<String> = renewal.renewed.iter().map(|r| r.name.clone()).collect();
+        let kubelet_needs_restart = !request.dry_run
+            && renewed
+                .iter()
+                .any(|r| r == crate::pki::kubeadm::KUBELET_CONF);
+        let report = |restart| RenewReport {
+            renewal: renewal.clone(),
+            dry_run: request.dry_run,
+            kubelet_needs_restart,
+            restart,
+        };
+        if request.dry_run || !request.restart {
+            let named = wanted_components(config.restart, &renewed, &pending_before);
+            return Ok(report(if named.is_empty() {
+                RestartStep::NotNeeded
+            } else {
+                RestartStep::NotDone {
+                    components: in_restart_order(named),
+                }
+            }));
+        }
+        // Checked before the renewal; none means nothing renewed or pending feeds a static pod.
+        let Some(pods) = pods else {
+            return Ok(report(RestartStep::NotNeeded));
+        };
+        let pending = pending::load(&config.state_dir).map_err(JobError::Failed)?;
+        let wanted: BTreeSet<&str> = pending.keys().map(String::as_str).collect();
+        let (available, _) = pods.kubeadm();
+        let probes = TlsProbes::for_pki(&paths.pki);
+        let (components, notes) = restart::choose(config.restart, &wanted, available, &probes);
+        let step = self.restart_components(
+            &components,
+            node_name(config, &inventory),
+            renewal.backup.as_deref(),
+            notes,
+            observer,
+        );
+        Ok(report(step))
+    }
+
+    /// Restarts the named static pods, or kubeadm's four (`names` empty). A component whose
+    /// manifest is unusable is reported without keeping the others from their restart. The
+    /// caller holds the node lock and has run [`recover`].
+    pub fn restart(
+        &self,
+        names: &[String],
+        observer: &mut dyn Observer,
+    ) -> Result<RestartReport, JobError> {
+        let manifests = self.config.paths().manifests;
+        let pods = StaticPods::read(&manifests).map_err(JobError::CannotRun)?;
+        let (components, problems) = if names.is_empty() {
+            pods.kubeadm()
+        } else {
+            pods.named(names).map_err(JobError::CannotRun)?
+        };
+        Ok(self.restart_chosen(components, problems, observer))
+    }
+
+    /// Restarts what the restart-pending record names (the daemon's retry once the runtime
+    /// answers again).
+    pub fn restart_pending(&self, observer: &mut dyn Observer) -> Result<RestartReport, JobError> {
+        let pending = pending::load(&self.config.state_dir).map_err(JobError::CannotRun)?;
+        if pending.is_empty() {
+            return Ok(RestartReport {
+                problems: Vec::new(),
+                restart: RestartStep::NotNeeded,
+            });
+        }
+        let names: Vec<String> = pending.keys().cloned().collect();
+        let pods = StaticPods::read(&self.config.paths().manifests).map_err(JobError::CannotRun)?;
+        let problems = names
+            .iter()
+            .filter_map(|n| pods.why_not(n).map(|why| format!("{n}: {why}")))
+            .collect();
+        let components = pods
+            .usable
+            .into_iter()
+            .filter(|c| names.contains(&c.name))
+            .collect();
+        Ok(self.restart_chosen(components, problems, observer))
+    }
+
+    fn restart_chosen(
+        &self,
+        components: Vec<Component>,
+        problems: Vec<String>,
+        observer: &mut dyn Observer,
+    ) -> RestartReport {
+        if components.is_empty() {
+            return RestartReport {
+                problems,
+                restart: RestartStep::NotNeeded,
+            };
+        }
+        let inventory = inventory::scan(&self.config.paths(), &inventory::Options::default());
+        let step = self.restart_components(
+            &components,
+            node_name(self.config, &inventory),
+            None,
+            Vec::new(),
+            observer,
+        );
+        RestartReport {
+            problems,
+            restart: step,
+        }
+    }
+
+    /// Checks what a restart of the `wanted` components will need — their manifests usable, a
+    /// runtime socket, a runtime that answers — and returns the node's static pods. A component
+    /// with no manifest on the node (external etcd) is not needed; an unusable one is an error.
+    fn precheck_restart(&self, wanted: &BTreeSet<String>) -> Result<StaticPods, String> {
+        let pods = StaticPods::read(&self.config.paths().manifests)?;
+        let problems: Vec<String> = wanted
+            .iter()
+            .filter_map(|n| pods.why_not(n).map(|why| format!("{n}: {why}")))
+            .collect();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        if !wanted
+            .iter()
+            .any(|n| pods.usable.iter().any(|c| &c.name == n))
+        {
+            return Ok(pods);
+        }
+        let socket = self.runtime_socket()?;
+        block_on(async {
+            let client = crate::node::cri::RuntimeClient::connect(&socket)
+                .await?
+                .with_request_timeout(restart::RUNTIME_REQUEST_TIMEOUT);
+            restart::Runtime::ping(&client).await.map(drop)
+        })??;
+        Ok(pods)
+    }
+
+    /// Restarts `components` over the CRI, with the rollback to `backup` when this restart
+    /// follows a renewal; an interruption puts everything back before returning.
+    fn restart_components(
+        &self,
+        components: &[Component],
+        node_name: Option<String>,
+        backup: Option<&Path>,
+        notes: Vec<String>,
+        observer: &mut dyn Observer,
+    ) -> RestartStep {
+        let names: Vec<String> = components.iter().map(|c| c.name.clone()).collect();
+        let failed = |error: String| {
+            events::restart_failed(&names, &error);
+            RestartStep::Failed {
+                notes: notes.clone(),
+                error,
+            }
+        };
+        let socket = match self.runtime_socket() {
+            Ok(s) => s,
+            Err(e) => return failed(format!("cannot restart {}: {e}", names.join(", "))),
+        };
+        observer.restarting(&names, &socket);
+        let settings = Settings::from_config(self.config, node_name);
+        let probes = TlsProbes::for_pki(&self.config.paths().pki);
+        let state_dir = &self.config.state_dir;
+        let interrupt = self.interrupt.clone();
+        let outcome = block_on(async {
+            let client = match crate::node::cri::RuntimeClient::connect(&socket).await {
+                Ok(client) => client.with_request_timeout(restart::RUNTIME_REQUEST_TIMEOUT),
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "cannot restart {}: {e}; nothing was restarted",
+                        names.join(", ")
+                    )));
+                }
+            };
+            let work = restart::restart_with_rollback(
+                &client, &probes, components, state_dir, &settings, backup,
+            );
+            tokio::select! {
+                result = work => Ok(result),
+                why = interrupted(interrupt) => Err(why),
+            }
+        });
+        match outcome {
+            Err(e) => failed(e),
+            Ok(Ok(Ok(outcome))) => {
+                events::restarted(&outcome);
+                RestartStep::Done(Restarted {
+                    socket,
+                    notes,
+                    outcome,
+                })
+            }
+            Ok(Ok(Err(e))) => failed(e),
+            Ok(Err(why)) => {
+                // The restart was dropped at an await point: finish what its journal says.
+                let recovered = journal::recover(state_dir)
+                    .map(|m| m.unwrap_or_else(|| "nothing was left to put back".into()))
+                    .unwrap_or_else(|e| format!("putting things back failed: {e}"));
+                failed(format!("interrupted by {why}: {recovered}"))
+            }
+        }
+    }
+}
+
+/// The components a restart is wanted for: fed by `renewed` or waiting in `pending`; with
+/// `restart = "all"`, kubeadm's four as soon as anything is.
+fn wanted_components(
+    mode: RestartMode,
+    renewed: &[String],
+    pending: &pending::Pending,
+) -> BTreeSet<String> {
+    let mut wanted: BTreeSet<String> = restart::affected_names(renewed)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    wanted.extend(pending.keys().cloned());
+    if mode == RestartMode::All && (!renewed.is_empty() || !pending.is_empty()) {
+        wanted.extend(restart::KUBEADM_COMPONENTS.map(str::to_string));
+    }
+    wanted
+}
+
+fn in_restart_order(names: BTreeSet<String>) -> Vec<String> {
+    let mut names: Vec<String> = names.into_iter().collect();
+    names.sort_by(|a, b| restart::restart_rank(a).cmp(&restart::restart_rank(b)));
+    names
+}
+
+/// Runs a future to completion on a fresh single-threaded runtime (jobs are synchronous; only
+/// the CRI and the waits are async).
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    Ok(runtime.block_on(future))
+}
+
+/// Resolves when the job is asked to stop: at the first SIGINT, SIGTERM or SIGHUP (never when
+/// the handlers cannot be installed), or when the daemon's flag turns true.
+async fn interrupted(interrupt: Interrupt) -> String {
+    match interrupt {
+        Interrupt::Signals => {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = int.recv() => "SIGINT".into(),
+                _ = term.recv() => "SIGTERM".into(),
+                _ = hup.recv() => "SIGHUP".into(),
+            }
+        }
+        Interrupt::Flag(mut flag) => {
+            while !*flag.borrow_and_update() {
+                if flag.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            "a stop request".into()
+        }
+    }
+}
