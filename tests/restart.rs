@@ -592,8 +592,11 @@ fn an_apiserver_that_never_comes_back_gets_the_old_certificates_back() {
     let out = node.run(&["renew", "all"]);
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
+    // the stand-in's apiserver exits at once with the new certificate: seen running but never
+    // healthy, or (on a busy machine, between two polls) never seen running at all
     assert!(
-        log.contains("kube-apiserver did not answer healthy"),
+        log.contains("kube-apiserver did not answer healthy")
+            || log.contains("kube-apiserver did not start a new container"),
         "{log}"
     );
     assert!(log.contains("previous certificates were restored"), "{log}");
