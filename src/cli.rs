@@ -351,6 +351,11 @@ pub fn main() -> i32 {
     };
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
     let endpoint = cli.runtime_endpoint.as_deref();
+    if matches!(cli.command, Command::Renew(_) | Command::Restart(_)) {
+        // a run by hand tells the journal what it did, as the daemon does (its own output is
+        // for the person at the terminal)
+        crate::daemon::events::init_logging(false);
+    }
     // A writing command holds the node lock and first finishes whatever an interrupted run left.
     let locked = |config: &Config| -> Result<crate::state::lock::NodeLock, String> {
         let held = job::lock(config).map_err(|e| e.to_string())?;

@@ -66,6 +66,19 @@ pub struct Config {
     /// in a shared runtime; unset means the name in kubelet.conf's client certificate
     /// (`system:node:<name>`), else no such filter.
     pub node_name: Option<String>,
+    /// The daemon's maintenance window: a cron expression (5 fields, or 6 with seconds first);
+    /// day of month and day of week are ANDed (see `daemon::schedule`).
+    pub schedule: String,
+    /// The IANA time zone of `schedule`; unset means the node's local zone.
+    pub timezone: Option<String>,
+    /// Each node starts its window a delay after the calendar's instant, derived from its node
+    /// name, within this spread ("1h", "30m", "0").
+    pub window_spread: String,
+    /// Renew at once, outside the window, a certificate below `critical_days` or expired.
+    pub emergency_renewal: bool,
+    /// After each evaluation, write `check -o prometheus` plus the daemon's own metrics here
+    /// (node-exporter's textfile collector), atomically.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Which components `renew` restarts (config `restart`).
@@ -96,7 +109,7 @@ impl Default for Config {
             ca_warn_days: 365,
             ca_critical_days: 90,
             extra_paths: Vec::new(),
-            renew_before_days: 45,
+            renew_before_days: 65,
             validity_days: 365,
             reuse_keys: false,
             keep_backups: 12,
@@ -107,6 +120,11 @@ impl Default for Config {
             restart_start_timeout_secs: 300,
             restart_settle_secs: 15,
             node_name: None,
+            schedule: crate::daemon::schedule::DEFAULT_SCHEDULE.to_string(),
+            timezone: None,
+            window_spread: "1h".to_string(),
+            emergency_renewal: true,
+            metrics_textfile: None,
         }
     }
 }
@@ -224,6 +242,16 @@ impl Config {
             && let Err(e) = runtime_socket(endpoint)
         {
             return invalid(format!("runtime_endpoint: {e}"));
+        }
+        if let Err(e) = crate::daemon::schedule::parse_spread(&self.window_spread) {
+            return invalid(format!("window_spread: {e}"));
+        }
+        if let Err(e) = crate::daemon::schedule::Calendar::new(
+            &self.schedule,
+            self.timezone.as_deref(),
+            std::time::Duration::ZERO,
+        ) {
+            return invalid(e);
         }
         for pattern in &self.extra_paths {
             if let Err(e) = glob::Pattern::new(pattern) {
@@ -368,6 +396,11 @@ mod tests {
             "node_name",
             "keep_backups",
             "reuse_keys",
+            "schedule",
+            "timezone",
+            "window_spread",
+            "emergency_renewal",
+            "metrics_textfile",
         ] {
             assert!(
                 example.contains(&format!("{key} =")),
@@ -398,6 +431,26 @@ mod tests {
         let c = Config::parse("restart = \"minimal\"\n", Path::new("c.toml")).unwrap();
         assert_eq!(c.restart, RestartMode::Minimal);
         assert!(Config::parse("restart = \"some\"\n", Path::new("c.toml")).is_err());
+    }
+
+    #[test]
+    fn the_window_is_checked_when_the_config_is_read() {
+        for (text, key) in [
+            ("schedule = \"0 3 * *\"\n", "schedule"),
+            ("timezone = \"Nowhere/Land\"\n", "Nowhere/Land"),
+            ("window_spread = \"2 hours\"\n", "window_spread"),
+        ] {
+            let err = Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("c.toml"), "{err}");
+        }
+        let c = Config::parse(
+            "schedule = \"0 4 * */3 SUN#2\"\ntimezone = \"America/New_York\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.timezone.as_deref(), Some("America/New_York"));
     }
 
     #[test]

@@ -1,31 +1,268 @@
 //! The journal's vocabulary: one function per kind of event, each with its stable
-//! `MESSAGE_ID` and structured fields, so a run by hand and the daemon say the same thing and
-//! `journalctl MESSAGE_ID=…` finds every occurrence.
+//! `MESSAGE_ID`, its priority and its structured fields (`CERT_NAME`, `CERT_PATH`, `NOT_AFTER`,
+//! `DAYS_LEFT`, `CA_NAME`, `COMPONENT`, `ACTION`, `OUTCOME`), so a run by hand and the daemon
+//! say the same thing and `journalctl MESSAGE_ID=…` finds every occurrence. The catalog in
+//! `systemd/kube-cert-renewer.catalog` explains each one (`journalctl -x`).
+//!
+//! Priorities: warning for the warning threshold, error for critical, expired and every
+//! failure, notice for what went well.
+
+use time::OffsetDateTime;
+use tracing::{error, info, warn};
 
 use crate::node::restart;
 use crate::renew::execute;
+use crate::report::rfc3339;
 
-/// A renewal wrote new certificates.
+/// The kinds of event, each with its journal `MESSAGE_ID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A certificate fell below the warning threshold.
+    Expiring,
+    /// A certificate fell below the critical threshold.
+    Critical,
+    /// A certificate expired.
+    Expired,
+    /// A certificate was renewed.
+    Renewed,
+    /// A renewal was refused or failed.
+    RenewalFailed,
+    /// Components were restarted and verified.
+    Restarted,
+    /// A restart failed.
+    RestartFailed,
+    /// Renewed certificates were put back after their restart failed.
+    RolledBack,
+    /// A component still runs older certificates than the ones on disk.
+    RestartPending,
+    /// A new configuration was refused; the old one stays.
+    ConfigInvalid,
+}
+
+impl Kind {
+    /// Every kind, for the catalog and its test.
+    pub const ALL: [Kind; 10] = [
+        Kind::Expiring,
+        Kind::Critical,
+        Kind::Expired,
+        Kind::Renewed,
+        Kind::RenewalFailed,
+        Kind::Restarted,
+        Kind::RestartFailed,
+        Kind::RolledBack,
+        Kind::RestartPending,
+        Kind::ConfigInvalid,
+    ];
+
+    /// The stable journal `MESSAGE_ID` (128 bits, hex, as systemd's catalog wants them).
+    pub fn message_id(self) -> &'static str {
+        match self {
+            Kind::Expiring => "e25d74efa4dc4d658d9fc5e1ac85237d",
+            Kind::Critical => "5bcbbd50f2864212bd43703953cd40d3",
+            Kind::Expired => "d976ace9b36045b0a6193a0601be7095",
+            Kind::Renewed => "2683c2c5c16540aaa77fdadabd345c27",
+            Kind::RenewalFailed => "aabd2af42b824c25beaea155c6ef516e",
+            Kind::Restarted => "e9dd1294f7de4e319a70007f29ec3f0b",
+            Kind::RestartFailed => "e7620d3ba19842fab268f79a3ee13d9d",
+            Kind::RolledBack => "564050f5c6de45ad9832bb06e9a6b5aa",
+            Kind::RestartPending => "ad2cf533d0504b4cac56384eb34506ff",
+            Kind::ConfigInvalid => "bad79c2970464c8aade6aef919804bdf",
+        }
+    }
+
+    /// Its name (the `OUTCOME`-style word used in metrics and tests).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Expiring => "expiring",
+            Kind::Critical => "critical",
+            Kind::Expired => "expired",
+            Kind::Renewed => "renewed",
+            Kind::RenewalFailed => "renewal-failed",
+            Kind::Restarted => "restarted",
+            Kind::RestartFailed => "restart-failed",
+            Kind::RolledBack => "rolled-back",
+            Kind::RestartPending => "restart-pending",
+            Kind::ConfigInvalid => "config-invalid",
+        }
+    }
+}
+
+/// One certificate an alert is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertAlert {
+    /// kubeadm's name (or the path of an extra file).
+    pub name: String,
+    /// Where it lives.
+    pub path: String,
+    /// Its NotAfter.
+    pub not_after: OffsetDateTime,
+    /// Whole days left (negative once expired).
+    pub days_left: i64,
+    /// The CA that signed it, when known.
+    pub ca: Option<String>,
+}
+
+/// A certificate crossed into (or, as a daily `reminder`, is still in) the state of `kind`:
+/// [`Kind::Expiring`], [`Kind::Critical`] or [`Kind::Expired`].
+pub fn certificate(kind: Kind, cert: &CertAlert, reminder: bool) {
+    let action = if reminder { "reminder" } else { "alert" };
+    let not_after = rfc3339(cert.not_after);
+    let ca = cert.ca.as_deref().unwrap_or("");
+    let days = cert.days_left;
+    match kind {
+        Kind::Expiring => warn!(
+            message_id = kind.message_id(),
+            cert_name = %cert.name, cert_path = %cert.path, not_after = %not_after,
+            days_left = days, ca_name = ca, action, outcome = kind.name(),
+            "{} expires in {days} days ({not_after}): below the warning threshold",
+            cert.name
+        ),
+        Kind::Critical => error!(
+            message_id = kind.message_id(),
+            cert_name = %cert.name, cert_path = %cert.path, not_after = %not_after,
+            days_left = days, ca_name = ca, action, outcome = kind.name(),
+            "{} expires in {days} days ({not_after}): CRITICAL",
+            cert.name
+        ),
+        _ => error!(
+            message_id = Kind::Expired.message_id(),
+            cert_name = %cert.name, cert_path = %cert.path, not_after = %not_after,
+            days_left = days, ca_name = ca, action, outcome = Kind::Expired.name(),
+            "{} EXPIRED on {not_after}",
+            cert.name
+        ),
+    }
+}
+
+/// A renewal wrote new certificates: one event per certificate.
 pub fn renewed(outcome: &execute::Outcome) {
-    let _ = outcome;
+    let kind = Kind::Renewed;
+    for r in &outcome.renewed {
+        let not_after = rfc3339(r.new_not_after);
+        info!(
+            message_id = kind.message_id(),
+            cert_name = %r.name, cert_path = %r.path.display(), not_after = %not_after,
+            ca_name = r.ca, serial = %r.serial, action = "renew", outcome = kind.name(),
+            "{} renewed until {not_after} ({})",
+            r.name, r.key_action
+        );
+    }
 }
 
 /// A renewal was refused before anything changed.
 pub fn renewal_refused(reasons: &[String]) {
-    let _ = reasons;
+    let kind = Kind::RenewalFailed;
+    error!(
+        message_id = kind.message_id(),
+        action = "renew",
+        outcome = "refused",
+        "renewal refused, nothing was changed: {}",
+        reasons.join("; ")
+    );
 }
 
 /// A renewal failed after writing began.
-pub fn renewal_failed(error: &str) {
-    let _ = error;
+pub fn renewal_failed(message: &str) {
+    let kind = Kind::RenewalFailed;
+    error!(
+        message_id = kind.message_id(),
+        action = "renew",
+        outcome = "failed",
+        "renewal failed: {message}"
+    );
 }
 
 /// Components were restarted and verified.
 pub fn restarted(outcome: &restart::Outcome) {
-    let _ = outcome;
+    let kind = Kind::Restarted;
+    for r in &outcome.restarted {
+        info!(
+            message_id = kind.message_id(),
+            component = %r.name, action = "restart", outcome = kind.name(),
+            "{} restarted and healthy after {:.1}s",
+            r.name,
+            r.healthy_after.as_secs_f64()
+        );
+    }
 }
 
 /// A restart failed.
-pub fn restart_failed(components: &[String], error: &str) {
-    let _ = (components, error);
+pub fn restart_failed(components: &[String], message: &str) {
+    let kind = Kind::RestartFailed;
+    error!(
+        message_id = kind.message_id(),
+        component = %components.join(","), action = "restart", outcome = "failed",
+        "restart of {} failed: {message}",
+        components.join(", ")
+    );
+}
+
+/// Renewed certificates were put back from `backup` after their restart failed.
+pub fn rolled_back(backup: &std::path::Path, files: usize) {
+    let kind = Kind::RolledBack;
+    error!(
+        message_id = kind.message_id(),
+        backup = %backup.display(), action = "rollback", outcome = kind.name(),
+        "the previous certificates were restored from {} ({files} files)",
+        backup.display()
+    );
+}
+
+/// `component` still runs certificates older than the ones on disk (since `since`).
+pub fn restart_pending(component: &str, since: &str, renewed: &[String]) {
+    let kind = Kind::RestartPending;
+    error!(
+        message_id = kind.message_id(),
+        component, since, cert_name = %renewed.join(","), action = "restart",
+        outcome = "pending",
+        "{component} still runs older certificates than the ones on disk (renewed {since}: {}); \
+         it needs a restart",
+        renewed.join(", ")
+    );
+}
+
+/// A reloaded configuration was refused; the running one stays.
+pub fn config_invalid(message: &str) {
+    let kind = Kind::ConfigInvalid;
+    error!(
+        message_id = kind.message_id(),
+        action = "reload",
+        outcome = "rejected",
+        "the new configuration is invalid and was not applied (the previous one stays): {message}"
+    );
+}
+
+/// An ordinary line of the daemon's story (window run, waiting for the lock, …).
+pub fn note(message: &str) {
+    info!("{message}");
+}
+
+/// Routes events to the journal when one listens, else to stderr in a human format. Returns
+/// where they go ("journal" or "stderr").
+pub fn init_logging(stderr_fallback: bool) -> &'static str {
+    use tracing_subscriber::layer::SubscriberExt;
+    let journald = std::path::Path::new("/run/systemd/journal/socket")
+        .exists()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    let (journald, to) = match journald {
+        Some(layer) => (
+            Some(
+                layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("kube-cert-renewer".into()),
+            ),
+            "journal",
+        ),
+        None => (None, "stderr"),
+    };
+    let stderr = (journald.is_none() && stderr_fallback).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(false)
+    });
+    let subscriber = tracing_subscriber::registry().with(journald).with(stderr);
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    to
 }

@@ -6,4 +6,6 @@
 //! decision ([`decide`]) over the inventory, the calendar and the clock; the loop around it
 //! only reads, sleeps and acts.
 
+pub mod decide;
 pub mod events;
+pub mod schedule;

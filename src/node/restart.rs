@@ -1250,6 +1250,7 @@ pub async fn restart_with_rollback(
                 backup.display()
             )
         })?;
+    crate::daemon::events::rolled_back(backup, restored.len());
     let again = match restart(runtime, probes, components, state_dir, settings).await {
         Ok(_) => "they are running healthy again with the previous certificates".to_string(),
         Err(e) => format!("but restarting them again failed as well: {e}"),

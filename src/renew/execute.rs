@@ -36,6 +36,8 @@ pub struct Change {
 pub struct Renewed {
     /// kubeadm's name.
     pub name: String,
+    /// Where it lives (the PEM file, or the kubeconfig).
+    pub path: PathBuf,
     /// The CA that signed the new certificate.
     pub ca: &'static str,
     /// NotAfter before.
@@ -295,6 +297,7 @@ fn build(
     }
     let summary = Renewed {
         name: item.name.clone(),
+        path: item.source.cert_path().to_path_buf(),
         ca: item.ca,
         old_not_after: item.old_not_after,
         new_not_after: new_facts.not_after,

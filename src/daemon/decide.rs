@@ -1,0 +1,333 @@
+//! What the daemon does at one evaluation: a pure function of the certificates, the calendar,
+//! what it remembers and the clock. No I/O, so ten years of windows run in milliseconds in
+//! tests and the loop around it only reads, acts and sleeps.
+//!
+//! - **Alerts** when a certificate crosses a threshold (warning, critical, expired), not at
+//!   every evaluation; plus one reminder a day while anything is not ok.
+//! - **The window**: when a window has come (or was missed while the node was down), renew
+//!   every renewable certificate that would otherwise fall below `critical_days` before the
+//!   next window — `renew_before_days` at the least, more when the schedule is sparser.
+//! - **Emergency**: a renewable certificate below `critical_days` (or expired) is renewed at
+//!   once, outside the window; a failed attempt is retried an hour later.
+//! - **Pending restarts** are retried at every evaluation until one succeeds.
+//! - **When to look again**: at the next window, and at least hourly.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::daemon::events::{CertAlert, Kind};
+use crate::daemon::schedule::Calendar;
+
+const DAY: i64 = 86_400;
+
+/// The longest the daemon sleeps without looking at the certificates again.
+pub const MAX_SLEEP: Duration = Duration::hours(1);
+
+/// How long after a failed emergency renewal the next attempt comes.
+pub const EMERGENCY_RETRY: Duration = Duration::hours(1);
+
+/// One certificate as the daemon weighs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    /// The alert's view of it: name, path, NotAfter, CA.
+    pub cert: CertAlert,
+    /// A CA (CA thresholds, never renewed).
+    pub is_ca: bool,
+    /// The product renews it when due (kubeadm's set, signed by a CA whose key is here).
+    pub renewable: bool,
+}
+
+/// How a certificate stands, ordered by gravity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Beyond the warning threshold.
+    Ok,
+    /// Inside the warning threshold.
+    Warning,
+    /// Inside the critical threshold.
+    Critical,
+    /// Past NotAfter.
+    Expired,
+}
+
+impl Level {
+    /// The alert kind of a level other than `Ok`.
+    pub fn kind(self) -> Option<Kind> {
+        match self {
+            Level::Ok => None,
+            Level::Warning => Some(Kind::Expiring),
+            Level::Critical => Some(Kind::Critical),
+            Level::Expired => Some(Kind::Expired),
+        }
+    }
+}
+
+/// The thresholds and switches the decision uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Leaf warning threshold, days.
+    pub warn_days: u32,
+    /// Leaf critical threshold, days.
+    pub critical_days: u32,
+    /// CA warning threshold, days.
+    pub ca_warn_days: u32,
+    /// CA critical threshold, days.
+    pub ca_critical_days: u32,
+    /// The least a window renews ahead, days.
+    pub renew_before_days: u32,
+    /// Renew below `critical_days` at once.
+    pub emergency_renewal: bool,
+}
+
+impl From<&crate::config::Config> for Policy {
+    fn from(c: &crate::config::Config) -> Self {
+        Policy {
+            warn_days: c.warn_days,
+            critical_days: c.critical_days,
+            ca_warn_days: c.ca_warn_days,
+            ca_critical_days: c.ca_critical_days,
+            renew_before_days: c.renew_before_days,
+            emergency_renewal: c.emergency_renewal,
+        }
+    }
+}
+
+/// What the daemon keeps between evaluations (and across its restarts, in
+/// `<state-dir>/daemon.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    /// The last window whose job ran.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_window: Option<OffsetDateTime>,
+    /// Each certificate's level at the last evaluation.
+    #[serde(default)]
+    pub levels: BTreeMap<String, Level>,
+    /// When the last daily reminder went out.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_reminder: Option<OffsetDateTime>,
+    /// When the last emergency renewal was tried.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_emergency: Option<OffsetDateTime>,
+    /// The last job that ran: when, whether it succeeded, how many certificates it renewed.
+    #[serde(default)]
+    pub last_run: Option<LastRun>,
+}
+
+/// The last job the daemon ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// When it ran.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Everything asked for was done (renewed, restarted, verified).
+    pub success: bool,
+    /// How many certificates it renewed.
+    pub renewed: usize,
+}
+
+/// Why a renewal job runs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The window came.
+    Window,
+    /// A window passed while the daemon was not running.
+    CatchUp,
+    /// A certificate is below `critical_days` or expired.
+    Emergency,
+}
+
+/// A renewal job to run now: renew what expires within `due_within_days`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewOrder {
+    /// Why now.
+    pub why: Why,
+    /// The `--due` horizon of this run, days.
+    pub due_within_days: u32,
+    /// The window this run stands for (to remember once it ran).
+    pub window: Option<OffsetDateTime>,
+    /// Said in the journal: e.g. that a sparse schedule widened the horizon.
+    pub note: Option<String>,
+}
+
+/// What one evaluation decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Alerts to raise now: (kind, certificate, is a daily reminder).
+    pub alerts: Vec<(Kind, CertAlert, bool)>,
+    /// A renewal to run now.
+    pub renew: Option<RenewOrder>,
+    /// Retry the restart the pending record asks for (no renewal runs now).
+    pub restart_pending: bool,
+    /// The next window (for `STATUS=` and metrics).
+    pub next_window: Option<OffsetDateTime>,
+    /// When to evaluate again at the latest.
+    pub next_wake: OffsetDateTime,
+    /// The memory after this evaluation (levels, reminder); the caller records the window and
+    /// the run once the job is done.
+    pub memory: Memory,
+}
+
+/// The level of `w` at `now`.
+pub fn level(w: &Watched, now: OffsetDateTime, policy: &Policy) -> Level {
+    let (warn, critical) = if w.is_ca {
+        (policy.ca_warn_days, policy.ca_critical_days)
+    } else {
+        (policy.warn_days, policy.critical_days)
+    };
+    let left = (w.cert.not_after - now).whole_seconds();
+    if left <= 0 {
+        Level::Expired
+    } else if left < i64::from(critical) * DAY {
+        Level::Critical
+    } else if left < i64::from(warn) * DAY {
+        Level::Warning
+    } else {
+        Level::Ok
+    }
+}
+
+/// Whole days left, rounded down (negative once expired), as the alerts say it.
+pub fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> i64 {
+    (not_after - now).whole_seconds().div_euclid(DAY)
+}
+
+/// The `--due` horizon of a window run at `now`: what would fall below `critical_days` before
+/// the window after it, and `renew_before_days` at the least. Returns the days and, when the
+/// schedule made it wider than `renew_before_days`, a note saying so.
+pub fn window_horizon(
+    calendar: &Calendar,
+    now: OffsetDateTime,
+    policy: &Policy,
+) -> (u32, Option<String>) {
+    let gap_days = calendar
+        .next_after(now)
+        .map(|next| {
+            let secs = (next - now).whole_seconds().max(0);
+            u32::try_from((secs + DAY - 1) / DAY).unwrap_or(u32::MAX)
+        })
+        .unwrap_or(0);
+    let needed = gap_days.saturating_add(policy.critical_days);
+    if needed > policy.renew_before_days {
+        (
+            needed,
+            Some(format!(
+                "the next window is {gap_days} days away: renewing what expires within {needed} \
+                 days (more than renew_before_days = {}) so nothing falls below critical_days \
+                 ({}) before it",
+                policy.renew_before_days, policy.critical_days
+            )),
+        )
+    } else {
+        (policy.renew_before_days, None)
+    }
+}
+
+/// Decides one evaluation at `now`.
+pub fn decide(
+    now: OffsetDateTime,
+    certs: &[Watched],
+    calendar: &Calendar,
+    policy: &Policy,
+    memory: &Memory,
+    restart_pending: bool,
+) -> Decision {
+    let mut next = memory.clone();
+    let mut alerts = Vec::new();
+    let mut levels = BTreeMap::new();
+    for w in certs {
+        let now_level = level(w, now, policy);
+        let before = memory
+            .levels
+            .get(&w.cert.name)
+            .copied()
+            .unwrap_or(Level::Ok);
+        if now_level > before
+            && let Some(kind) = now_level.kind()
+        {
+            alerts.push((kind, w.cert.clone(), false));
+        }
+        levels.insert(w.cert.name.clone(), now_level);
+    }
+    next.levels = levels;
+    let not_ok: Vec<&Watched> = certs
+        .iter()
+        .filter(|w| {
+            next.levels
+                .get(&w.cert.name)
+                .is_some_and(|l| *l > Level::Ok)
+        })
+        .collect();
+    if !alerts.is_empty() {
+        // a crossing counts as the day's word on the matter
+        next.last_reminder = Some(now);
+    } else if !not_ok.is_empty()
+        && memory
+            .last_reminder
+            .is_none_or(|last| now - last >= Duration::DAY)
+    {
+        for w in &not_ok {
+            if let Some(kind) = next.levels[&w.cert.name].kind() {
+                alerts.push((kind, w.cert.clone(), true));
+            }
+        }
+        next.last_reminder = Some(now);
+    }
+
+    let next_window = calendar.next_after(now);
+    let due_window = calendar.last_at_or_before(now);
+    let mut renew = None;
+    if let Some(window) = due_window
+        && memory.last_window.is_none_or(|last| last < window)
+    {
+        let (due_within_days, note) = window_horizon(calendar, now, policy);
+        renew = Some(RenewOrder {
+            why: if now - window < MAX_SLEEP {
+                Why::Window
+            } else {
+                Why::CatchUp
+            },
+            due_within_days,
+            window: Some(window),
+            note,
+        });
+    }
+    let critical = i64::from(policy.critical_days) * DAY;
+    let emergency = policy.emergency_renewal
+        && certs
+            .iter()
+            .any(|w| w.renewable && (w.cert.not_after - now).whole_seconds() < critical);
+    let emergency_retry_at = memory.last_emergency.map(|t| t + EMERGENCY_RETRY);
+    if renew.is_none() && emergency && emergency_retry_at.is_none_or(|at| now >= at) {
+        renew = Some(RenewOrder {
+            why: Why::Emergency,
+            due_within_days: policy.critical_days,
+            window: None,
+            note: None,
+        });
+        next.last_emergency = Some(now);
+    }
+    let mut next_wake = now + MAX_SLEEP;
+    if let Some(w) = next_window {
+        next_wake = next_wake.min(w);
+    }
+    if emergency
+        && renew.is_none()
+        && let Some(at) = emergency_retry_at
+    {
+        next_wake = next_wake.min(at.max(now));
+    }
+    Decision {
+        alerts,
+        restart_pending: restart_pending && renew.is_none(),
+        renew,
+        next_window,
+        next_wake,
+        memory: next,
+    }
+}
+
+#[cfg(test)]
+mod tests;

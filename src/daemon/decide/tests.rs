@@ -1,0 +1,428 @@
+//! Time travel: the decision run over years of a simulated node, on a clock the test drives.
+//! The simulated job renews what the order says is due (365 days from then), as `renew --due`
+//! does; everything else is the real decision and the real calendar.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::daemon::schedule::DEFAULT_SCHEDULE;
+
+fn at(rfc3339: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
+fn policy() -> Policy {
+    Policy {
+        warn_days: 30,
+        critical_days: 7,
+        ca_warn_days: 365,
+        ca_critical_days: 90,
+        renew_before_days: 65,
+        emergency_renewal: true,
+    }
+}
+
+const LEAVES: [&str; 11] = [
+    "admin.conf",
+    "apiserver",
+    "apiserver-etcd-client",
+    "apiserver-kubelet-client",
+    "controller-manager.conf",
+    "etcd-healthcheck-client",
+    "etcd-peer",
+    "etcd-server",
+    "front-proxy-client",
+    "scheduler.conf",
+    "super-admin.conf",
+];
+
+/// A kubeadm node at `start`: 11 one-year leaves issued on different days of the past year
+/// (so they do not all expire together), and three CAs good for 25 years.
+fn node(start: OffsetDateTime, first_expiry_days: i64) -> Vec<Watched> {
+    let mut v: Vec<Watched> = LEAVES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Watched {
+            cert: CertAlert {
+                name: name.to_string(),
+                path: format!("/etc/kubernetes/{name}"),
+                not_after: start + Duration::days(first_expiry_days + 29 * i as i64),
+                days_left: 0,
+                ca: Some("ca".into()),
+            },
+            is_ca: false,
+            renewable: true,
+        })
+        .collect();
+    for ca in ["ca", "etcd-ca", "front-proxy-ca"] {
+        v.push(Watched {
+            cert: CertAlert {
+                name: ca.into(),
+                path: format!("/etc/kubernetes/pki/{ca}.crt"),
+                not_after: start + Duration::days(25 * 365),
+                days_left: 0,
+                ca: None,
+            },
+            is_ca: true,
+            renewable: false,
+        });
+    }
+    v
+}
+
+/// What a run of the simulation saw.
+#[derive(Default)]
+struct Story {
+    /// (instant, kind, certificate, reminder)
+    alerts: Vec<(OffsetDateTime, Kind, String, bool)>,
+    /// (instant, why, window, renewed names)
+    runs: Vec<(OffsetDateTime, Why, Option<OffsetDateTime>, Vec<String>)>,
+    /// the fewest seconds any renewable certificate had left at any evaluation
+    tightest: i64,
+    evaluations: usize,
+}
+
+/// Runs the daemon's decisions from `start` to `end`. `renew_works` says whether a renewal
+/// job succeeds; `down` is an outage (no evaluation inside it).
+fn simulate(
+    calendar: &Calendar,
+    policy: &Policy,
+    certs: &mut [Watched],
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    renew_works: bool,
+    down: Option<(OffsetDateTime, OffsetDateTime)>,
+) -> Story {
+    // as if the daemon had been running: the last window before `start` was done
+    let mut memory = Memory {
+        last_window: calendar.last_at_or_before(start),
+        ..Memory::default()
+    };
+    let mut story = Story {
+        tightest: i64::MAX,
+        ..Story::default()
+    };
+    let mut now = start;
+    while now < end {
+        if let Some((from, to)) = down
+            && now >= from
+            && now < to
+        {
+            now = to;
+            continue;
+        }
+        story.evaluations += 1;
+        for w in certs.iter().filter(|w| w.renewable) {
+            story.tightest = story.tightest.min((w.cert.not_after - now).whole_seconds());
+        }
+        let d = decide(now, certs, calendar, policy, &memory, false);
+        for (kind, cert, reminder) in &d.alerts {
+            story
+                .alerts
+                .push((now, *kind, cert.name.clone(), *reminder));
+        }
+        memory = d.memory.clone();
+        if let Some(order) = &d.renew {
+            let mut renewed = Vec::new();
+            if renew_works {
+                for w in certs.iter_mut().filter(|w| w.renewable) {
+                    let left = (w.cert.not_after - now).whole_seconds();
+                    if left < i64::from(order.due_within_days) * DAY {
+                        w.cert.not_after = now + Duration::days(365);
+                        renewed.push(w.cert.name.clone());
+                    }
+                }
+            }
+            if let Some(window) = order.window {
+                memory.last_window = Some(window);
+            }
+            story.runs.push((now, order.why, order.window, renewed));
+        }
+        assert!(d.next_wake > now, "time must move: {now} → {}", d.next_wake);
+        assert!(d.next_wake - now <= MAX_SLEEP, "looks at least hourly");
+        now = d.next_wake;
+    }
+    story
+}
+
+/// Every certificate renewed at most once per window, and never by two runs of one window.
+fn assert_once_per_window(story: &Story) {
+    let mut seen: BTreeSet<(Option<OffsetDateTime>, String)> = BTreeSet::new();
+    let mut windows = BTreeSet::new();
+    for (_, why, window, renewed) in &story.runs {
+        if *why != Why::Emergency {
+            assert!(windows.insert(*window), "window {window:?} ran twice");
+        }
+        for name in renewed {
+            assert!(
+                seen.insert((*window, name.clone())) || window.is_none(),
+                "{name} renewed twice for window {window:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ten_years_of_monthly_windows_never_let_a_certificate_get_critical() {
+    let start = at("2026-11-29T10:00:00Z");
+    let calendar = Calendar::new(
+        DEFAULT_SCHEDULE,
+        Some("Europe/Berlin"),
+        std::time::Duration::ZERO,
+    )
+    .unwrap();
+    let mut certs = node(start, 60);
+    let end = start + Duration::days(3653);
+    let story = simulate(&calendar, &policy(), &mut certs, start, end, true, None);
+    assert!(
+        story.tightest >= i64::from(policy().critical_days) * DAY,
+        "a certificate came within {}s of expiry",
+        story.tightest
+    );
+    // renewed 65 days ahead, they never even reach the warning threshold: no alert at all
+    assert!(story.alerts.is_empty(), "{:?}", story.alerts);
+    assert_once_per_window(&story);
+    // one run per window (and no emergency), each a first Monday at 03:00 Berlin time
+    let windows = story.runs.len();
+    assert!(
+        (120..=122).contains(&windows),
+        "{windows} window runs in ten years"
+    );
+    for (when, why, window, _) in &story.runs {
+        assert_eq!(*why, Why::Window);
+        let local = calendar.local_rfc3339(window.unwrap());
+        assert!(local.contains("T03:00:00+0"), "{local}");
+        assert_eq!(*when, window.unwrap(), "ran at the window itself");
+    }
+    // each certificate renewed once in each stretch of its 365 days, 65 days or less before its
+    // end: about every 10 to 11 months, never sooner
+    let mut renewals: BTreeMap<&str, Vec<OffsetDateTime>> = BTreeMap::new();
+    for (when, _, _, renewed) in &story.runs {
+        for name in renewed {
+            renewals.entry(name).or_default().push(*when);
+        }
+    }
+    for name in LEAVES {
+        let times = &renewals[name];
+        assert!((10..=13).contains(&times.len()), "{name}: {}", times.len());
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::days(300) && gap <= Duration::days(365 - 7),
+                "{name} renewed {} days after the previous time",
+                gap.whole_days()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_quarterly_schedule_widens_the_horizon_and_says_so() {
+    let start = at("2026-11-29T10:00:00Z");
+    let calendar =
+        Calendar::new("0 4 1 1,4,7,10 *", Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let (days, note) = window_horizon(&calendar, at("2027-01-01T04:00:00Z"), &policy());
+    assert_eq!(days, 90 + 7, "Jan 1 → Apr 1 is 90 days, plus critical_days");
+    assert!(
+        note.unwrap()
+            .contains("renewing what expires within 97 days")
+    );
+    let (days, note) = window_horizon(
+        &Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap(),
+        at("2027-01-04T03:00:00Z"),
+        &policy(),
+    );
+    assert_eq!((days, note), (65, None), "monthly: renew_before_days rules");
+
+    let mut certs = node(start, 60);
+    let story = simulate(
+        &calendar,
+        &policy(),
+        &mut certs,
+        start,
+        start + Duration::days(3653),
+        true,
+        None,
+    );
+    assert!(story.tightest >= i64::from(policy().critical_days) * DAY);
+    assert_once_per_window(&story);
+    assert!(story.runs.iter().all(|r| r.1 == Why::Window));
+    assert!(
+        (39..=41).contains(&story.runs.len()),
+        "{}",
+        story.runs.len()
+    );
+}
+
+#[test]
+fn a_certificate_three_days_from_expiry_is_renewed_at_once_not_at_the_window() {
+    let start = at("2026-11-10T10:00:00Z"); // the next window is 2026-12-07
+    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let mut certs = node(start, 3);
+    let mut memory = Memory {
+        last_window: calendar.last_at_or_before(start),
+        ..Memory::default()
+    };
+    let d = decide(start, &certs, &calendar, &policy(), &memory, false);
+    let order = d.renew.expect("an emergency renewal");
+    assert_eq!(order.why, Why::Emergency);
+    assert_eq!(order.due_within_days, 7);
+    assert!(
+        d.alerts
+            .iter()
+            .any(|(k, c, r)| *k == Kind::Critical && c.name == "admin.conf" && !r)
+    );
+    // if it fails, it is tried again an hour later, not at every evaluation
+    memory = d.memory;
+    let d = decide(
+        start + Duration::minutes(10),
+        &certs,
+        &calendar,
+        &policy(),
+        &memory,
+        false,
+    );
+    assert_eq!(d.renew, None);
+    assert_eq!(d.next_wake, start + Duration::hours(1));
+    let d = decide(
+        start + Duration::hours(1),
+        &certs,
+        &calendar,
+        &policy(),
+        &d.memory,
+        false,
+    );
+    assert_eq!(d.renew.map(|o| o.why), Some(Why::Emergency));
+    // switched off, the certificate waits for the window (and is alerted)
+    let off = Policy {
+        emergency_renewal: false,
+        ..policy()
+    };
+    certs[0].cert.not_after = start + Duration::days(3);
+    let d = decide(
+        start,
+        &certs,
+        &calendar,
+        &off,
+        &Memory {
+            last_window: calendar.last_at_or_before(start),
+            ..Memory::default()
+        },
+        false,
+    );
+    assert_eq!(d.renew, None);
+}
+
+#[test]
+fn a_window_missed_during_an_outage_is_caught_up_at_start() {
+    let start = at("2026-11-29T10:00:00Z");
+    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let mut certs = node(start, 40);
+    // down from Dec 1 to Dec 20: the Dec 7 window passes unseen
+    let down = (at("2026-12-01T00:00:00Z"), at("2026-12-20T00:00:00Z"));
+    let story = simulate(
+        &calendar,
+        &policy(),
+        &mut certs,
+        start,
+        at("2027-02-01T00:00:00Z"),
+        true,
+        Some(down),
+    );
+    let (when, why, window, renewed) = &story.runs[0];
+    assert_eq!(*why, Why::CatchUp);
+    assert_eq!(
+        *when, down.1,
+        "caught up at the first evaluation after the outage"
+    );
+    assert_eq!(*window, Some(at("2026-12-07T03:00:00Z")));
+    assert!(renewed.contains(&"admin.conf".to_string()), "{renewed:?}");
+    assert_eq!(story.runs[1].1, Why::Window);
+    assert!(story.tightest >= 7 * DAY);
+}
+
+#[test]
+fn alerts_come_exactly_at_threshold_crossings_plus_one_reminder_a_day() {
+    // renewals keep failing: the certificates go warning, critical, expired
+    let start = at("2026-11-29T10:30:00Z");
+    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let mut certs = node(start, 40);
+    certs.truncate(1); // admin.conf, 40 days left
+    let expiry = certs[0].cert.not_after;
+    let story = simulate(
+        &calendar,
+        &policy(),
+        &mut certs,
+        start,
+        expiry + Duration::days(3),
+        false,
+        None,
+    );
+    let crossings: Vec<(OffsetDateTime, Kind)> = story
+        .alerts
+        .iter()
+        .filter(|a| !a.3)
+        .map(|a| (a.0, a.1))
+        .collect();
+    let expected = [
+        (expiry - Duration::days(30), Kind::Expiring),
+        (expiry - Duration::days(7), Kind::Critical),
+        (expiry, Kind::Expired),
+    ];
+    assert_eq!(crossings.len(), 3, "{crossings:?}");
+    for ((when, kind), (crossed, expected_kind)) in crossings.iter().zip(expected) {
+        assert_eq!(*kind, expected_kind);
+        assert!(
+            *when >= crossed && *when - crossed <= MAX_SLEEP,
+            "{kind:?} alerted at {when}, crossed at {crossed}"
+        );
+    }
+    // reminders: at most one a day, only while not ok, never at a crossing's evaluation
+    let reminders: Vec<OffsetDateTime> = story.alerts.iter().filter(|a| a.3).map(|a| a.0).collect();
+    assert!(!reminders.is_empty());
+    for pair in reminders.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::DAY, "{pair:?}");
+    }
+    assert!(reminders.iter().all(|r| *r > expiry - Duration::days(30)));
+    let days_not_ok = 33;
+    assert!(
+        (days_not_ok - 4..=days_not_ok).contains(&(reminders.len() as i64)),
+        "{} reminders in {days_not_ok} days",
+        reminders.len()
+    );
+}
+
+#[test]
+fn dst_days_fire_their_window_exactly_once() {
+    // a daily window at 02:30 Berlin time across both changes of 2027
+    let calendar = Calendar::new(
+        "30 2 * * *",
+        Some("Europe/Berlin"),
+        std::time::Duration::ZERO,
+    )
+    .unwrap();
+    let start = at("2027-03-20T00:00:00Z");
+    let mut certs = node(start, 400);
+    let story = simulate(
+        &calendar,
+        &policy(),
+        &mut certs,
+        start,
+        at("2027-11-10T00:00:00Z"),
+        true,
+        None,
+    );
+    let mut per_day: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, why, window, _) in &story.runs {
+        assert_eq!(*why, Why::Window);
+        let local = calendar.local_rfc3339(window.unwrap());
+        *per_day.entry(local[..10].to_string()).or_default() += 1;
+    }
+    assert!(per_day.values().all(|n| *n == 1), "{per_day:?}");
+    assert_eq!(
+        per_day["2027-03-28"], 1,
+        "spring forward: 02:30 does not exist"
+    );
+    assert_eq!(per_day["2027-10-31"], 1, "fall back: 02:30 happens twice");
+    assert_eq!(per_day.len(), 235, "every day from Mar 20 to Nov 9 once");
+}
