@@ -52,6 +52,11 @@ pub enum Command {
     /// Restart control-plane static pods over the CRI: park their manifests, wait for the
     /// containers to exit, put the manifests back, wait for new healthy containers.
     Restart(RestartArgs),
+    /// Run as the node's service: renew in the maintenance window, watch every certificate,
+    /// renew at once what gets critical, restart safely, alert through the journal.
+    Run(RunArgs),
+    /// Show the next maintenance windows of this node and what would be due at each.
+    Schedule(ScheduleArgs),
     /// Build a throwaway kubeadm-shaped node in a temp dir and run the product on it.
     Demo(DemoArgs),
     /// A kubelet stand-in for tests: runs the static pods of a manifests dir on a CRI runtime.
@@ -133,6 +138,22 @@ pub struct CheckArgs {
     pub critical_days: Option<u32>,
 }
 
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where the events go: the journal when one listens, else stderr (`auto`), or either.
+    #[arg(long, value_enum, default_value_t = crate::daemon::events::LogTo::Auto)]
+    pub log_to: crate::daemon::events::LogTo,
+}
+
+/// Options of `schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// How many windows to show.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub next: u16,
+}
+
 /// Options of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -143,12 +164,25 @@ pub struct DemoArgs {
 
 /// The configuration after applying command-line overrides.
 pub fn effective_config(cli: &Cli) -> Result<Config, String> {
-    let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
-    if let Some(dir) = &cli.kubernetes_dir {
-        config.kubernetes_dir = dir.clone();
+    load_config(
+        &cli.config,
+        cli.kubernetes_dir.as_deref(),
+        cli.state_dir.as_deref(),
+    )
+}
+
+/// Reads the config file and applies the directories given on the command line.
+fn load_config(
+    file: &Path,
+    kubernetes_dir: Option<&Path>,
+    state_dir: Option<&Path>,
+) -> Result<Config, String> {
+    let mut config = Config::load(file).map_err(|e| e.to_string())?;
+    if let Some(dir) = kubernetes_dir {
+        config.kubernetes_dir = dir.to_path_buf();
     }
-    if let Some(dir) = &cli.state_dir {
-        config.state_dir = dir.clone();
+    if let Some(dir) = state_dir {
+        config.state_dir = dir.to_path_buf();
     }
     // The journal and backups record paths; they must not depend on the working directory.
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
@@ -354,7 +388,7 @@ pub fn main() -> i32 {
     if matches!(cli.command, Command::Renew(_) | Command::Restart(_)) {
         // a run by hand tells the journal what it did, as the daemon does (its own output is
         // for the person at the terminal)
-        crate::daemon::events::init_logging(false);
+        let _ = crate::daemon::events::init_logging(crate::daemon::events::LogTo::JournalOnly);
     }
     // A writing command holds the node lock and first finishes whatever an interrupted run left.
     let locked = |config: &Config| -> Result<crate::state::lock::NodeLock, String> {
@@ -402,6 +436,32 @@ pub fn main() -> i32 {
         }),
         #[cfg(feature = "test-support")]
         Command::KubeletStandin(args) => standin(endpoint, args),
+        Command::Run(args) => {
+            let offset = cli
+                .now
+                .map(|n| n - OffsetDateTime::now_utc())
+                .unwrap_or_default();
+            crate::daemon::run::run(crate::daemon::run::Start {
+                load: {
+                    let (file, k, s) = (
+                        cli.config.clone(),
+                        cli.kubernetes_dir.clone(),
+                        cli.state_dir.clone(),
+                    );
+                    Box::new(move || load_config(&file, k.as_deref(), s.as_deref()))
+                },
+                runtime_endpoint: cli.runtime_endpoint.clone(),
+                clock_offset: offset,
+                log_to: args.log_to,
+            })
+        }
+        Command::Schedule(args) => effective_config(&cli).and_then(|c| {
+            print!(
+                "{}",
+                crate::daemon::run::schedule_text(&c, now, usize::from(args.next))?
+            );
+            Ok(0)
+        }),
         Command::Demo(args) => crate::demo::run(args.keep, now, endpoint),
     };
     match result {

@@ -114,6 +114,9 @@ pub struct Memory {
     /// The last job that ran: when, whether it succeeded, how many certificates it renewed.
     #[serde(default)]
     pub last_run: Option<LastRun>,
+    /// When pending restarts were last said in the journal.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub pending_alerted: Option<OffsetDateTime>,
 }
 
 /// The last job the daemon ran.

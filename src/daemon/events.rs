@@ -237,26 +237,42 @@ pub fn note(message: &str) {
     info!("{message}");
 }
 
-/// Routes events to the journal when one listens, else to stderr in a human format. Returns
-/// where they go ("journal" or "stderr").
-pub fn init_logging(stderr_fallback: bool) -> &'static str {
+/// Where events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogTo {
+    /// The journal when one listens, else stderr in a human format.
+    Auto,
+    /// The journal only (nothing when none listens): a run by hand, whose own output is for
+    /// the person at the terminal.
+    #[value(skip)]
+    JournalOnly,
+    /// The journal (an error to start when none listens).
+    Journal,
+    /// stderr, in a human format.
+    Stderr,
+}
+
+/// Routes events as `to` says; returns where they go ("journal" or "stderr") or why the
+/// journal cannot be used.
+pub fn init_logging(to: LogTo) -> Result<&'static str, String> {
     use tracing_subscriber::layer::SubscriberExt;
-    let journald = std::path::Path::new("/run/systemd/journal/socket")
-        .exists()
-        .then(|| tracing_journald::layer().ok())
-        .flatten();
-    let (journald, to) = match journald {
-        Some(layer) => (
-            Some(
-                layer
-                    .with_field_prefix(None)
-                    .with_syslog_identifier("kube-cert-renewer".into()),
-            ),
-            "journal",
-        ),
-        None => (None, "stderr"),
+    let journald = match to {
+        LogTo::Stderr => None,
+        _ => tracing_journald::layer().ok().map(|layer| {
+            layer
+                .with_field_prefix(None)
+                .with_syslog_identifier("kube-cert-renewer".into())
+        }),
     };
-    let stderr = (journald.is_none() && stderr_fallback).then(|| {
+    if to == LogTo::Journal && journald.is_none() {
+        return Err("no journal listens at /run/systemd/journal/socket".into());
+    }
+    let where_to = if journald.is_some() {
+        "journal"
+    } else {
+        "stderr"
+    };
+    let stderr = (journald.is_none() && to != LogTo::JournalOnly).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_target(false)
@@ -264,5 +280,28 @@ pub fn init_logging(stderr_fallback: bool) -> &'static str {
     });
     let subscriber = tracing_subscriber::registry().with(journald).with(stderr);
     let _ = tracing::subscriber::set_global_default(subscriber);
-    to
+    Ok(where_to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_catalog_entry_and_a_distinct_id() {
+        let catalog = include_str!("../../systemd/kube-cert-renewer.catalog");
+        let mut ids = std::collections::BTreeSet::new();
+        for kind in Kind::ALL {
+            let id = kind.message_id();
+            assert_eq!(id.len(), 32, "{kind:?}");
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{kind:?}");
+            assert!(ids.insert(id), "{kind:?} shares its id");
+            assert_eq!(
+                catalog.matches(&format!("-- {id}\n")).count(),
+                1,
+                "{kind:?} ({id}) must have exactly one catalog entry"
+            );
+        }
+        assert_eq!(catalog.matches("\n-- ").count(), Kind::ALL.len());
+    }
 }

@@ -8,4 +8,8 @@
 
 pub mod decide;
 pub mod events;
+pub mod metrics;
+pub mod run;
 pub mod schedule;
+pub mod systemd;
+pub mod watch;

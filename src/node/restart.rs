@@ -1070,6 +1070,7 @@ async fn wait_stopped(
                 )),
             });
         }
+        crate::daemon::systemd::beat();
         tokio::time::sleep(settings.poll).await;
     }
 }
@@ -1106,6 +1107,7 @@ async fn wait_new_container(
                 )),
             });
         }
+        crate::daemon::systemd::beat();
         tokio::time::sleep(settings.poll).await;
     }
 }
@@ -1188,6 +1190,7 @@ async fn wait_all_healthy(
                 failing.join("; ")
             )));
         }
+        crate::daemon::systemd::beat();
         tokio::time::sleep(settings.poll).await;
     }
 }

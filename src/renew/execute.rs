@@ -367,6 +367,7 @@ pub fn execute(
     // worker per core. (Each new thread seeds its own random generator, which costs more than
     // signing, so reused keys stay on this thread.)
     let build_one = |(item, ca): &(&Item, &SigningCa)| {
+        crate::daemon::systemd::beat();
         let mut warnings = Vec::new();
         build(item, ca, &mut warnings)
             .map(|(changes, summary)| (changes, summary, warnings))

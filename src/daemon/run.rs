@@ -1,0 +1,587 @@
+//! The daemon's loop: evaluate, act, tell, sleep.
+//!
+//! Each turn reads the node (inventory, pending restarts), asks [`decide`] what to do, raises
+//! the alerts, runs the job it ordered (a window, a catch-up, an emergency renewal, or a pending
+//! restart) through the same [`Job`] the CLI uses, then records, writes the metrics file and
+//! the `STATUS=` line, and sleeps until the next window, an hour, a change under the watched
+//! directories, or a signal. The node lock is held only while a job works; a manual `renew` or
+//! `restart` meanwhile gets the usual message, and a job waits for a manual run to finish.
+
+use std::path::Path;
+use std::time::Duration as StdDuration;
+
+use time::OffsetDateTime;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::daemon::decide::{self, Decision, LastRun, Memory, Policy, Watched, Why};
+use crate::daemon::events::{self, CertAlert};
+use crate::daemon::schedule::{self, Calendar};
+use crate::daemon::watch::Watch;
+use crate::daemon::{metrics, systemd};
+use crate::pki::inventory::{self, Inventory, Kind};
+use crate::renew::job::{self, Interrupt, Job, Quiet, RenewRequest, RestartStep};
+use crate::renew::{execute, plan};
+use crate::report::Report;
+use crate::report::status::Thresholds;
+use crate::state::{lock, pending};
+
+/// How the daemon is started.
+pub struct Start {
+    /// Reads the configuration (file and command-line overrides); called again on SIGHUP.
+    pub load: Box<dyn Fn() -> Result<Config, String>>,
+    /// `--runtime-endpoint`, when given.
+    pub runtime_endpoint: Option<String>,
+    /// The daemon's clock minus the system's (0 in production; tests move the clock).
+    pub clock_offset: time::Duration,
+    /// Where the events go.
+    pub log_to: events::LogTo,
+}
+
+/// The file of the daemon's memory in a state dir.
+pub fn memory_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("daemon.json")
+}
+
+/// The memory kept in the state dir (a missing or unreadable one starts afresh: it only holds
+/// what to say and when the last window ran).
+pub fn load_memory(state_dir: &Path) -> (Memory, Option<String>) {
+    let path = memory_path(state_dir);
+    match std::fs::read(&path) {
+        Ok(data) => match serde_json::from_slice(&data) {
+            Ok(m) => (m, None),
+            Err(e) => (
+                Memory::default(),
+                Some(format!(
+                    "{}: unreadable ({e}); starting afresh",
+                    path.display()
+                )),
+            ),
+        },
+        Err(_) => (Memory::default(), None),
+    }
+}
+
+fn save_memory(state_dir: &Path, memory: &Memory) -> Result<(), String> {
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    let text = serde_json::to_vec_pretty(memory).map_err(|e| e.to_string())?;
+    crate::state::store::write_atomic(&memory_path(state_dir), &text, 0o600)
+}
+
+/// The calendar of a configuration for this node (its name picks its slot in the spread).
+pub fn calendar_of(config: &Config, inventory: &Inventory) -> Result<Calendar, String> {
+    let spread = schedule::parse_spread(&config.window_spread)?;
+    let node = job::node_name(config, inventory).unwrap_or_else(hostname);
+    Calendar::new(
+        &config.schedule,
+        config.timezone.as_deref(),
+        schedule::node_offset(&node, spread),
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// One look at the node.
+struct Look {
+    inventory: Inventory,
+    certs: Vec<Watched>,
+    pending: pending::Pending,
+}
+
+/// Reads the node: every certificate (with whether this product would renew it) and the
+/// pending restarts.
+fn look(config: &Config, now: OffsetDateTime) -> Look {
+    let paths = config.paths();
+    let inventory = inventory::scan(
+        &paths,
+        &inventory::Options {
+            extra_paths: config.extra_paths.clone(),
+        },
+    );
+    let signers = execute::load_signers(&inventory);
+    let renewable: Vec<String> = plan::plan(
+        &inventory,
+        &execute::signing_certs(&signers),
+        &plan::Options {
+            selection: plan::Selection::All,
+            validity_days: config.validity_days,
+            reuse_keys: true,
+            renew_before_days: config.renew_before_days,
+            now,
+        },
+    )
+    .renew
+    .into_iter()
+    .map(|i| i.name)
+    .collect();
+    let certs = inventory
+        .entries()
+        .filter_map(|e| {
+            let facts = e.facts()?;
+            Some(Watched {
+                cert: CertAlert {
+                    name: e.name.clone(),
+                    path: e.source.describe(),
+                    not_after: facts.not_after,
+                    days_left: decide::days_left(facts.not_after, now),
+                    ca: e.ca_name().map(str::to_string),
+                },
+                is_ca: e.kind == Kind::Ca,
+                renewable: renewable.contains(&e.name),
+            })
+        })
+        .collect();
+    let pending = pending::load(&config.state_dir).unwrap_or_default();
+    Look {
+        inventory,
+        certs,
+        pending,
+    }
+}
+
+/// The `STATUS=` line: the next window, the soonest expiry, the last run, what is pending.
+fn status_line(
+    calendar: &Calendar,
+    decision: &Decision,
+    look: &Look,
+    memory: &Memory,
+    now: OffsetDateTime,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(next) = decision.next_window {
+        parts.push(format!("next window {}", calendar.local_human(next)));
+    }
+    match look
+        .certs
+        .iter()
+        .filter(|w| !w.is_ca)
+        .min_by_key(|w| w.cert.not_after)
+    {
+        Some(w) => parts.push(format!(
+            "soonest: {} in {}",
+            w.cert.name,
+            crate::report::human_duration((w.cert.not_after - now).whole_seconds())
+        )),
+        None => parts.push("no kubeadm certificates on this node (watching for them)".into()),
+    }
+    if let Some(run) = &memory.last_run {
+        parts.push(format!(
+            "last run {} renewed {}, {}",
+            calendar.local_human(run.at).get(4..14).unwrap_or_default(),
+            run.renewed,
+            if run.success { "ok" } else { "FAILED" }
+        ));
+    }
+    if !look.pending.is_empty() {
+        parts.push(format!(
+            "restart pending: {}",
+            look.pending.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    parts.join(" · ")
+}
+
+/// What a job thread did.
+enum Done {
+    /// A renewal job ran (its report, or why it did not).
+    Renewal(Result<job::RenewReport, job::JobError>),
+    /// A restart of pending components ran.
+    Restart(Result<job::RestartReport, job::JobError>),
+    /// The stop request came while waiting for the lock.
+    Stopped,
+}
+
+/// What the job thread is asked to do.
+#[derive(Clone)]
+enum Work {
+    Renew(RenewRequest),
+    RestartPending,
+}
+
+/// Runs `work` on its own thread, holding the node lock (waiting for a manual run to finish
+/// first), after finishing what an interrupted run left.
+fn spawn_job(
+    config: Config,
+    endpoint: Option<String>,
+    now: OffsetDateTime,
+    stop: watch::Receiver<bool>,
+    work: Work,
+) -> tokio::sync::oneshot::Receiver<Done> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut said = false;
+        let _lock = loop {
+            match lock::try_acquire(&config.state_dir) {
+                Ok(l) => break l,
+                Err(e) => {
+                    if !said {
+                        events::note(&format!("waiting for the node lock: {e}"));
+                        said = true;
+                    }
+                    if *stop.borrow() {
+                        let _ = tx.send(Done::Stopped);
+                        return;
+                    }
+                    systemd::beat();
+                    std::thread::sleep(StdDuration::from_secs(1));
+                }
+            }
+        };
+        if let Ok(Some(done)) = job::recover(&config) {
+            events::note(&done);
+        }
+        let job = Job {
+            config: &config,
+            runtime_endpoint: endpoint.as_deref(),
+            now,
+            interrupt: Interrupt::Flag(stop),
+        };
+        let done = match work {
+            Work::Renew(request) => Done::Renewal(job.renew(&request, &mut Quiet)),
+            Work::RestartPending => Done::Restart(job.restart_pending(&mut Quiet)),
+        };
+        let _ = tx.send(done);
+    });
+    rx
+}
+
+/// Whether the runtime answers (before retrying a pending restart).
+async fn runtime_answers(config: &Config, endpoint: Option<&str>) -> bool {
+    let Ok(socket) =
+        crate::config::resolve_runtime_socket(endpoint.or(config.runtime_endpoint.as_deref()))
+    else {
+        return false;
+    };
+    match crate::node::cri::RuntimeClient::connect(&socket).await {
+        Ok(client) => client
+            .with_request_timeout(StdDuration::from_secs(5))
+            .version()
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn renew_request(config: &Config, due_within_days: u32) -> RenewRequest {
+    RenewRequest {
+        selection: plan::Selection::Due,
+        due_within_days,
+        validity_days: config.validity_days,
+        reuse_keys: config.reuse_keys,
+        dry_run: false,
+        restart: true,
+    }
+}
+
+/// How a finished job went: (success, certificates renewed), said in the journal.
+fn outcome_of(done: &Done) -> (bool, usize) {
+    match done {
+        Done::Renewal(Ok(report)) => {
+            let ok = !matches!(report.restart, RestartStep::Failed { .. });
+            (ok, report.renewal.renewed.len())
+        }
+        Done::Renewal(Err(_)) => (false, 0),
+        Done::Restart(Ok(report)) => (
+            report.problems.is_empty() && !matches!(report.restart, RestartStep::Failed { .. }),
+            0,
+        ),
+        Done::Restart(Err(e)) => {
+            events::restart_failed(&[], &e.to_string());
+            (false, 0)
+        }
+        Done::Stopped => (false, 0),
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; returns the process exit code.
+pub fn run(start: Start) -> Result<i32, String> {
+    let to = events::init_logging(start.log_to)?;
+    let mut config = (start.load)()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let now = || OffsetDateTime::now_utc() + start.clock_offset;
+        let endpoint = start.runtime_endpoint.clone();
+        let (mut term, mut int, mut hup) = (
+            signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+            signal(SignalKind::hangup()).map_err(|e| e.to_string())?,
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ping_every = systemd::watchdog_interval();
+        let mut pinger = tokio::time::interval(ping_every.unwrap_or(StdDuration::from_secs(3600)));
+        pinger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        events::note(&format!(
+            "kube-cert-renewer {} watching {} (state in {}, logging to the {to})",
+            env!("CARGO_PKG_VERSION"),
+            config.kubernetes_dir.display(),
+            config.state_dir.display()
+        ));
+        let (mut memory, note) = load_memory(&config.state_dir);
+        if let Some(note) = note {
+            events::note(&note);
+        }
+        let mut look_now = look(&config, now());
+        let mut calendar = calendar_of(&config, &look_now.inventory)?;
+        let mut watch = Watch::new(crate::daemon::watch::dirs_of(&config, &look_now.inventory));
+        if let Some(p) = &watch.problem {
+            events::note(p);
+        }
+        let mut ready = false;
+        let mut last_status = String::new();
+        let mut stopping = false;
+        'evaluate: loop {
+            // a job ordered by this evaluation runs first, then the node is looked at again
+            let t = now();
+            let decision = decide::decide(
+                t,
+                &look_now.certs,
+                &calendar,
+                &Policy::from(&config),
+                &memory,
+                !look_now.pending.is_empty(),
+            );
+            for (kind, cert, reminder) in &decision.alerts {
+                events::certificate(*kind, cert, *reminder);
+            }
+            memory = decision.memory.clone();
+            alert_pending(&look_now.pending, &mut memory, t);
+            let work = match &decision.renew {
+                Some(order) if !stopping => {
+                    events::note(&format!(
+                        "{}: renewing what expires within {} days{}",
+                        match order.why {
+                            Why::Window => "maintenance window",
+                            Why::CatchUp => "catching up a window missed while not running",
+                            Why::Emergency => "EMERGENCY renewal (below critical_days)",
+                        },
+                        order.due_within_days,
+                        order.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+                    ));
+                    Some(Work::Renew(renew_request(&config, order.due_within_days)))
+                }
+                None if decision.restart_pending
+                    && !stopping
+                    && runtime_answers(&config, endpoint.as_deref()).await =>
+                {
+                    events::note("the runtime answers: retrying the pending restart");
+                    Some(Work::RestartPending)
+                }
+                _ => None,
+            };
+            if let Some(work) = work {
+                systemd::status(&format!("working: {}", match &work {
+                    Work::Renew(_) => "renewal",
+                    Work::RestartPending => "pending restart",
+                }));
+                systemd::beat();
+                let mut done_rx =
+                    spawn_job(config.clone(), endpoint.clone(), t, stop_rx.clone(), work);
+                let done = loop {
+                    tokio::select! {
+                        done = &mut done_rx => break done.unwrap_or(Done::Stopped),
+                        _ = pinger.tick() => {
+                            if ping_every.is_some_and(systemd::moving) {
+                                systemd::watchdog();
+                            }
+                        }
+                        _ = term.recv() => { stopping = true; systemd::stopping(); let _ = stop_tx.send(true); }
+                        _ = int.recv() => { stopping = true; systemd::stopping(); let _ = stop_tx.send(true); }
+                    }
+                };
+                let (success, renewed) = outcome_of(&done);
+                memory.last_run = Some(LastRun {
+                    at: t,
+                    success,
+                    renewed,
+                });
+                if let (Done::Renewal(_), Some(order)) = (&done, &decision.renew)
+                    && let Some(window) = order.window
+                {
+                    memory.last_window = Some(window);
+                }
+                if let Err(e) = save_memory(&config.state_dir, &memory) {
+                    events::note(&format!("cannot record the daemon's state: {e}"));
+                }
+                if stopping {
+                    break 'evaluate;
+                }
+                watch.drain();
+                look_now = look(&config, now());
+                continue 'evaluate;
+            }
+            if let Err(e) = save_memory(&config.state_dir, &memory) {
+                events::note(&format!("cannot record the daemon's state: {e}"));
+            }
+            write_metrics(&config, &look_now.inventory, &memory, &decision, t);
+            let line = status_line(&calendar, &decision, &look_now, &memory, t);
+            if line != last_status {
+                systemd::status(&line);
+                last_status = line;
+            }
+            if !ready {
+                systemd::ready();
+                ready = true;
+            }
+            if stopping {
+                break;
+            }
+            // sleep until the next look
+            let wait = (decision.next_wake - now())
+                .try_into()
+                .unwrap_or(StdDuration::ZERO)
+                .max(StdDuration::from_millis(100));
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    _ = watch.changed() => {
+                        // let a burst of writes (a renewal by hand) settle first
+                        loop {
+                            tokio::select! {
+                                _ = watch.changed() => {}
+                                _ = tokio::time::sleep(StdDuration::from_millis(1500)) => break,
+                            }
+                        }
+                        break;
+                    }
+                    _ = pinger.tick() => {
+                        if ping_every.is_some() {
+                            systemd::beat();
+                            systemd::watchdog();
+                        }
+                    }
+                    _ = hup.recv() => {
+                        systemd::reloading();
+                        match (start.load)().and_then(|c| {
+                            calendar_of(&c, &look_now.inventory).map(|cal| (c, cal))
+                        }) {
+                            Ok((c, cal)) => {
+                                config = c;
+                                calendar = cal;
+                                events::note("configuration reloaded");
+                            }
+                            Err(e) => events::config_invalid(&e),
+                        }
+                        systemd::ready();
+                        break;
+                    }
+                    _ = term.recv() => { stopping = true; break; }
+                    _ = int.recv() => { stopping = true; break; }
+                }
+            }
+            if stopping {
+                systemd::stopping();
+                break;
+            }
+            look_now = look(&config, now());
+            let dirs = crate::daemon::watch::dirs_of(&config, &look_now.inventory);
+            if dirs != watch.dirs() {
+                watch = Watch::new(dirs);
+            }
+            watch.drain();
+        }
+        // whatever a cut-short job left is put back before the process ends
+        if let Ok(_lock) = lock::try_acquire(&config.state_dir)
+            && let Ok(Some(done)) = job::recover(&config)
+        {
+            events::note(&done);
+        }
+        events::note("stopped");
+        Ok(0)
+    })
+}
+
+/// Says in the journal which components still wait for their restart: when first seen, then
+/// once a day.
+fn alert_pending(pending: &pending::Pending, memory: &mut Memory, now: OffsetDateTime) {
+    if pending.is_empty() {
+        memory.pending_alerted = None;
+        return;
+    }
+    if memory
+        .pending_alerted
+        .is_some_and(|at| now - at < time::Duration::DAY)
+    {
+        return;
+    }
+    for (component, waiting) in pending {
+        events::restart_pending(component, &waiting.since, &waiting.renewed);
+    }
+    memory.pending_alerted = Some(now);
+}
+
+/// Writes the metrics textfile, when configured (a failure is said, never fatal).
+fn write_metrics(
+    config: &Config,
+    inventory: &Inventory,
+    memory: &Memory,
+    decision: &Decision,
+    now: OffsetDateTime,
+) {
+    let Some(path) = &config.metrics_textfile else {
+        return;
+    };
+    let node = crate::node::status::gather(
+        &config.paths().manifests,
+        &config.state_dir,
+        &crate::node::restart::TlsProbes::for_pki(&config.paths().pki),
+    );
+    let report = Report::new(inventory, now, &Thresholds::from(config)).with_node(node);
+    let gauges = metrics::DaemonGauges {
+        last_run: memory.last_run.as_ref().map(|r| (r.at, r.success)),
+        next_window: decision.next_window,
+    };
+    if let Err(e) = metrics::write(path, &report.prometheus(), &gauges) {
+        events::note(&format!("cannot write the metrics file: {e}"));
+    }
+}
+
+/// What `kube-cert-renewer schedule --next n` prints: the next `n` windows of this node (RFC
+/// 3339 with the zone's offset) and what would be due at each if nothing were renewed before.
+pub fn schedule_text(config: &Config, now: OffsetDateTime, n: usize) -> Result<String, String> {
+    let look = look(config, now);
+    let calendar = calendar_of(config, &look.inventory)?;
+    let policy = Policy::from(config);
+    let mut out = format!(
+        "schedule {:?} in {} (day of month AND day of week); this node opens its window {} \
+         after each (window_spread {})\n",
+        config.schedule,
+        calendar.zone_name(),
+        crate::report::human_duration(i64::try_from(calendar.offset().as_secs()).unwrap_or(0))
+            .replace("0s", "0s"),
+        config.window_spread
+    );
+    for window in calendar.next_n(now, n) {
+        let (horizon, note) = decide::window_horizon(&calendar, window, &policy);
+        let due: Vec<&str> = look
+            .certs
+            .iter()
+            .filter(|w| {
+                w.renewable
+                    && (w.cert.not_after - window).whole_seconds() < i64::from(horizon) * 86_400
+            })
+            .map(|w| w.cert.name.as_str())
+            .collect();
+        out.push_str(&format!(
+            "{}  {}{}\n",
+            calendar.local_rfc3339(window),
+            if due.is_empty() {
+                format!("nothing due within {horizon} days")
+            } else {
+                format!("due within {horizon} days: {}", due.join(", "))
+            },
+            note.map(|_| " (widened: the next window is far)")
+                .unwrap_or_default()
+        ));
+    }
+    Ok(out)
+}
