@@ -590,3 +590,59 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`: what a `Type=notify` service
+/// sends, with when it arrived.
+pub struct NotifySocket {
+    sock: std::os::unix::net::UnixDatagram,
+    pub path: PathBuf,
+    /// Every message so far (each may hold several `KEY=VALUE` lines), with its arrival.
+    pub seen: Vec<(Instant, String)>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        NotifySocket {
+            sock,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next message, or None after `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Option<String> {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = vec![0u8; 65536];
+        match self.sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push((Instant::now(), msg.clone()));
+                Some(msg)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits (up to `timeout`) for a message `matches` accepts; fails with everything seen.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(msg) = self.recv(deadline.saturating_duration_since(Instant::now())) {
+                if matches(&msg) {
+                    return msg;
+                }
+            }
+        }
+        panic!(
+            "no {what} within {timeout:?}; seen: {:?}",
+            self.seen.iter().map(|s| &s.1).collect::<Vec<_>>()
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! `kube-cert-renewer run`, the daemon, from the outside: the systemd notify protocol on a
+//! datagram socket standing in for systemd, its events read back from a real
+//! `systemd-journald`, `schedule`, and its units checked by `systemd-analyze`.
+//! (On a real containerd with the kubelet stand-in: tests/restart.rs.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube_cert_renewer::daemon::events::Kind;
+use kube_cert_renewer::demo::nodegen::{self, LeafTemplate, NodeSpec};
+use kube_cert_renewer::pki::keys::KeyAlgorithm;
+
+/// A generated node (no manifests: nothing to restart) and its dirs.
+struct Node {
+    tmp: tempfile::TempDir,
+}
+
+impl Node {
+    fn new(days_left: i64) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = NodeSpec::new(now(), days_left);
+        spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.manifests = false;
+        nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
+        Node { tmp }
+    }
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("k")
+    }
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+    fn config(&self) -> PathBuf {
+        self.tmp.path().join("config.toml")
+    }
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"));
+        c.arg("--config")
+            .arg(self.config())
+            .arg("--kubernetes-dir")
+            .arg(self.dir())
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(args);
+        c
+    }
+}
+
+/// The daemon, killed when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, which: &str) {
+    assert!(
+        Command::new("kill")
+            .args([which, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn has_line(msg: &str, line: &str) -> bool {
+    msg.lines().any(|l| l == line)
+}
+
+#[test]
+fn the_daemon_speaks_the_notify_protocol() {
+    let node = Node::new(100);
+    std::fs::write(node.config(), "restart_poll_ms = 100\n").unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let log = node.tmp.path().join("daemon.log");
+    let mut daemon = Daemon(
+        node.command(&["run", "--log-to", "stderr"])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .env("WATCHDOG_USEC", "1000000")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let text = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    let status = notify
+        .seen
+        .iter()
+        .flat_map(|(_, m)| m.lines())
+        .filter_map(|l| l.strip_prefix("STATUS="))
+        .last()
+        .map(str::to_string)
+        .expect("a STATUS= line before READY=1");
+    assert!(
+        status.contains("next window ") && status.contains("soonest: "),
+        "{status}"
+    );
+
+    // the watchdog: pinged every half WATCHDOG_USEC, never a whole one apart
+    let start = Instant::now();
+    let mut pings = Vec::new();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Some(m) = notify.recv(Duration::from_millis(200))
+            && has_line(&m, "WATCHDOG=1")
+        {
+            pings.push(Instant::now());
+        }
+    }
+    assert!(
+        (4..=8).contains(&pings.len()),
+        "{} pings in 3 s",
+        pings.len()
+    );
+    for pair in pings.windows(2) {
+        assert!(
+            pair[1] - pair[0] < Duration::from_millis(1000),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+
+    // SIGHUP with a bad config: RELOADING=1 + MONOTONIC_USEC, the old config kept, READY=1
+    std::fs::write(node.config(), "warn_dayz = 3\n").unwrap();
+    signal(&daemon.0, "-HUP");
+    let reloading = notify.wait_for("RELOADING=1", Duration::from_secs(10), |m| {
+        has_line(m, "RELOADING=1")
+    });
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading}"
+    );
+    notify.wait_for("READY=1 after the reload", Duration::from_secs(10), |m| {
+        has_line(m, "READY=1")
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !text(&log).contains("invalid") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let said = text(&log);
+    assert!(
+        said.contains("the new configuration is invalid") && said.contains("warn_dayz"),
+        "{said}"
+    );
+    assert!(daemon.0.try_wait().unwrap().is_none(), "it keeps running");
+
+    // a good one is applied
+    std::fs::write(node.config(), "restart_poll_ms = 150\n").unwrap();
+    signal(&daemon.0, "-HUP");
+    notify.wait_for("RELOADING=1", Duration::from_secs(10), |m| {
+        has_line(m, "RELOADING=1")
+    });
+    notify.wait_for("READY=1", Duration::from_secs(10), |m| {
+        has_line(m, "READY=1")
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !text(&log).contains("configuration reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        text(&log).contains("configuration reloaded"),
+        "{}",
+        text(&log)
+    );
+
+    // SIGTERM: STOPPING=1, exit 0
+    signal(&daemon.0, "-TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(10), |m| {
+        has_line(m, "STOPPING=1")
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", text(&log));
+}
+
+/// A certificate file signed by a CA of its own, valid until `days` from now (negative: expired).
+fn extra_cert(path: &Path, cn: &str, days: i64) {
+    let mut spec = NodeSpec::new(now(), days);
+    spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+    spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+    spec.leaf_not_before = now() - time::Duration::days(30);
+    spec.leaf_not_after = now() + time::Duration::days(days);
+    let ca = nodegen::make_ca("extra-ca", &spec).unwrap();
+    let template = LeafTemplate {
+        cn: cn.into(),
+        org: None,
+        sans: vec![],
+        server: false,
+        client: true,
+    };
+    let (cert, _) = nodegen::make_leaf(&template, &ca, &spec).unwrap();
+    std::fs::write(path, cert).unwrap();
+}
+
+#[test]
+fn events_reach_a_real_journald_with_their_ids_priorities_and_fields() {
+    for tool in ["unshare", "journalctl"] {
+        if !have(tool, "journald") {
+            return;
+        }
+    }
+    if !Path::new("/lib/systemd/systemd-journald").exists() {
+        let msg = "/lib/systemd/systemd-journald is missing: the journald test cannot run";
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("\n!!! {msg}; SKIPPED\n");
+        return;
+    }
+    // every leaf 3 days from expiry (critical: renewed at once), plus two watched files
+    let node = Node::new(3);
+    let extra = node.tmp.path().join("extra");
+    std::fs::create_dir(&extra).unwrap();
+    extra_cert(&extra.join("warn.pem"), "warn", 20);
+    extra_cert(&extra.join("gone.pem"), "gone", -2);
+    let good = format!("extra_paths = [\"{}/*.pem\"]\n", extra.display());
+    std::fs::write(node.config(), &good).unwrap();
+    let store = node.tmp.path().join("journal");
+    let script = node.tmp.path().join("inside.sh");
+    std::fs::write(
+        &script,
+        r#"set -u
+"$BIN" --config "$CFG" --kubernetes-dir "$K" --state-dir "$S" run --log-to journal &
+pid=$!
+# the emergency renewal is done once the daemon recorded it, and looks again right after
+for _ in $(seq 300); do grep -q '"renewed": 11' "$S/daemon.json" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+printf 'warn_dayz = 3\n' > "$CFG"
+kill -HUP $pid
+sleep 1
+kill -TERM $pid
+wait $pid
+# a renewal by hand that is refused
+printf 'garbage\n' > "$K/pki/front-proxy-client.crt"
+"$BIN" --config /nonexistent --kubernetes-dir "$K" --state-dir "$S" renew front-proxy-client --no-restart
+exit 0
+"#,
+    )
+    .unwrap();
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/with-journald.sh"
+        ))
+        .arg(&store)
+        .arg("bash")
+        .arg(&script)
+        .env("BIN", env!("CARGO_BIN_EXE_kube-cert-renewer"))
+        .env("CFG", node.config())
+        .env("K", node.dir())
+        .env("S", node.state())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = Command::new("journalctl")
+        .args(["--no-pager", "--all", "-o", "json", "-D"])
+        .arg(&store)
+        .arg("SYSLOG_IDENTIFIER=kube-cert-renewer")
+        .output()
+        .unwrap();
+    let entries: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |kind: Kind| -> Vec<&serde_json::Value> {
+        entries
+            .iter()
+            .filter(|e| e["MESSAGE_ID"] == kind.message_id())
+            .collect()
+    };
+    let field = |e: &serde_json::Value, f: &str| e[f].as_str().unwrap_or_default().to_string();
+    let dump = || {
+        entries
+            .iter()
+            .map(|e| format!("{} {}", field(e, "MESSAGE_ID"), field(e, "MESSAGE")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // critical leaves, alerted at the first look: error priority, every field
+    let critical = of(Kind::Critical);
+    let api = critical
+        .iter()
+        .find(|e| field(e, "CERT_NAME") == "apiserver")
+        .unwrap_or_else(|| panic!("no critical alert for apiserver:\n{}", dump()));
+    assert_eq!(field(api, "PRIORITY"), "3");
+    assert!(
+        field(api, "CERT_PATH").ends_with("pki/apiserver.crt"),
+        "{api}"
+    );
+    assert_eq!(field(api, "DAYS_LEFT"), "2");
+    assert_eq!(field(api, "CA_NAME"), "ca");
+    assert!(field(api, "NOT_AFTER").ends_with('Z'), "{api}");
+    assert_eq!(field(api, "ACTION"), "alert");
+    assert_eq!(field(api, "OUTCOME"), "critical");
+    // the watched files: warning priority for the warning threshold, error once expired
+    let warn = of(Kind::Expiring);
+    assert!(
+        warn.iter()
+            .any(|e| field(e, "CERT_PATH").ends_with("warn.pem") && field(e, "PRIORITY") == "4"),
+        "{}",
+        dump()
+    );
+    assert!(
+        of(Kind::Expired)
+            .iter()
+            .any(|e| field(e, "CERT_PATH").ends_with("gone.pem") && field(e, "PRIORITY") == "3"),
+        "{}",
+        dump()
+    );
+    // renewed at once: eleven notices with the new expiry
+    let renewed = of(Kind::Renewed);
+    assert_eq!(renewed.len(), 11, "{}", dump());
+    for e in &renewed {
+        assert_eq!(field(e, "PRIORITY"), "5");
+        assert_eq!(field(e, "ACTION"), "renew");
+        assert_eq!(field(e, "OUTCOME"), "renewed");
+        assert!(
+            field(e, "NOT_AFTER")
+                .starts_with(&(now() + time::Duration::days(365)).year().to_string())
+        );
+    }
+    // nothing restarted them (no static pods here): pending, said as an error
+    let pending = of(Kind::RestartPending);
+    assert!(
+        pending
+            .iter()
+            .any(|e| field(e, "COMPONENT") == "kube-apiserver" && field(e, "PRIORITY") == "3"),
+        "{}",
+        dump()
+    );
+    // the bad reload, and the refused renewal by hand
+    let invalid = of(Kind::ConfigInvalid);
+    assert_eq!(invalid.len(), 1, "{}", dump());
+    assert!(field(invalid[0], "MESSAGE").contains("warn_dayz"));
+    assert_eq!(field(invalid[0], "PRIORITY"), "3");
+    let refused = of(Kind::RenewalFailed);
+    assert!(
+        refused.iter().any(|e| field(e, "OUTCOME") == "refused"
+            && field(e, "MESSAGE").contains("front-proxy-client.crt")),
+        "{}",
+        dump()
+    );
+}
+
+#[test]
+fn schedule_shows_the_next_windows_and_what_is_due() {
+    let node = Node::new(50);
+    std::fs::write(
+        node.config(),
+        "timezone = \"Europe/Berlin\"\nwindow_spread = \"0\"\n",
+    )
+    .unwrap();
+    let out = node
+        .command(&["--now", "2026-11-29T12:00:00Z", "schedule", "--next", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert!(
+        lines[0]
+            .starts_with("2026-12-07T03:00:00+01:00  due within 65 days: admin.conf, apiserver"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("2027-01-04T03:00:00+01:00  due within 65 days: admin.conf"),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("2027-02-01T03:00:00+01:00"), "{text}");
+    // systemd's own calendar (the timer unit's OnCalendar=) agrees on the instants, from now
+    if have("systemd-analyze", "schedule") {
+        let ours = node.command(&["schedule", "--next", "3"]).output().unwrap();
+        let ours: Vec<String> = String::from_utf8_lossy(&ours.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let local = l.split_whitespace().next().unwrap();
+                let t = time::OffsetDateTime::parse(
+                    local,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .unwrap()
+                .to_offset(time::UtcOffset::UTC);
+                format!(
+                    "{} {:02}:{:02}:{:02} UTC",
+                    t.date(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
+            .collect();
+        let sd = Command::new("systemd-analyze")
+            .args([
+                "calendar",
+                "--iterations=3",
+                "Mon *-*-1..7 03:00:00 Europe/Berlin",
+            ])
+            .env("TZ", "UTC")
+            .output()
+            .unwrap();
+        let sd = String::from_utf8_lossy(&sd.stdout);
+        let theirs: Vec<String> = sd
+            .lines()
+            .filter(|l| l.contains("Next elapse:") || l.contains("Iter. #"))
+            .map(|l| l.split_once(": ").unwrap().1.trim()[4..].to_string())
+            .collect();
+        assert_eq!(ours.len(), 3, "{sd}");
+        assert_eq!(ours, theirs, "{sd}");
+    }
+}
+
+#[test]
+fn the_units_verify_clean_and_the_service_is_hardened() {
+    if !have("systemd-analyze", "unit") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for d in ["usr/bin", "bin", "etc/systemd/system", "lib/systemd"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_kube-cert-renewer"),
+        r.join("usr/bin/kube-cert-renewer"),
+    )
+    .unwrap();
+    std::fs::copy("/bin/kill", r.join("bin/kill")).unwrap();
+    assert!(
+        Command::new("cp")
+            .args(["-a", "/lib/systemd/system"])
+            .arg(r.join("lib/systemd"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let names = [
+        "kube-cert-renewer.service",
+        "kube-cert-renewer-renew.service",
+        "kube-cert-renewer-renew.timer",
+    ];
+    for name in names {
+        std::fs::copy(units.join(name), r.join("etc/systemd/system").join(name)).unwrap();
+    }
+    for name in names {
+        // verify exits 0 even on unknown keys: any output is a failure (--man=no: the man page
+        // comes with the package)
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(format!("--root={}", r.display()))
+            .arg(r.join("etc/systemd/system").join(name))
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{name}: {said}"
+        );
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(units.join("kube-cert-renewer.service"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = said
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for kube-cert-renewer.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score: {said}"));
+    assert!(score <= 3.0, "exposure {score}: {said}");
+    assert!(out.status.success(), "{said}");
+}
