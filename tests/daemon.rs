@@ -100,7 +100,7 @@ fn the_daemon_speaks_the_notify_protocol() {
         .iter()
         .flat_map(|(_, m)| m.lines())
         .filter_map(|l| l.strip_prefix("STATUS="))
-        .last()
+        .next_back()
         .map(str::to_string)
         .expect("a STATUS= line before READY=1");
     assert!(

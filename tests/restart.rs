@@ -951,3 +951,97 @@ fn restart_leaves_other_static_pods_alone_and_one_broken_manifest_blocks_only_it
     assert!(log.contains("every manifest is back in place"), "{log}");
     assert_eq!(node.running_id("kube-vip"), Some(vip2));
 }
+
+#[test]
+fn the_daemon_renews_a_node_three_days_from_expiry_at_once_and_sees_a_hand_made_change() {
+    let Some(node) = running_node("daemon", START_60, |_| {}) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let old_api = serial_of(&node.pki("apiserver.crt"));
+    let mut notify = common::NotifySocket::bind(node.tmp.path());
+    let log = node.tmp.path().join("daemon.log");
+    let mut daemon = node
+        .command(&["run", "--log-to", "stderr"], &[])
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    // not at the window (a week or more away): at once, by the emergency rule
+    let status = notify.wait_for("a finished run", Duration::from_secs(180), |m| {
+        m.contains("renewed 11, ok")
+    });
+    let new_api = serial_of(&node.pki("apiserver.crt"));
+    assert_ne!(new_api, old_api);
+    assert_eq!(node.api_serial(), Some(new_api), "{}", said());
+    assert_eq!(
+        served_serial(node.spec.etcd_client_port),
+        Some(serial_of(&node.pki("etcd/server.crt")))
+    );
+    assert!(said().contains("EMERGENCY renewal"), "{}", said());
+    assert!(status.contains("soonest: "), "{status}");
+    node.assert_manifests_back(&before, &said());
+
+    // an operator re-issues front-proxy-client by hand for 20 days: seen within seconds
+    let pki = node.dir().join("pki");
+    let csr = node.tmp.path().join("fp.csr");
+    let (ok, text) = common::openssl(&[
+        "req",
+        "-new",
+        "-key",
+        pki.join("front-proxy-client.key").to_str().unwrap(),
+        "-subj",
+        "/CN=front-proxy-client",
+        "-out",
+        csr.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let fresh = node.tmp.path().join("fp.crt");
+    let (ok, text) = common::openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        pki.join("front-proxy-ca.crt").to_str().unwrap(),
+        "-CAkey",
+        pki.join("front-proxy-ca.key").to_str().unwrap(),
+        "-days",
+        "20",
+        "-out",
+        fresh.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let changed = Instant::now();
+    std::fs::rename(&fresh, pki.join("front-proxy-client.crt")).unwrap();
+    notify.wait_for("the new status", Duration::from_secs(15), |m| {
+        m.contains("warning: front-proxy-client")
+    });
+    assert!(
+        changed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        changed.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !said().contains("front-proxy-client expires in 19 days") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        said().contains("front-proxy-client expires in 19 days"),
+        "{}",
+        said()
+    );
+    let _ = daemon.try_wait();
+    drop(Kill(daemon));
+}

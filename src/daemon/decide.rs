@@ -282,8 +282,13 @@ pub fn decide(
     let next_window = calendar.next_after(now);
     let due_window = calendar.last_at_or_before(now);
     let mut renew = None;
-    if let Some(window) = due_window
-        && memory.last_window.is_none_or(|last| last < window)
+    if memory.last_window.is_none() {
+        // the first start ever: windows before it were not missed, they were not ours (a
+        // fresh install must not restart the control plane outside the window; what cannot
+        // wait is renewed by the emergency rule)
+        next.last_window = due_window;
+    } else if let Some(window) = due_window
+        && memory.last_window.is_some_and(|last| last < window)
     {
         let (due_within_days, note) = window_horizon(calendar, now, policy);
         renew = Some(RenewOrder {

@@ -278,7 +278,14 @@ pub fn init_logging(to: LogTo) -> Result<&'static str, String> {
             .with_target(false)
             .with_ansi(false)
     });
-    let subscriber = tracing_subscriber::registry().with(journald).with(stderr);
+    // our events from info up; the libraries' (the gRPC stack) only when something is wrong
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("kube_cert_renewer", tracing::Level::INFO)
+        .with_default(tracing::Level::WARN);
+    let subscriber = tracing_subscriber::registry()
+        .with(journald)
+        .with(stderr)
+        .with(filter);
     let _ = tracing::subscriber::set_global_default(subscriber);
     Ok(where_to)
 }

@@ -169,6 +169,22 @@ fn status_line(
         )),
         None => parts.push("no kubeadm certificates on this node (watching for them)".into()),
     }
+    for (level, word) in [
+        (decide::Level::Expired, "EXPIRED"),
+        (decide::Level::Critical, "critical"),
+        (decide::Level::Warning, "warning"),
+    ] {
+        let names: Vec<&str> = decision
+            .memory
+            .levels
+            .iter()
+            .filter(|(_, l)| **l == level)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !names.is_empty() {
+            parts.push(format!("{word}: {}", names.join(", ")));
+        }
+    }
     if let Some(run) = &memory.last_run {
         parts.push(format!(
             "last run {} renewed {}, {}",
@@ -353,6 +369,13 @@ pub fn run(start: Start) -> Result<i32, String> {
             }
             memory = decision.memory.clone();
             alert_pending(&look_now.pending, &mut memory, t);
+            if !ready {
+                // started: the first look is done (a job it orders may take minutes, longer
+                // than systemd waits for a start)
+                systemd::status(&status_line(&calendar, &decision, &look_now, &memory, t));
+                systemd::ready();
+                ready = true;
+            }
             let work = match &decision.renew {
                 Some(order) if !stopping => {
                     events::note(&format!(
@@ -556,8 +579,7 @@ pub fn schedule_text(config: &Config, now: OffsetDateTime, n: usize) -> Result<S
          after each (window_spread {})\n",
         config.schedule,
         calendar.zone_name(),
-        crate::report::human_duration(i64::try_from(calendar.offset().as_secs()).unwrap_or(0))
-            .replace("0s", "0s"),
+        crate::report::human_duration(i64::try_from(calendar.offset().as_secs()).unwrap_or(0)),
         config.window_spread
     );
     for window in calendar.next_n(now, n) {

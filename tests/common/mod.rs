@@ -634,10 +634,10 @@ impl NotifySocket {
     ) -> String {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(msg) = self.recv(deadline.saturating_duration_since(Instant::now())) {
-                if matches(&msg) {
-                    return msg;
-                }
+            if let Some(msg) = self.recv(deadline.saturating_duration_since(Instant::now()))
+                && matches(&msg)
+            {
+                return msg;
             }
         }
         panic!(

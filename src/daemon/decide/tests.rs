@@ -342,6 +342,35 @@ fn a_window_missed_during_an_outage_is_caught_up_at_start() {
 }
 
 #[test]
+fn a_first_start_does_not_run_the_windows_before_it() {
+    let start = at("2026-11-29T10:00:00Z");
+    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let certs = node(start, 40);
+    let d = decide(
+        start,
+        &certs,
+        &calendar,
+        &policy(),
+        &Memory::default(),
+        false,
+    );
+    assert_eq!(
+        d.renew, None,
+        "40 days left: the next window renews them, not the install"
+    );
+    assert_eq!(d.memory.last_window, Some(at("2026-11-02T03:00:00Z")));
+    let d = decide(
+        start,
+        &node(start, 3),
+        &calendar,
+        &policy(),
+        &Memory::default(),
+        false,
+    );
+    assert_eq!(d.renew.map(|o| o.why), Some(Why::Emergency));
+}
+
+#[test]
 fn alerts_come_exactly_at_threshold_crossings_plus_one_reminder_a_day() {
     // renewals keep failing: the certificates go warning, critical, expired
     let start = at("2026-11-29T10:30:00Z");
