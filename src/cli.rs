@@ -328,7 +328,7 @@ pub fn restart(job: &Job, args: &RestartArgs) -> Result<i32, String> {
         eprintln!("kube-cert-renewer: {e}");
         return Ok(1);
     }
-    if matches!(report.restart, job::RestartStep::NotNeeded) && report.problems.is_empty() {
+    if matches!(report.restart, job::RestartStep::NotNeeded { .. }) && report.problems.is_empty() {
         println!(
             "No kubeadm static pods in {}: nothing to restart.",
             job.config.paths().manifests.display()

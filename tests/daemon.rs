@@ -506,3 +506,77 @@ fn the_units_verify_clean_and_the_service_is_hardened() {
     assert!(score <= 3.0, "exposure {score}: {said}");
     assert!(out.status.success(), "{said}");
 }
+
+#[test]
+fn the_daemon_waits_for_a_manual_run_to_finish_and_writes_its_metrics() {
+    if !have("flock", "lock") {
+        return;
+    }
+    let node = Node::new(3);
+    let metrics = node.tmp.path().join("textfile/kcr.prom");
+    std::fs::create_dir_all(metrics.parent().unwrap()).unwrap();
+    std::fs::write(
+        node.config(),
+        format!("metrics_textfile = \"{}\"\n", metrics.display()),
+    )
+    .unwrap();
+    std::fs::create_dir_all(node.state()).unwrap();
+    // a manual run holds the node lock for 3 s
+    let mut manual = Command::new("flock")
+        .arg(node.state().join("lock"))
+        .args(["sleep", "3"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let log = node.tmp.path().join("daemon.log");
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let daemon = Daemon(
+        node.command(&["run", "--log-to", "stderr"])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    notify.wait_for("the emergency renewal done", Duration::from_secs(60), |m| {
+        m.contains("renewed 11, ok")
+    });
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("waiting for the node lock") && said.contains("another kube-cert-renewer"),
+        "{said}"
+    );
+    assert!(
+        manual.try_wait().unwrap().is_some(),
+        "renewed only once the manual run ended"
+    );
+    let _ = manual.wait();
+    // the metrics file, for node-exporter's textfile collector
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+        if text.contains("kube_cert_renewer_last_run_success") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("x509_cert_not_after{"), "{text}");
+    assert!(
+        text.contains("kube_cert_renewer_last_run_success 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kube_cert_renewer_last_run_timestamp_seconds "),
+        "{text}"
+    );
+    assert!(
+        text.contains("kube_cert_renewer_next_window_timestamp_seconds "),
+        "{text}"
+    );
+    // nothing restarted them (no static pods): each waits, said in the metrics too
+    assert!(
+        text.contains("kube_cert_renewer_restart_pending{component=\"kube-apiserver\"} 1"),
+        "{text}"
+    );
+    drop(daemon);
+}

@@ -1045,3 +1045,62 @@ fn the_daemon_renews_a_node_three_days_from_expiry_at_once_and_sees_a_hand_made_
     let _ = daemon.try_wait();
     drop(Kill(daemon));
 }
+
+#[test]
+fn the_daemon_finishes_a_restart_left_pending_once_the_runtime_answers() {
+    let Some(node) = running_node("dpending", START_60, |_| {}) else {
+        return;
+    };
+    let out = node.run(&["renew", "all", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let new_api = serial_of(&node.pki("apiserver.crt"));
+    assert_ne!(
+        node.api_serial(),
+        Some(new_api.clone()),
+        "not restarted yet"
+    );
+    let mut notify = common::NotifySocket::bind(node.tmp.path());
+    let log = node.tmp.path().join("daemon.log");
+    let daemon = node
+        .command(&["run", "--log-to", "stderr"], &[])
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Kill(daemon);
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let first = notify.wait_for("a status", Duration::from_secs(30), |m| {
+        m.contains("STATUS=next window")
+    });
+    assert!(
+        first.contains("restart pending: etcd, kube-apiserver"),
+        "{first}"
+    );
+    notify.wait_for("the pending restart done", Duration::from_secs(120), |m| {
+        m.contains("STATUS=next window") && !m.contains("restart pending")
+    });
+    assert_eq!(node.api_serial(), Some(new_api), "{}", said());
+    assert!(
+        said().contains("retrying the pending restart"),
+        "{}",
+        said()
+    );
+    assert!(
+        said().contains("still runs older certificates"),
+        "alerted while pending: {}",
+        said()
+    );
+    let (code, report) = check_control_plane(&node);
+    assert!(!report.contains("restart pending"), "{report}");
+    assert_ne!(code, 2, "{report}");
+}

@@ -93,8 +93,12 @@ impl std::fmt::Display for JobError {
 /// What happened to the restart part of a job.
 #[derive(Debug, Clone)]
 pub enum RestartStep {
-    /// Nothing renewed or pending feeds a static pod of this node.
-    NotNeeded,
+    /// Nothing renewed or pending feeds a static pod of this node (the notes say what has no
+    /// manifest here).
+    NotNeeded {
+        /// Components left out and why.
+        notes: Vec<String>,
+    },
     /// Not done (`--no-restart`, a dry run): these would restart, and stay pending.
     NotDone {
         /// The components, in restart order.
@@ -315,7 +319,7 @@ impl Job<'_> {
         if request.dry_run || !request.restart {
             let named = wanted_components(config.restart, &renewed, &pending_before);
             return Ok(report(if named.is_empty() {
-                RestartStep::NotNeeded
+                RestartStep::NotNeeded { notes: Vec::new() }
             } else {
                 RestartStep::NotDone {
                     components: in_restart_order(named),
@@ -324,13 +328,16 @@ impl Job<'_> {
         }
         // Checked before the renewal; none means nothing renewed or pending feeds a static pod.
         let Some(pods) = pods else {
-            return Ok(report(RestartStep::NotNeeded));
+            return Ok(report(RestartStep::NotNeeded { notes: Vec::new() }));
         };
         let pending = pending::load(&config.state_dir).map_err(JobError::Failed)?;
         let wanted: BTreeSet<&str> = pending.keys().map(String::as_str).collect();
         let (available, _) = pods.kubeadm();
         let probes = TlsProbes::for_pki(&paths.pki);
         let (components, notes) = restart::choose(config.restart, &wanted, available, &probes);
+        if components.is_empty() {
+            return Ok(report(RestartStep::NotNeeded { notes }));
+        }
         let step = self.restart_components(
             &components,
             node_name(config, &inventory),
@@ -366,7 +373,7 @@ impl Job<'_> {
         if pending.is_empty() {
             return Ok(RestartReport {
                 problems: Vec::new(),
-                restart: RestartStep::NotNeeded,
+                restart: RestartStep::NotNeeded { notes: Vec::new() },
             });
         }
         let names: Vec<String> = pending.keys().cloned().collect();
@@ -392,7 +399,7 @@ impl Job<'_> {
         if components.is_empty() {
             return RestartReport {
                 problems,
-                restart: RestartStep::NotNeeded,
+                restart: RestartStep::NotNeeded { notes: Vec::new() },
             };
         }
         let inventory = inventory::scan(&self.config.paths(), &inventory::Options::default());

@@ -113,7 +113,11 @@ pub fn restart_text(outcome: &restart::Outcome) -> String {
 pub fn restart_step_text(step: &RestartStep, dry_run: bool) -> String {
     let mut out = String::new();
     match step {
-        RestartStep::NotNeeded => {}
+        RestartStep::NotNeeded { notes } => {
+            for n in notes {
+                let _ = writeln!(out, "{n}");
+            }
+        }
         RestartStep::NotDone { components } => {
             let _ = writeln!(
                 out,
