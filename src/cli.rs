@@ -372,6 +372,16 @@ fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String
     Ok(0)
 }
 
+/// A job run by hand: interrupted by the terminal's signals.
+fn by_hand<'a>(config: &'a Config, endpoint: Option<&'a str>, now: OffsetDateTime) -> Job<'a> {
+    Job {
+        config,
+        runtime_endpoint: endpoint,
+        now,
+        interrupt: Interrupt::Signals,
+    }
+}
+
 /// Parses arguments and runs; returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -399,40 +409,16 @@ pub fn main() -> i32 {
         Ok(held)
     };
     let result = match &cli.command {
-        Command::Check(args) => effective_config(&cli).and_then(|c| {
-            check(
-                &Job {
-                    config: &c,
-                    runtime_endpoint: endpoint,
-                    now,
-                    interrupt: Interrupt::Signals,
-                },
-                args,
-            )
-        }),
+        Command::Check(args) => {
+            effective_config(&cli).and_then(|c| check(&by_hand(&c, endpoint, now), args))
+        }
         Command::Renew(args) => effective_config(&cli).and_then(|c| {
             let _lock = locked(&c)?;
-            renew(
-                &Job {
-                    config: &c,
-                    runtime_endpoint: endpoint,
-                    now,
-                    interrupt: Interrupt::Signals,
-                },
-                args,
-            )
+            renew(&by_hand(&c, endpoint, now), args)
         }),
         Command::Restart(args) => effective_config(&cli).and_then(|c| {
             let _lock = locked(&c)?;
-            restart(
-                &Job {
-                    config: &c,
-                    runtime_endpoint: endpoint,
-                    now,
-                    interrupt: Interrupt::Signals,
-                },
-                args,
-            )
+            restart(&by_hand(&c, endpoint, now), args)
         }),
         #[cfg(feature = "test-support")]
         Command::KubeletStandin(args) => standin(endpoint, args),

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -51,26 +51,6 @@ impl Node {
     }
 }
 
-/// The daemon, killed when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, which: &str) {
-    assert!(
-        Command::new("kill")
-            .args([which, &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 fn has_line(msg: &str, line: &str) -> bool {
     msg.lines().any(|l| l == line)
 }
@@ -80,18 +60,11 @@ fn the_daemon_speaks_the_notify_protocol() {
     let node = Node::new(100);
     std::fs::write(node.config(), "restart_poll_ms = 100\n").unwrap();
     let mut notify = NotifySocket::bind(node.tmp.path());
-    let log = node.tmp.path().join("daemon.log");
-    let mut daemon = Daemon(
-        node.command(&["run", "--log-to", "stderr"])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .env("WATCHDOG_USEC", "1000000")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let text = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+    let mut command = node.command(&[]);
+    command
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID");
+    let mut daemon = Daemon::start(command, &notify, node.tmp.path().join("daemon.log"));
     notify.wait_for("READY=1", Duration::from_secs(60), |m| {
         has_line(m, "READY=1")
     });
@@ -133,7 +106,7 @@ fn the_daemon_speaks_the_notify_protocol() {
 
     // SIGHUP with a bad config: RELOADING=1 + MONOTONIC_USEC, the old config kept, READY=1
     std::fs::write(node.config(), "warn_dayz = 3\n").unwrap();
-    signal(&daemon.0, "-HUP");
+    daemon.signal("-HUP");
     let reloading = notify.wait_for("RELOADING=1", Duration::from_secs(10), |m| {
         has_line(m, "RELOADING=1")
     });
@@ -144,50 +117,38 @@ fn the_daemon_speaks_the_notify_protocol() {
     notify.wait_for("READY=1 after the reload", Duration::from_secs(10), |m| {
         has_line(m, "READY=1")
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !text(&log).contains("invalid") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let said = text(&log);
+    daemon.wait_said("the new configuration is invalid", Duration::from_secs(5));
+    assert!(daemon.said().contains("warn_dayz"), "{}", daemon.said());
     assert!(
-        said.contains("the new configuration is invalid") && said.contains("warn_dayz"),
-        "{said}"
+        daemon.child.try_wait().unwrap().is_none(),
+        "it keeps running"
     );
-    assert!(daemon.0.try_wait().unwrap().is_none(), "it keeps running");
 
     // a good one is applied
     std::fs::write(node.config(), "restart_poll_ms = 150\n").unwrap();
-    signal(&daemon.0, "-HUP");
+    daemon.signal("-HUP");
     notify.wait_for("RELOADING=1", Duration::from_secs(10), |m| {
         has_line(m, "RELOADING=1")
     });
     notify.wait_for("READY=1", Duration::from_secs(10), |m| {
         has_line(m, "READY=1")
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !text(&log).contains("configuration reloaded") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        text(&log).contains("configuration reloaded"),
-        "{}",
-        text(&log)
-    );
+    daemon.wait_said("configuration reloaded", Duration::from_secs(5));
 
     // SIGTERM: STOPPING=1, exit 0
-    signal(&daemon.0, "-TERM");
+    daemon.signal("-TERM");
     notify.wait_for("STOPPING=1", Duration::from_secs(10), |m| {
         has_line(m, "STOPPING=1")
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
+        if let Some(s) = daemon.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "still running after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(0), "{}", text(&log));
+    assert_eq!(status.code(), Some(0), "{}", daemon.said());
 }
 
 /// A certificate file signed by a CA of its own, valid until `days` from now (negative: expired).
@@ -528,20 +489,16 @@ fn the_daemon_waits_for_a_manual_run_to_finish_and_writes_its_metrics() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let log = node.tmp.path().join("daemon.log");
     let mut notify = NotifySocket::bind(node.tmp.path());
-    let daemon = Daemon(
-        node.command(&["run", "--log-to", "stderr"])
-            .env("NOTIFY_SOCKET", &notify.path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
     );
     notify.wait_for("the emergency renewal done", Duration::from_secs(60), |m| {
         m.contains("renewed 11, ok")
     });
-    let said = std::fs::read_to_string(&log).unwrap();
+    let said = daemon.said();
     assert!(
         said.contains("waiting for the node lock") && said.contains("another kube-cert-renewer"),
         "{said}"

@@ -960,24 +960,12 @@ fn the_daemon_renews_a_node_three_days_from_expiry_at_once_and_sees_a_hand_made_
     let before = node.manifests_snapshot();
     let old_api = serial_of(&node.pki("apiserver.crt"));
     let mut notify = common::NotifySocket::bind(node.tmp.path());
-    let log = node.tmp.path().join("daemon.log");
-    let mut daemon = node
-        .command(&["run", "--log-to", "stderr"], &[])
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.0.id().to_string()])
-                .status();
-            let _ = self.0.wait();
-        }
-    }
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let daemon = common::Daemon::start(
+        node.command(&[], &[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    let said = || daemon.said();
     // not at the window (a week or more away): at once, by the emergency rule
     let status = notify.wait_for("a finished run", Duration::from_secs(180), |m| {
         m.contains("renewed 11, ok")
@@ -1033,17 +1021,10 @@ fn the_daemon_renews_a_node_three_days_from_expiry_at_once_and_sees_a_hand_made_
         "{:?}",
         changed.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !said().contains("front-proxy-client expires in 19 days") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        said().contains("front-proxy-client expires in 19 days"),
-        "{}",
-        said()
+    daemon.wait_said(
+        "front-proxy-client expires in 19 days",
+        Duration::from_secs(5),
     );
-    let _ = daemon.try_wait();
-    drop(Kill(daemon));
 }
 
 #[test]
@@ -1060,25 +1041,12 @@ fn the_daemon_finishes_a_restart_left_pending_once_the_runtime_answers() {
         "not restarted yet"
     );
     let mut notify = common::NotifySocket::bind(node.tmp.path());
-    let log = node.tmp.path().join("daemon.log");
-    let daemon = node
-        .command(&["run", "--log-to", "stderr"], &[])
-        .env("NOTIFY_SOCKET", &notify.path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.0.id().to_string()])
-                .status();
-            let _ = self.0.wait();
-        }
-    }
-    let _daemon = Kill(daemon);
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let daemon = common::Daemon::start(
+        node.command(&[], &[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    let said = || daemon.said();
     let first = notify.wait_for("a status", Duration::from_secs(30), |m| {
         m.contains("STATUS=next window")
     });

@@ -173,22 +173,19 @@ pub struct Decision {
     pub memory: Memory,
 }
 
-/// The level of `w` at `now`.
+/// The level of `w` at `now` (the thresholds as `check` applies them).
 pub fn level(w: &Watched, now: OffsetDateTime, policy: &Policy) -> Level {
+    use crate::report::status::{Status, by_days_left};
     let (warn, critical) = if w.is_ca {
         (policy.ca_warn_days, policy.ca_critical_days)
     } else {
         (policy.warn_days, policy.critical_days)
     };
-    let left = (w.cert.not_after - now).whole_seconds();
-    if left <= 0 {
-        Level::Expired
-    } else if left < i64::from(critical) * DAY {
-        Level::Critical
-    } else if left < i64::from(warn) * DAY {
-        Level::Warning
-    } else {
-        Level::Ok
+    match by_days_left((w.cert.not_after - now).whole_seconds(), warn, critical) {
+        Status::Expired => Level::Expired,
+        Status::Critical => Level::Critical,
+        Status::Warning => Level::Warning,
+        _ => Level::Ok,
     }
 }
 

@@ -95,7 +95,8 @@ pub fn of_leaf(facts: &crate::pki::cert::CertFacts, now: OffsetDateTime, t: &Thr
     by_days_left(facts.residual_seconds(now), t.warn_days, t.critical_days)
 }
 
-fn by_days_left(left: i64, warn: u32, critical: u32) -> Status {
+/// The status of a certificate with `left` seconds to go, against day thresholds.
+pub fn by_days_left(left: i64, warn: u32, critical: u32) -> Status {
     if left <= 0 {
         Status::Expired
     } else if left < i64::from(critical) * DAY {

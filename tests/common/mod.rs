@@ -646,3 +646,70 @@ impl NotifySocket {
         );
     }
 }
+
+/// `kube-cert-renewer run` started by a test: its events go to `log` (stderr, human format),
+/// its notify messages to a [`NotifySocket`]; SIGTERM and reaped when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `command` (the binary with its global options) as `run --log-to stderr`.
+    pub fn start(mut command: Command, notify: &NotifySocket, log: PathBuf) -> Daemon {
+        let child = command
+            .args(["run", "--log-to", "stderr"])
+            .env("NOTIFY_SOCKET", &notify.path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    /// What it said so far.
+    pub fn said(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`-HUP`, `-TERM`).
+    pub fn signal(&self, which: &str) {
+        assert!(
+            Command::new("kill")
+                .args([which, &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits (up to `timeout`) until it said `text`.
+    pub fn wait_said(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.said().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "never said {text:?}: {}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
