@@ -28,6 +28,10 @@ pub const MAX_SLEEP: Duration = Duration::hours(1);
 /// How long after a failed emergency renewal the next attempt comes.
 pub const EMERGENCY_RETRY: Duration = Duration::hours(1);
 
+/// How long after a restart of pending components (that the runtime answered, and that failed)
+/// the next attempt comes.
+pub const PENDING_RETRY: Duration = Duration::hours(1);
+
 /// One certificate as the daemon weighs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watched {
@@ -117,6 +121,9 @@ pub struct Memory {
     /// When pending restarts were last said in the journal.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub pending_alerted: Option<OffsetDateTime>,
+    /// When a pending restart was last tried (the runtime answered).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub pending_tried: Option<OffsetDateTime>,
 }
 
 /// The last job the daemon ran.
@@ -324,9 +331,18 @@ pub fn decide(
     {
         next_wake = next_wake.min(at.max(now));
     }
+    let pending_retry_at = memory.pending_tried.map(|t| t + PENDING_RETRY);
+    let retry_pending =
+        restart_pending && renew.is_none() && pending_retry_at.is_none_or(|at| now >= at);
+    if restart_pending
+        && !retry_pending
+        && let Some(at) = pending_retry_at
+    {
+        next_wake = next_wake.min(at.max(now + Duration::SECOND));
+    }
     Decision {
         alerts,
-        restart_pending: restart_pending && renew.is_none(),
+        restart_pending: retry_pending,
         renew,
         next_window,
         next_wake,

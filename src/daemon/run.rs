@@ -395,6 +395,7 @@ pub fn run(start: Start) -> Result<i32, String> {
                     && runtime_answers(&config, endpoint.as_deref()).await =>
                 {
                     events::note("the runtime answers: retrying the pending restart");
+                    memory.pending_tried = Some(t);
                     Some(Work::RestartPending)
                 }
                 _ => None,
@@ -456,8 +457,13 @@ pub fn run(start: Start) -> Result<i32, String> {
             if stopping {
                 break;
             }
-            // sleep until the next look
-            let wait = (decision.next_wake - now())
+            // sleep until the next look; while a restart waits for the runtime, ask it every
+            // minute
+            let mut wake = decision.next_wake;
+            if decision.restart_pending {
+                wake = wake.min(t + time::Duration::MINUTE);
+            }
+            let wait = (wake - now())
                 .try_into()
                 .unwrap_or(StdDuration::ZERO)
                 .max(StdDuration::from_millis(100));

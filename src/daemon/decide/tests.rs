@@ -455,3 +455,48 @@ fn dst_days_fire_their_window_exactly_once() {
     assert_eq!(per_day["2027-10-31"], 1, "fall back: 02:30 happens twice");
     assert_eq!(per_day.len(), 235, "every day from Mar 20 to Nov 9 once");
 }
+
+#[test]
+fn a_pending_restart_is_retried_hourly_not_in_a_loop() {
+    let start = at("2026-11-29T10:00:00Z");
+    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let certs = node(start, 200);
+    let memory = Memory {
+        last_window: calendar.last_at_or_before(start),
+        ..Memory::default()
+    };
+    let d = decide(start, &certs, &calendar, &policy(), &memory, true);
+    assert!(d.restart_pending);
+    // tried (the runtime answered) and failed: not again before an hour
+    let mut memory = d.memory;
+    memory.pending_tried = Some(start);
+    let d = decide(
+        start + Duration::minutes(1),
+        &certs,
+        &calendar,
+        &policy(),
+        &memory,
+        true,
+    );
+    assert!(!d.restart_pending);
+    assert_eq!(d.next_wake, start + Duration::hours(1));
+    let d = decide(
+        start + Duration::hours(1),
+        &certs,
+        &calendar,
+        &policy(),
+        &memory,
+        true,
+    );
+    assert!(d.restart_pending);
+    // nothing pending: nothing to retry
+    let d = decide(
+        start,
+        &certs,
+        &calendar,
+        &policy(),
+        &Memory::default(),
+        false,
+    );
+    assert!(!d.restart_pending);
+}
