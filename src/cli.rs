@@ -16,7 +16,7 @@ use crate::report::status::Thresholds;
 
 /// Keeps the certificates of a kubeadm control-plane node from ever expiring.
 #[derive(Debug, Parser)]
-#[command(name = "kube-cert-renewer", version, about)]
+#[command(name = "kube-cert-renewer", version, about, long_about = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
 pub struct Cli {
     /// Config file (a missing file means defaults).
     #[arg(long, global = true, default_value = config::DEFAULT_CONFIG_PATH)]
@@ -37,6 +37,23 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const LONG_ABOUT: &str = "Keeps the certificates of a kubeadm control-plane node from ever \
+expiring. It inventories /etc/kubernetes/pki (and pki/etcd) and the client certificates of the \
+kubeconfigs; `check` reports them like `kubeadm certs check-expiration`; `renew` re-issues them \
+exactly as `kubeadm certs renew` would, with a backup and atomic writes, then restarts the \
+static pods that use them over the CRI and checks they serve the new certificates, rolling back \
+on failure; `restart` does the restart alone; `run` is the service (kube-cert-renewer.service): \
+a monthly maintenance window, a continuous watch, emergency renewal, alerts in the journal.";
+
+const AFTER_LONG_HELP: &str = "Files: /etc/kube-cert-renewer/config.toml (every key is optional; \
+the example in the package lists them with their defaults), /var/lib/kube-cert-renewer (backups \
+of every replaced file, the intent journal, the restart-pending record, the daemon's memory, the \
+lock). Exit codes: 0 ok; 1 attention needed, or a renewal/restart refused or failed; 2 (check) \
+critical, expired, unreadable, or a manifest parked; 3 the command could not run. Events: \
+journalctl -u kube-cert-renewer, explained by `journalctl -x`. The units: \
+kube-cert-renewer.service (the daemon), or kube-cert-renewer-renew.timer (a monthly `renew \
+--due`, without a daemon).";
 
 fn parse_now(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("not an RFC 3339 time: {e}"))

@@ -6,7 +6,7 @@ use common::*;
 
 #[test]
 fn every_certificate_is_found_with_the_ca_openssl_confirms_and_the_dates_openssl_reads() {
-    let Some(trees) = fixtures() else { return };
+    let trees = fixtures();
     let now = now();
     for tree in trees {
         let tmp = tempfile::tempdir().unwrap();
@@ -98,7 +98,7 @@ fn every_certificate_is_found_with_the_ca_openssl_confirms_and_the_dates_openssl
 
 #[test]
 fn kubeconfigs_only_tree_is_reported_without_crashing() {
-    let Some(trees) = fixtures() else { return };
+    let trees = fixtures();
     let tree = trees
         .iter()
         .find(|t| t.ends_with("v1.29-kubeconfigs-only"))
@@ -137,7 +137,7 @@ fn kubeconfigs_only_tree_is_reported_without_crashing() {
 
 #[test]
 fn kubelet_conf_file_reference_is_shown_as_such() {
-    let Some(trees) = fixtures() else { return };
+    let trees = fixtures();
     let tree = trees
         .iter()
         .find(|t| t.ends_with("v1.18-stacked-etcd"))
@@ -175,7 +175,7 @@ fn kubelet_conf_file_reference_is_shown_as_such() {
 
 #[test]
 fn same_subject_cas_of_v1_11_are_told_apart_by_signature() {
-    let Some(trees) = fixtures() else { return };
+    let trees = fixtures();
     let tree = trees
         .iter()
         .find(|t| t.ends_with("v1.11-stacked-etcd"))
@@ -193,4 +193,33 @@ fn same_subject_cas_of_v1_11_are_told_apart_by_signature() {
         "front-proxy-ca"
     );
     assert_eq!(by_name(&json, "certificates", "apiserver")["caName"], "ca");
+}
+
+#[test]
+fn the_fixtures_are_the_published_trees_unchanged() {
+    // every file of every tree, as it was copied in (tests/fixtures/SHA256SUMS), and no other
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = std::process::Command::new("sha256sum")
+        .args(["--check", "--strict", "--quiet", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = std::fs::read_to_string(dir.join("SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .count();
+    let present = fixtures()
+        .iter()
+        .map(|t| files_below(t).len())
+        .sum::<usize>();
+    assert_eq!(
+        listed, present,
+        "a file was added to or removed from the fixtures"
+    );
 }

@@ -178,9 +178,7 @@ fn events_reach_a_real_journald_with_their_ids_priorities_and_fields() {
         }
     }
     if !Path::new("/lib/systemd/systemd-journald").exists() {
-        let msg = "/lib/systemd/systemd-journald is missing: the journald test cannot run";
-        assert!(std::env::var_os("CI").is_none(), "{msg}");
-        eprintln!("\n!!! {msg}; SKIPPED\n");
+        cannot_run("/lib/systemd/systemd-journald is missing: the journald test cannot run");
         return;
     }
     // every leaf 3 days from expiry (critical: renewed at once), plus two watched files

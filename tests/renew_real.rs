@@ -36,7 +36,7 @@ fn place(tree: &Path, scratch: &Path, name: &str, tag: &str) -> Place {
 
 #[test]
 fn renew_all_on_every_real_tree_is_kubeadm_faithful() {
-    let Some(trees) = fixtures() else { return };
+    let trees = fixtures();
     let now = now();
     for tree in trees {
         let label = tree.file_name().unwrap().to_string_lossy().into_owned();

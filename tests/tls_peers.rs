@@ -9,16 +9,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
 
-/// A renewed node: the real v1.16 tree when the fixtures are there, else a generated one.
+/// A renewed node: the real v1.16 tree.
 fn renewed_node(tmp: &Path) -> PathBuf {
     let dir = tmp.join("k");
     let now = now();
-    match fixtures().and_then(|t| t.into_iter().find(|t| t.ends_with("v1.16-stacked-etcd"))) {
-        Some(tree) => copy_tree(&tree, &dir),
-        None => nodegen::generate(&dir, &NodeSpec::new(now, 3)).unwrap(),
-    }
+    let tree = fixtures()
+        .into_iter()
+        .find(|t| t.ends_with("v1.16-stacked-etcd"))
+        .expect("the v1.16 fixture");
+    copy_tree(&tree, &dir);
     let (code, out, err) = renew(now, &dir, &tmp.join("state"), &["all"]);
     assert_eq!(code, 0, "{out}{err}");
     dir

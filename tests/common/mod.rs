@@ -11,20 +11,11 @@ use base64::Engine;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// The real kubeadm trees beside the project, or `None` (said loudly) when they are absent.
-pub fn fixtures() -> Option<Vec<PathBuf>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/kubeadm-real");
-    if !root.is_dir() {
-        eprintln!(
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! {} is missing: tests against REAL kubeadm trees are SKIPPED\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
-            root.display()
-        );
-        return None;
-    }
+/// The real kubeadm trees, copied into the repository (tests/fixtures/kubeadm-real).
+pub fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kubeadm-real");
     let mut trees: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir())
         .collect();
@@ -34,7 +25,24 @@ pub fn fixtures() -> Option<Vec<PathBuf>> {
         "expected the six real trees in {}",
         root.display()
     );
-    Some(trees)
+    trees
+}
+
+/// A test that cannot run here (a tool, a runtime, root missing) fails — unless the person asked
+/// for a quick run (`KCR_QUICK=1`): then it says so loudly, on the terminal itself, and skips.
+/// Returns only in a quick run.
+pub fn cannot_run(what: &str) {
+    if std::env::var_os("KCR_QUICK").is_some() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("\n!!! SKIPPED (KCR_QUICK): {what}\n\n").as_bytes(),
+        );
+        return;
+    }
+    panic!(
+        "{what}. `sudo bash tests/run.sh` installs and starts everything the tests need; \
+         `KCR_QUICK=1 cargo test` skips, loudly, what cannot run here"
+    );
 }
 
 /// Copies a directory tree (files keep their modes).
@@ -333,8 +341,8 @@ pub fn assert_signed_only_by(pki: &Path, cert: &Path, ca_name: &str, context: &s
     }
 }
 
-/// True when `tool` exists; otherwise says so loudly (and fails under CI, whose .ci/run must
-/// install it). `tests` names the tests that need it in that message, e.g. "health-probe".
+/// True when `tool` exists; otherwise the test cannot run ([`cannot_run`]). `tests` names the
+/// tests that need it in that message, e.g. "health-probe".
 pub fn have(tool: &str, tests: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -344,11 +352,9 @@ pub fn have(tool: &str, tests: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false);
     if !found {
-        let msg = format!("{tool} is not installed: the {tests} test that needs it cannot run");
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg} (.ci/run must install it)");
-        }
-        eprintln!("\n!!! {msg}; SKIPPED\n");
+        cannot_run(&format!(
+            "{tool} is not installed: the {tests} test that needs it cannot run"
+        ));
     }
     found
 }
@@ -531,8 +537,7 @@ impl Drop for Immutable {
 }
 
 /// A tmpfs of `size` (e.g. "2m") mounted on a directory for the life of the guard: a small
-/// filesystem a test can fill. Needs root (CI runs as root); elsewhere the test cannot run and
-/// fails under CI, says so loudly and skips otherwise.
+/// filesystem a test can fill. Needs root; elsewhere the test cannot run ([`cannot_run`]).
 pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
@@ -549,15 +554,11 @@ impl Tmpfs {
             .output()
             .expect("run mount");
         if !out.status.success() {
-            let msg = format!(
+            cannot_run(&format!(
                 "cannot mount a tmpfs on {} ({}): the full-disk tests cannot run",
                 dir.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
-            if std::env::var_os("CI").is_some() {
-                panic!("{msg}");
-            }
-            eprintln!("\n!!! {msg}; SKIPPED\n");
+            ));
             return None;
         }
         Some(Tmpfs(dir.to_path_buf()))
