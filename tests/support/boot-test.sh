@@ -54,6 +54,7 @@ step "rootfs from $rootfs_tar"
 mkdir -p "$work/root" "$work/assets"
 tar -C "$work/root" -xf "$rootfs_tar"
 cp "$deb" "$deb_newer" "$work/assets/"
+cp -a "$node" "$work/assets/node"
 # the node's /etc/kubernetes, there before the package comes
 cp -a "$node" "$work/root/etc/kubernetes"
 
@@ -201,6 +202,29 @@ if diff "$work/files-before" "$work/files-after" > "$work/files-diff"; then
 else
   cat "$work/files-diff"; fail "files left behind (or lost) by install + purge"
 fi
+
+# --- a node that is not (yet) a control plane: it starts, says so, and sees `kubeadm init` --
+step "a node without /etc/kubernetes"
+cx rm -rf /etc/kubernetes
+cx env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "/opt/kcr/$(basename "$deb")" \
+  > "$work/install2.log" 2>&1 || { cat "$work/install2.log"; fail "install on a plain node"; }
+status=
+for _ in $(seq 100); do
+  status=$(cx systemctl status kube-cert-renewer.service --no-pager 2>&1 || true)
+  grep -q 'Status: ".*no kubeadm certificates on this node' <<<"$status" && break
+  sleep 0.2
+done
+grep -q 'Active: active' <<<"$status" && grep -q 'no kubeadm certificates on this node' <<<"$status" \
+  && ok "active on a plain node, and says there is nothing to watch yet" || { echo "$status"; fail "plain node"; }
+# `kubeadm init` writes its tree: seen within seconds
+cx sh -c 'mkdir -p /tmp/init && cp -a /opt/kcr/node/. /tmp/init/ && cp -a /tmp/init/. /etc/kubernetes/'
+for _ in $(seq 100); do
+  status=$(cx systemctl status kube-cert-renewer.service --no-pager 2>&1 || true)
+  grep -q 'Status: ".*soonest: ' <<<"$status" && break
+  sleep 0.2
+done
+grep -q 'Status: ".*soonest: ' <<<"$status" && ok "the certificates of a new control plane are seen" \
+  || { echo "$status"; fail "kubeadm init not noticed"; }
 
 step "shutdown"
 cx systemctl poweroff > /dev/null 2>&1 || true
