@@ -80,6 +80,17 @@ chmod +x "$work/launch"
 unshare -m "$work/launch" > "$work/console.log" 2>&1 < /dev/null &
 launcher=$!
 cx() { nsenter -t "$leader" -m -u -i -p -- "$@"; }   # a command inside the booted system
+# service_status PATTERN: `systemctl status` of the service once it matches PATTERN (grep -E),
+# or as it is after 20 s
+service_status() {
+  local status=
+  for _ in $(seq 100); do
+    status=$(cx systemctl status kube-cert-renewer.service --no-pager 2>&1 || true)
+    grep -Eq "$1" <<<"$status" && break
+    sleep 0.2
+  done
+  printf '%s\n' "$status"
+}
 state=
 for _ in $(seq 600); do
   leader=$(pgrep -P "$launcher" | head -1 || true)
@@ -112,12 +123,7 @@ for _ in $(seq 100); do
 done
 [ "$active" = active ] && ok "kube-cert-renewer.service active" || { cx systemctl status kube-cert-renewer --no-pager || true; fail "service $active"; }
 [ "$(cx systemctl is-enabled kube-cert-renewer.service)" = enabled ] && ok "enabled" || fail "not enabled"
-status=
-for _ in $(seq 100); do
-  status=$(cx systemctl status kube-cert-renewer.service --no-pager 2>&1 || true)
-  grep -q 'Status: "next window' <<<"$status" && break
-  sleep 0.2
-done
+status=$(service_status 'Status: "next window')
 echo "$status" | head -12
 grep -q 'Status: "next window .* soonest: .* warning: ' <<<"$status" \
   && ok "systemctl status shows the STATUS= line" || fail "no STATUS= line"
@@ -208,21 +214,12 @@ step "a node without /etc/kubernetes"
 cx rm -rf /etc/kubernetes
 cx env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "/opt/kcr/$(basename "$deb")" \
   > "$work/install2.log" 2>&1 || { cat "$work/install2.log"; fail "install on a plain node"; }
-status=
-for _ in $(seq 100); do
-  status=$(cx systemctl status kube-cert-renewer.service --no-pager 2>&1 || true)
-  grep -q 'Status: ".*no kubeadm certificates on this node' <<<"$status" && break
-  sleep 0.2
-done
+status=$(service_status 'Status: ".*no kubeadm certificates on this node')
 grep -q 'Active: active' <<<"$status" && grep -q 'no kubeadm certificates on this node' <<<"$status" \
   && ok "active on a plain node, and says there is nothing to watch yet" || { echo "$status"; fail "plain node"; }
 # `kubeadm init` writes its tree: seen within seconds
 cx sh -c 'mkdir -p /tmp/init && cp -a /opt/kcr/node/. /tmp/init/ && cp -a /tmp/init/. /etc/kubernetes/'
-for _ in $(seq 100); do
-  status=$(cx systemctl status kube-cert-renewer.service --no-pager 2>&1 || true)
-  grep -q 'Status: ".*soonest: ' <<<"$status" && break
-  sleep 0.2
-done
+status=$(service_status 'Status: ".*soonest: ')
 grep -q 'Status: ".*soonest: ' <<<"$status" && ok "the certificates of a new control plane are seen" \
   || { echo "$status"; fail "kubeadm init not noticed"; }
 

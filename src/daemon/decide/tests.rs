@@ -11,6 +11,11 @@ fn at(rfc3339: &str) -> OffsetDateTime {
     OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap()
 }
 
+/// The default window, in UTC, no spread.
+fn monthly_utc() -> Calendar {
+    Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap()
+}
+
 fn policy() -> Policy {
     Policy {
         warn_days: 30,
@@ -227,11 +232,7 @@ fn a_quarterly_schedule_widens_the_horizon_and_says_so() {
         note.unwrap()
             .contains("renewing what expires within 97 days")
     );
-    let (days, note) = window_horizon(
-        &Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap(),
-        at("2027-01-04T03:00:00Z"),
-        &policy(),
-    );
+    let (days, note) = window_horizon(&monthly_utc(), at("2027-01-04T03:00:00Z"), &policy());
     assert_eq!((days, note), (65, None), "monthly: renew_before_days rules");
 
     let mut certs = node(start, 60);
@@ -257,7 +258,7 @@ fn a_quarterly_schedule_widens_the_horizon_and_says_so() {
 #[test]
 fn a_certificate_three_days_from_expiry_is_renewed_at_once_not_at_the_window() {
     let start = at("2026-11-10T10:00:00Z"); // the next window is 2026-12-07
-    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let calendar = monthly_utc();
     let mut certs = node(start, 3);
     let mut memory = Memory {
         last_window: calendar.last_at_or_before(start),
@@ -316,7 +317,7 @@ fn a_certificate_three_days_from_expiry_is_renewed_at_once_not_at_the_window() {
 #[test]
 fn a_window_missed_during_an_outage_is_caught_up_at_start() {
     let start = at("2026-11-29T10:00:00Z");
-    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let calendar = monthly_utc();
     let mut certs = node(start, 40);
     // down from Dec 1 to Dec 20: the Dec 7 window passes unseen
     let down = (at("2026-12-01T00:00:00Z"), at("2026-12-20T00:00:00Z"));
@@ -344,7 +345,7 @@ fn a_window_missed_during_an_outage_is_caught_up_at_start() {
 #[test]
 fn a_first_start_does_not_run_the_windows_before_it() {
     let start = at("2026-11-29T10:00:00Z");
-    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let calendar = monthly_utc();
     let certs = node(start, 40);
     let d = decide(
         start,
@@ -374,7 +375,7 @@ fn a_first_start_does_not_run_the_windows_before_it() {
 fn alerts_come_exactly_at_threshold_crossings_plus_one_reminder_a_day() {
     // renewals keep failing: the certificates go warning, critical, expired
     let start = at("2026-11-29T10:30:00Z");
-    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let calendar = monthly_utc();
     let mut certs = node(start, 40);
     certs.truncate(1); // admin.conf, 40 days left
     let expiry = certs[0].cert.not_after;
@@ -459,7 +460,7 @@ fn dst_days_fire_their_window_exactly_once() {
 #[test]
 fn a_pending_restart_is_retried_hourly_not_in_a_loop() {
     let start = at("2026-11-29T10:00:00Z");
-    let calendar = Calendar::new(DEFAULT_SCHEDULE, Some("UTC"), std::time::Duration::ZERO).unwrap();
+    let calendar = monthly_utc();
     let certs = node(start, 200);
     let memory = Memory {
         last_window: calendar.last_at_or_before(start),
