@@ -6,13 +6,16 @@
 //! by signature against the node's own CA file only — kubeadm's serving certificates need not
 //! name `127.0.0.1`, and the system trust store has no business vouching for a cluster CA.
 //!
+//! The same client carries the few cluster API calls the product makes (the Lease, credential
+//! proofs): [`request`] takes a method, a JSON body, credentials in memory and a [`Trust`].
+//!
 //! The probe is synchronous and self-contained (one TCP connection, one request, one deadline)
 //! because it runs once per restart from a blocking code path; an async runtime would add
 //! nothing but moving parts.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,7 +78,167 @@ pub fn https_get(
     client: Option<ClientCert<'_>>,
     timeout: Duration,
 ) -> Result<Probe, String> {
-    probe(addr, path, ca_file, client, timeout).map_err(|e| format!("https://{addr}{path}: {e}"))
+    let call = || -> Result<Probe, String> {
+        let ca_pem = std::fs::read(ca_file)
+            .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
+        let identity = client.map(Identity::from_files).transpose()?;
+        request(
+            &Target::ip(addr),
+            &Request::get(path),
+            &Trust::Cas {
+                pem: &ca_pem,
+                source: &ca_file.display().to_string(),
+            },
+            identity.as_ref(),
+            timeout,
+        )
+    };
+    call().map_err(|e| format!("https://{addr}{path}: {e}"))
+}
+
+/// Whom the server must be: what a probe or an API call trusts.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// A leaf signed by one of the CA certificates of this PEM bundle (from the node's pki dir
+    /// or a kubeconfig's `certificate-authority-data`); `source` names it in messages.
+    Cas {
+        /// The PEM bundle.
+        pem: &'a [u8],
+        /// Where it came from (a file, a kubeconfig).
+        source: &'a str,
+    },
+    /// Any leaf, as long as the server proves it holds its key: kube-controller-manager and
+    /// kube-scheduler serve a self-signed certificate they make at start (kubelet's own liveness
+    /// probes do not verify it either), so there is no CA to check it against.
+    AnyServer,
+}
+
+/// A client certificate and its key in memory (PEM), from files or from a kubeconfig.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// The leaf's private key (PKCS#1, SEC1 or PKCS#8).
+    pub key_pem: Vec<u8>,
+    /// Where it came from, for messages.
+    pub source: String,
+}
+
+impl Identity {
+    /// Reads a certificate and key file pair.
+    pub fn from_files(files: ClientCert<'_>) -> Result<Identity, String> {
+        Ok(Identity {
+            cert_pem: std::fs::read(files.cert).map_err(|e| {
+                format!("cannot read client certificate {}: {e}", files.cert.display())
+            })?,
+            key_pem: std::fs::read(files.key)
+                .map_err(|e| format!("cannot read client key {}: {e}", files.key.display()))?,
+            source: format!("{} / {}", files.cert.display(), files.key.display()),
+        })
+    }
+}
+
+/// Where to connect: an address, and the host name the URL named (sent as SNI and `Host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The socket address connected to.
+    pub addr: SocketAddr,
+    /// The URL's host when it was a name (a control-plane endpoint such as
+    /// `k8s-api.example:6443`); `None` for an IP address.
+    pub host_name: Option<String>,
+}
+
+impl Target {
+    /// An IP address, no name: no SNI, so kube-apiserver serves its default certificate.
+    pub fn ip(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            host_name: None,
+        }
+    }
+
+    /// The targets of an `https://host[:port]` URL (a kubeconfig's `server`): a name is resolved
+    /// (every address it has, in the resolver's order), the port defaults to 443.
+    pub fn of_url(url: &str) -> Result<Vec<Target>, String> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("{url:?} is not an https:// URL"))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?}: unclosed [ in the host"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        let port = match port {
+            None => 443,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("{url:?}: {p:?} is not a port"))?,
+        };
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(vec![Target::ip(SocketAddr::new(ip, port))]);
+        }
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{url:?}: cannot resolve {host}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("{url:?}: {host} has no address"));
+        }
+        Ok(addrs
+            .into_iter()
+            .map(|addr| Target {
+                addr,
+                host_name: Some(host.to_string()),
+            })
+            .collect())
+    }
+}
+
+/// One HTTP request: method, path (with query), and a JSON body for writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, `PUT`.
+    pub method: &'a str,
+    /// Path and query, e.g. `/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/x`.
+    pub path: &'a str,
+    /// A JSON body, sent with `Content-Type: application/json`.
+    pub json: Option<&'a [u8]>,
+}
+
+impl<'a> Request<'a> {
+    /// A GET of `path`.
+    pub fn get(path: &'a str) -> Request<'a> {
+        Request {
+            method: "GET",
+            path,
+            json: None,
+        }
+    }
+}
+
+/// Sends `req` over HTTPS to `target` and reads the whole answer (at most [`MAX_BODY`] of body):
+/// the server must satisfy `trust` and prove its key in the handshake; `client` is presented
+/// when the server asks. Errors say what went wrong in an operator's words (see [`https_get`]);
+/// `timeout` bounds the whole exchange.
+pub fn request(
+    target: &Target,
+    req: &Request<'_>,
+    trust: &Trust<'_>,
+    client: Option<&Identity>,
+    timeout: Duration,
+) -> Result<Probe, String> {
+    probe(target, req, trust, client, timeout)
 }
 
 /// Serial of a DER certificate as lower-case hex without separators (same format as
@@ -99,45 +262,54 @@ pub fn etcd_healthy(body: &str) -> bool {
 }
 
 fn probe(
-    addr: SocketAddr,
-    path: &str,
-    ca_file: &Path,
-    client: Option<ClientCert<'_>>,
+    target: &Target,
+    req: &Request<'_>,
+    trust: &Trust<'_>,
+    client: Option<&Identity>,
     timeout: Duration,
 ) -> Result<Probe, String> {
+    let path = req.path;
     if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "invalid request path {path:?} (must start with / and hold no spaces)"
         ));
     }
+    if !["GET", "POST", "PUT", "DELETE"].contains(&req.method) {
+        return Err(format!("unsupported HTTP method {:?}", req.method));
+    }
     if timeout.is_zero() {
         return Err("zero timeout".into());
     }
+    let addr = target.addr;
     let deadline = Instant::now() + timeout;
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(CaVerifier::load(ca_file, &provider)?);
+    let verifier = Arc::new(match trust {
+        Trust::Cas { pem, source } => CaVerifier::from_pem(pem, source, &provider)?,
+        Trust::AnyServer => CaVerifier::any(&provider),
+    });
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone());
     let config = match client {
-        Some(cc) => {
-            let (chain, key) = load_client_cert(cc)?;
+        Some(identity) => {
+            let (chain, key) = load_identity(identity)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!(
-                    "client certificate {} / key {} unusable: {e}",
-                    cc.cert.display(),
-                    cc.key.display()
-                )
+                format!("client certificate {} unusable: {e}", identity.source)
             })?
         }
         None => builder.with_no_client_auth(),
     };
     // An IP server name sends no SNI: kube-apiserver then serves its default certificate (the
     // one being renewed) rather than an --tls-sni-cert-key one matching some name we guessed.
-    let server_name = ServerName::IpAddress(addr.ip().into());
+    // A name from a URL is sent, as kubectl does (a load balancer may route by it).
+    let server_name = match &target.host_name {
+        Some(name) => ServerName::try_from(name.clone())
+            .map_err(|e| format!("{name:?} is not a valid server name: {e}"))?,
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
     let conn = ClientConnection::new(Arc::new(config), server_name)
         .map_err(|e| format!("TLS setup: {e}"))?;
 
@@ -183,8 +355,32 @@ fn probe(
         .map(|leaf| leaf.as_ref().to_vec())
         .ok_or("server presented no certificate")?;
 
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if let Err(e) = tls.write_all(request.as_bytes()).and_then(|()| tls.flush()) {
+    let host = match &target.host_name {
+        Some(name) => format!("{name}:{}", addr.port()),
+        None => addr.to_string(),
+    };
+    let mut request = format!(
+        "{} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json, */*\r\n\
+         User-Agent: kube-cert-renewer/{}\r\nConnection: close\r\n",
+        req.method,
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes();
+    match req.json {
+        Some(body) => {
+            request.extend_from_slice(
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            request.extend_from_slice(body);
+        }
+        None if req.method != "GET" => request.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+        None => request.extend_from_slice(b"\r\n"),
+    }
+    if let Err(e) = tls.write_all(&request).and_then(|()| tls.flush()) {
         return Err(exchange_error("sending the request", &e, timeout));
     }
 
@@ -311,29 +507,25 @@ impl Write for DeadlineSocket {
     }
 }
 
-/// Reads the client chain and key with the crate's strict PEM reader, so a broken file gets the
+/// Parses the client chain and key with the crate's strict PEM reader, so a broken file gets the
 /// same precise message here as everywhere else.
-fn load_client_cert(
-    cc: ClientCert<'_>,
+fn load_identity(
+    identity: &Identity,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let cert_text = std::fs::read(cc.cert)
-        .map_err(|e| format!("cannot read client certificate {}: {e}", cc.cert.display()))?;
-    let chain: Vec<CertificateDer<'static>> = pem::parse(&cert_text)
-        .map_err(|e| format!("client certificate {}: {e}", cc.cert.display()))?
+    let source = &identity.source;
+    let chain: Vec<CertificateDer<'static>> = pem::parse(&identity.cert_pem)
+        .map_err(|e| format!("client certificate {source}: {e}"))?
         .into_iter()
         .filter(|b| b.label == "CERTIFICATE")
         .map(|b| CertificateDer::from(b.der))
         .collect();
     if chain.is_empty() {
         return Err(format!(
-            "client certificate {} holds no CERTIFICATE block",
-            cc.cert.display()
+            "client certificate {source} holds no CERTIFICATE block"
         ));
     }
-    let key_text = std::fs::read(cc.key)
-        .map_err(|e| format!("cannot read client key {}: {e}", cc.key.display()))?;
     let blocks =
-        pem::parse(&key_text).map_err(|e| format!("client key {}: {e}", cc.key.display()))?;
+        pem::parse(&identity.key_pem).map_err(|e| format!("client key {source}: {e}"))?;
     let key = blocks
         .into_iter()
         .find_map(|b| match b.label.as_str() {
@@ -343,10 +535,7 @@ fn load_client_cert(
             _ => None,
         })
         .ok_or_else(|| {
-            format!(
-                "client key {} holds no RSA/EC/PKCS#8 PRIVATE KEY block",
-                cc.key.display()
-            )
+            format!("client key {source} holds no RSA/EC/PKCS#8 PRIVATE KEY block")
         })?;
     Ok((chain, key))
 }
@@ -355,9 +544,10 @@ fn load_client_cert(
 /// its validity period; names and usages are not checked (see the module doc).
 #[derive(Debug)]
 struct CaVerifier {
-    ca_file: PathBuf,
-    /// DER of every CA certificate in the file (re-parsed per use to keep lifetimes local).
-    cas: Vec<Vec<u8>>,
+    ca_file: String,
+    /// DER of every CA certificate in the file (re-parsed per use to keep lifetimes local);
+    /// `None` trusts any leaf ([`Trust::AnyServer`]).
+    cas: Option<Vec<Vec<u8>>>,
     algorithms: WebPkiSupportedAlgorithms,
     /// Why the last leaf was refused, in words for the operator; rustls's own error type would
     /// only say "invalid peer certificate: other error".
@@ -365,35 +555,43 @@ struct CaVerifier {
 }
 
 impl CaVerifier {
-    fn load(ca_file: &Path, provider: &CryptoProvider) -> Result<CaVerifier, String> {
-        let text = std::fs::read(ca_file)
-            .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
+    fn from_pem(
+        text: &[u8],
+        source: &str,
+        provider: &CryptoProvider,
+    ) -> Result<CaVerifier, String> {
         let mut cas = Vec::new();
-        for block in pem::parse(&text).map_err(|e| format!("CA file {}: {e}", ca_file.display()))? {
+        for block in pem::parse(text).map_err(|e| format!("CA file {source}: {e}"))? {
             if block.label != "CERTIFICATE" {
                 continue;
             }
             X509Certificate::from_der(&block.der).map_err(|e| {
                 format!(
-                    "CA file {}: certificate {} is not valid X.509: {e}",
-                    ca_file.display(),
+                    "CA file {source}: certificate {} is not valid X.509: {e}",
                     cas.len() + 1
                 )
             })?;
             cas.push(block.der);
         }
         if cas.is_empty() {
-            return Err(format!(
-                "CA file {} holds no CERTIFICATE block",
-                ca_file.display()
-            ));
+            return Err(format!("CA file {source} holds no CERTIFICATE block"));
         }
         Ok(CaVerifier {
-            ca_file: ca_file.to_path_buf(),
-            cas,
+            ca_file: source.to_string(),
+            cas: Some(cas),
             algorithms: provider.signature_verification_algorithms,
             rejected: Mutex::new(None),
         })
+    }
+
+    /// Trusts any leaf (the handshake still proves the server holds its key).
+    fn any(provider: &CryptoProvider) -> CaVerifier {
+        CaVerifier {
+            ca_file: String::new(),
+            cas: None,
+            algorithms: provider.signature_verification_algorithms,
+            rejected: Mutex::new(None),
+        }
     }
 
     fn rejection(&self) -> Option<String> {
@@ -421,9 +619,12 @@ impl CaVerifier {
                 crate::pki::cert::hex(leaf.raw_serial())
             )
         };
+        let Some(cas) = &self.cas else {
+            return Ok(());
+        };
         let mut ca_subjects = Vec::new();
         let mut signed = false;
-        for ca_der in &self.cas {
+        for ca_der in cas {
             let Ok((_, ca)) = X509Certificate::from_der(ca_der) else {
                 continue;
             };
@@ -440,7 +641,7 @@ impl CaVerifier {
                      (which holds {})",
                     describe(),
                     leaf.issuer(),
-                    self.ca_file.display(),
+                    self.ca_file,
                     ca_subjects.join("; ")
                 ),
                 CertificateError::UnknownIssuer,
