@@ -64,10 +64,7 @@ fn main() {
     let client = tokio
         .block_on(cri::RuntimeClient::connect(&socket))
         .expect("runtime");
-    let probes = TlsProbes {
-        pki: dir.join("pki"),
-        timeout: Duration::from_secs(5),
-    };
+    let probes = TlsProbes::for_pki(&dir.join("pki"));
     let all = restart::all_components(&dir.join("manifests")).expect("manifests");
     let pick = |names: &[&str]| -> Vec<restart::Component> {
         all.iter()

@@ -233,6 +233,10 @@ impl Observer for Print {
             socket.display()
         );
     }
+
+    fn lease(&mut self, line: &str) {
+        println!("{line}");
+    }
 }
 
 /// Runs `check` and prints its report; returns the exit code.

@@ -59,8 +59,9 @@ pub struct Config {
     pub restart_stop_timeout_secs: u64,
     /// How long restarted components may take to run again and answer healthy, in seconds.
     pub restart_start_timeout_secs: u64,
-    /// How long kube-controller-manager and kube-scheduler must keep running, without a
-    /// restart, to count as healthy, in seconds.
+    /// How long a restarted component without a health endpoint (no secure port, an etcd
+    /// without TLS, another static pod) must keep running, without a restart, to count as
+    /// healthy, in seconds.
     pub restart_settle_secs: u64,
     /// The kubelet's node name, to tell this node's static pods (`<pod>-<node>`) from others
     /// in a shared runtime; unset means the name in kubelet.conf's client certificate
@@ -79,6 +80,38 @@ pub struct Config {
     /// After each evaluation, write `check -o prometheus` plus the daemon's own metrics here
     /// (node-exporter's textfile collector), atomically.
     pub metrics_textfile: Option<PathBuf>,
+    /// Take the cluster-wide restart Lease before any restart, so no two control-plane nodes
+    /// restart at once. Off only makes sense on a cluster with one control-plane node.
+    pub coordinate: bool,
+    /// The kubeconfig that reaches the cluster API for the Lease; default
+    /// `<kubeconfig_dir>/admin.conf` (renewed by this node itself, before the restart).
+    pub lease_kubeconfig: Option<PathBuf>,
+    /// `leaseDurationSeconds`: how long a node that stopped renewing (crashed) keeps others
+    /// waiting. Renewed every third of it while held.
+    pub lease_duration_secs: u64,
+    /// How long to wait for the Lease (held by another node, or the API unreachable) before
+    /// giving up; the restart then stays pending and is retried.
+    pub lease_wait_secs: u64,
+    /// How long the Lease is kept after this node's components are healthy, so load balancers
+    /// see its API server back before the next node takes its own down.
+    pub lease_settle_secs: u64,
+    /// What to do when the cluster API does not answer and neither exception applies (this
+    /// node's API server certificate expired, a single control-plane node).
+    pub when_api_unreachable: WhenUnreachable,
+    /// How many control-plane nodes the cluster has; 0 = find out (the local etcd's members).
+    /// 1 lets a restart go on without the Lease when the API does not answer.
+    pub control_plane_nodes: u32,
+}
+
+/// What to do when the Lease cannot be asked for (config `when_api_unreachable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenUnreachable {
+    /// Wait (alerting) until the API answers, up to `lease_wait_secs`.
+    #[default]
+    Wait,
+    /// Restart without the Lease (the operator accepts the risk of two nodes at once).
+    Proceed,
 }
 
 /// Which components `renew` restarts (config `restart`).
@@ -125,6 +158,13 @@ impl Default for Config {
             window_spread: "1h".to_string(),
             emergency_renewal: true,
             metrics_textfile: None,
+            coordinate: true,
+            lease_kubeconfig: None,
+            lease_duration_secs: 60,
+            lease_wait_secs: 3600,
+            lease_settle_secs: 10,
+            when_api_unreachable: WhenUnreachable::Wait,
+            control_plane_nodes: 0,
         }
     }
 }
@@ -236,6 +276,19 @@ impl Config {
                 "restart_settle_secs ({}) must be less than restart_start_timeout_secs ({}): \
                  the settle period runs inside the start timeout",
                 self.restart_settle_secs, self.restart_start_timeout_secs
+            ));
+        }
+        if !(3..=3600).contains(&self.lease_duration_secs) {
+            return invalid(format!(
+                "lease_duration_secs must be 3 to 3600, not {}",
+                self.lease_duration_secs
+            ));
+        }
+        if self.lease_wait_secs > 7 * 86_400 || self.lease_settle_secs > 3600 {
+            return invalid(format!(
+                "lease_wait_secs ({}) must be at most a week and lease_settle_secs ({}) at \
+                 most an hour",
+                self.lease_wait_secs, self.lease_settle_secs
             ));
         }
         if let Some(endpoint) = &self.runtime_endpoint

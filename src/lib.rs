@@ -15,6 +15,7 @@
 //!   TLS health probes;
 //! - [`state`]: what survives a crash — atomic writes and backups, the intent journal, the
 //!   restart-pending record, the node lock;
+//! - [`coordination`]: the cluster-wide Lease that lets one control-plane node restart at a time;
 //! - [`report`]: `check`'s tables, JSON and metrics;
 //! - [`daemon`]: `run` — the calendar window, the watch, systemd and journald;
 //! - [`demo`]: the throwaway kubeadm-shaped node of `demo` and the tests, apart from the product.
@@ -24,6 +25,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod coordination;
 pub mod daemon;
 pub mod demo;
 pub mod failpoint;

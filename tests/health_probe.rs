@@ -444,3 +444,203 @@ fn an_expired_served_leaf_is_refused() {
     let err = get(addr, "/readyz", &pki.join("ca.crt")).unwrap_err();
     assert_error_names(&err, addr, "expired");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Credential proofs: a kubeconfig's client certificate shown to an API server
+// ---------------------------------------------------------------------------------------------
+
+/// A copy of the node's `conf` (beside `pki`) whose server URL is `server`, at `out`.
+fn kubeconfig_for(pki: &Path, conf: &str, server: &str, out: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(pki.parent().unwrap().join(conf)).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("server: "))
+        .unwrap()
+        .to_string();
+    let changed = text.replace(&line, &format!("    server: {server}"));
+    std::fs::write(out, changed).unwrap();
+    out.to_path_buf()
+}
+
+/// Replaces the client certificate and key of kubeconfig `file` with those of `other`.
+fn with_client_of(file: &Path, other: &Path) {
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap()
+            .to_string()
+    };
+    let mut text = std::fs::read_to_string(file).unwrap();
+    let theirs = std::fs::read_to_string(other).unwrap();
+    for name in ["client-certificate-data:", "client-key-data:"] {
+        text = text.replace(&field(&text, name), &field(&theirs, name));
+    }
+    std::fs::write(file, text).unwrap();
+}
+
+/// An API server stand-in that asks for a client certificate and refuses one `client_ca` did
+/// not sign, as the kubelet stand-in's does (`extra` adds flags).
+fn strict_apiserver(pki: &Path, client_ca: &Path, extra: &[&str]) -> (Guard, u16) {
+    let mut args = vec![
+        "-CAfile",
+        client_ca.to_str().unwrap(),
+        "-verify",
+        "1",
+        "-verify_return_error",
+    ];
+    args.extend_from_slice(extra);
+    s_server(pki, "apiserver", &args)
+}
+
+#[test]
+fn a_kubeconfig_is_proven_at_the_local_apiserver_and_refused_by_one_that_does_not_trust_it() {
+    use kube_cert_renewer::node::health::refused_client_certificate;
+    use kube_cert_renewer::node::proof::{ProofError, prove_kubeconfig};
+    if !have("openssl", "health-probe") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let other = tmp.path().join("other");
+    generate(&other, &NodeSpec::new(now(), 30)).unwrap();
+    for tls in [&[][..], &["-tls1_2"][..]] {
+        let (_server, port) = strict_apiserver(&pki, &pki.join("ca.crt"), tls);
+        let url = format!("https://127.0.0.1:{port}");
+        let conf = kubeconfig_for(&pki, "scheduler.conf", &url, &tmp.path().join("s.conf"));
+        let line = prove_kubeconfig(&conf, &pki, &[local(port)], Duration::from_secs(5)).unwrap();
+        eprintln!("{tls:?}: {line}");
+        assert!(
+            line.contains(&format!(
+                "accepted by the local kube-apiserver at 127.0.0.1:{port}"
+            )),
+            "{line}"
+        );
+        assert!(line.contains("CN=system:kube-scheduler"), "{line}");
+        // the same kubeconfig with another cluster's client certificate: a TLS alert
+        with_client_of(&conf, &other.join("scheduler.conf"));
+        let err =
+            prove_kubeconfig(&conf, &pki, &[local(port)], Duration::from_secs(5)).unwrap_err();
+        eprintln!("{tls:?}: {err}");
+        match &err {
+            ProofError::Rejected(m) => {
+                assert!(m.contains("s.conf"), "{m}");
+                assert!(m.contains(&format!("127.0.0.1:{port}")), "{m}");
+                assert!(m.contains("refused it in the TLS handshake"), "{m}");
+                assert!(refused_client_certificate(m), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_server_url_that_refuses_counts_one_that_cannot_be_reached_does_not() {
+    use kube_cert_renewer::node::proof::{ProofError, prove_kubeconfig};
+    if !have("openssl", "health-probe") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let other = tmp.path().join("other");
+    generate(&other, &NodeSpec::new(now(), 30)).unwrap();
+    let (_local, local_port) = strict_apiserver(&pki, &pki.join("ca.crt"), &[]);
+    // the server URL is a load balancer in front of an API server trusting another client CA
+    let (_remote, remote_port) = strict_apiserver(&pki, &other.join("pki/ca.crt"), &[]);
+    let conf = kubeconfig_for(
+        &pki,
+        "admin.conf",
+        &format!("https://localhost:{remote_port}"),
+        &tmp.path().join("a.conf"),
+    );
+    let err =
+        prove_kubeconfig(&conf, &pki, &[local(local_port)], Duration::from_secs(5)).unwrap_err();
+    eprintln!("{err}");
+    match &err {
+        ProofError::Rejected(m) => {
+            assert!(
+                m.contains(&format!("its server https://localhost:{remote_port}")),
+                "{m}"
+            );
+            assert!(!m.contains(&format!("127.0.0.1:{local_port}")), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // the server URL does not answer: the local API server alone decides, and the line says so
+    let closed = free_port();
+    let conf = kubeconfig_for(
+        &pki,
+        "admin.conf",
+        &format!("https://127.0.0.1:{closed}"),
+        &tmp.path().join("b.conf"),
+    );
+    let line = prove_kubeconfig(&conf, &pki, &[local(local_port)], Duration::from_secs(5)).unwrap();
+    eprintln!("{line}");
+    assert!(
+        line.contains("accepted by the local kube-apiserver"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "not proven at its server https://127.0.0.1:{closed}"
+        )) && line.contains("connection refused"),
+        "{line}"
+    );
+    // no local API server and nothing at the URL: nothing is proven, nothing refused
+    let err = prove_kubeconfig(&conf, &pki, &[], Duration::from_secs(5)).unwrap_err();
+    assert!(
+        matches!(&err, ProofError::Inconclusive(m) if m.contains("could not be proven")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn what_the_api_server_answers_decides_a_401_or_403_as_anonymous_is_a_refusal() {
+    use kube_cert_renewer::node::proof::{ProofError, prove_kubeconfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = node(tmp.path(), |s| s);
+    let prove = |response: &[u8]| {
+        let addr = rustls_server(&pki, answer(response, true));
+        let conf = kubeconfig_for(
+            &pki,
+            "controller-manager.conf",
+            &format!("https://{addr}"),
+            &tmp.path().join(format!("{}.conf", addr.port())),
+        );
+        prove_kubeconfig(&conf, &pki, &[addr], Duration::from_secs(5))
+    };
+    let status = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"forbidden: User \"system:anonymous\" cannot get path \"/api\"","reason":"Forbidden","details":{},"code":403}"#;
+    let anonymous = format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{status}",
+        status.len()
+    );
+    let anonymous = anonymous.as_bytes();
+    let err = prove(anonymous).unwrap_err();
+    eprintln!("{err}");
+    assert!(
+        matches!(&err, ProofError::Rejected(m) if m.contains("403 Forbidden to system:anonymous")),
+        "{err:?}"
+    );
+    let err =
+        prove(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\nUnauthorized").unwrap_err();
+    assert!(
+        matches!(&err, ProofError::Rejected(m) if m.contains("401 Unauthorized")),
+        "{err:?}"
+    );
+    let err = prove(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nnot ready")
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProofError::Inconclusive(m) if m.contains("503")),
+        "{err:?}"
+    );
+    // authenticated, only not allowed that path: the certificate works
+    let named = "forbidden: User \"system:kube-controller-manager\" cannot get path \"/api\"";
+    let line = prove(
+        format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\n\r\n{named}",
+            named.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert!(line.contains("(HTTP 403)"), "{line}");
+}

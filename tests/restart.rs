@@ -15,7 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
+use kube_cert_renewer::node::cri::RuntimeClient;
+use kube_cert_renewer::node::restart::{self, HealthCheck, Settings, StaticPods, TlsProbes};
 
 /// The private containerd's socket, or None (loud) when the environment has none.
 fn containerd() -> Option<PathBuf> {
@@ -40,6 +44,9 @@ struct Node {
     spec: NodeSpec,
     /// Where kube-apiserver listens: its manifest's --bind-address, else 127.0.0.1.
     api_host: String,
+    /// The secure ports of kube-controller-manager and kube-scheduler (their `/healthz`).
+    controller_manager_port: u16,
+    scheduler_port: u16,
     standin: Option<Child>,
 }
 
@@ -180,12 +187,18 @@ impl Node {
             .map(|(id, _)| id)
     }
 
-    /// Waits until every component runs and kube-apiserver and etcd answer.
+    /// Waits until every component runs and kube-apiserver, etcd, the controller-manager and the
+    /// scheduler answer.
     fn wait_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let all_running = COMPONENTS.iter().all(|c| self.running_id(c).is_some());
-            if all_running && self.api_serial().is_some() && self.etcd_healthy() {
+            if all_running
+                && self.api_serial().is_some()
+                && self.etcd_healthy()
+                && self.serves_healthz("kube-controller-manager", self.controller_manager_port)
+                && self.serves_healthz("kube-scheduler", self.scheduler_port)
+            {
                 return;
             }
             assert!(
@@ -195,6 +208,15 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Whether `component` answers `/healthz` on `port`, or runs a test's own command instead
+    /// (which serves nothing).
+    fn serves_healthz(&self, component: &str, port: u16) -> bool {
+        let manifest = self.manifests().join(format!("{component}.yaml"));
+        let own_command = std::fs::read_to_string(manifest)
+            .is_ok_and(|t| t.contains(kube_cert_renewer::demo::standin::COMMAND_ANNOTATION));
+        own_command || healthz_ok(port)
     }
 
     /// `etcdctl endpoint health` with the node's healthcheck-client credentials.
@@ -345,6 +367,21 @@ fn served_serial_at(address: &str) -> Option<String> {
     Some(serial.to_ascii_lowercase())
 }
 
+/// Whether `/healthz` on 127.0.0.1:`port` answers `200` with `ok`, asked by `openssl
+/// s_client` (an oracle apart from the product's client).
+fn healthz_ok(port: u16) -> bool {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | \
+             timeout 5 openssl s_client -connect 127.0.0.1:{port} -quiet -ign_eof 2>/dev/null"
+        ))
+        .output();
+    let Ok(out) = out else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.starts_with("HTTP/1.0 200") && text.trim_end().ends_with("\nok")
+}
+
 fn serial_of(cert: &Path) -> String {
     let (ok, text) = common::openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"]);
     assert!(ok, "{text}");
@@ -372,12 +409,21 @@ fn start_node(socket: PathBuf, tag: &str, config_extra: &str, adjust: impl FnOnc
     spec.apiserver_port = common::free_port();
     spec.etcd_client_port = common::free_port();
     spec.etcd_peer_port = common::free_port();
+    // their own secure ports: the nodes of parallel tests share the host network (the demo's
+    // node keeps 10257 and 10259)
+    spec.controller_manager_port = common::free_port();
+    spec.scheduler_port = common::free_port();
+    let (controller_manager_port, scheduler_port) =
+        (spec.controller_manager_port, spec.scheduler_port);
     let dir = tmp.path().join("k");
     nodegen::generate(&dir, &spec).unwrap();
     adjust(&dir);
     std::fs::write(
         tmp.path().join("config.toml"),
-        format!("restart_poll_ms = 100\nrestart_settle_secs = 2\n{config_extra}"),
+        // one control-plane node: no other API server to keep up, the restart Lease is not needed
+        format!(
+            "restart_poll_ms = 100\nrestart_settle_secs = 2\ncontrol_plane_nodes = 1\n{config_extra}"
+        ),
     )
     .unwrap();
     let api_host = std::fs::read_to_string(dir.join("manifests/kube-apiserver.yaml"))
@@ -395,12 +441,22 @@ fn start_node(socket: PathBuf, tag: &str, config_extra: &str, adjust: impl FnOnc
         node_name,
         spec,
         api_host,
+        controller_manager_port,
+        scheduler_port,
         standin: None,
     };
     node.start_standin();
     node.wait_up();
     node
 }
+
+/// The kubeconfigs whose client certificates `renew all` renews and the proofs prove.
+const KUBECONFIGS: [&str; 4] = [
+    "admin.conf",
+    "super-admin.conf",
+    "controller-manager.conf",
+    "scheduler.conf",
+];
 
 /// The start timeout of the tests that expect success (generous: CI machines are slow).
 const START_60: &str = "restart_stop_timeout_secs = 30\nrestart_start_timeout_secs = 60\n";
@@ -1068,4 +1124,316 @@ fn the_daemon_finishes_a_restart_left_pending_once_the_runtime_answers() {
     let (code, report) = check_control_plane(&node);
     assert!(!report.contains("restart pending"), "{report}");
     assert_ne!(code, 2, "{report}");
+}
+
+/// Settings for a restart run from a test through the library (poll 100 ms).
+fn library_settings(node: &Node, start_timeout: Duration, settle: Duration) -> Settings {
+    Settings {
+        poll: Duration::from_millis(100),
+        stop_timeout: Duration::from_secs(30),
+        start_timeout,
+        settle,
+        node_name: Some(node.node_name.clone()),
+    }
+}
+
+/// A tokio runtime and a CRI client of the node's containerd, for restarts run through the
+/// library (the renew command does not hand the proofs their kubeconfigs yet).
+fn runtime_client(node: &Node) -> (tokio::runtime::Runtime, RuntimeClient) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(RuntimeClient::connect(&node.socket))
+        .unwrap()
+        .with_request_timeout(restart::RUNTIME_REQUEST_TIMEOUT);
+    (rt, client)
+}
+
+/// A restart of all four components of a generated node, judged by the new probes: the
+/// controller-manager and the scheduler by `/healthz` on their secure ports — with a settle
+/// period longer than the start timeout, so settling could never pass them — and the four
+/// kubeconfigs `renew all` renews proven against the restarted API server.
+#[test]
+fn a_restart_of_all_four_is_proven_healthy_by_healthz_and_credential_proofs() {
+    let Some(node) = running_node("proven", START_60, |_| {}) else {
+        return;
+    };
+    let before = node.manifests_snapshot();
+    let pods = StaticPods::read(&node.manifests()).unwrap();
+    let (components, problems) = pods.kubeadm();
+    assert!(problems.is_empty(), "{problems:?}");
+    for (name, port) in [
+        ("kube-controller-manager", node.controller_manager_port),
+        ("kube-scheduler", node.scheduler_port),
+    ] {
+        let c = components.iter().find(|c| c.name == name).unwrap();
+        assert_eq!(
+            c.health,
+            HealthCheck::Healthz(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        );
+    }
+    let kubeconfigs: Vec<PathBuf> = KUBECONFIGS.iter().map(|c| node.dir().join(c)).collect();
+    let probes = TlsProbes::for_pki(&node.dir().join("pki")).proving(kubeconfigs, &pods);
+    assert_eq!(
+        probes.apiserver,
+        [SocketAddr::from(([127, 0, 0, 1], node.spec.apiserver_port))]
+    );
+    let old: BTreeMap<&str, String> = COMPONENTS
+        .iter()
+        .map(|c| (*c, node.running_id(c).unwrap()))
+        .collect();
+    let (rt, client) = runtime_client(&node);
+    let settings = library_settings(&node, Duration::from_secs(60), Duration::from_secs(3600));
+    let started = Instant::now();
+    let outcome = rt
+        .block_on(restart::restart(
+            &client,
+            &probes,
+            &components,
+            &node.state(),
+            &settings,
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.standin_log()));
+    eprintln!(
+        "restart of four, judged by their health endpoints and 4 credential proofs: {:?}",
+        started.elapsed()
+    );
+    for line in &outcome.proven {
+        eprintln!("  {line}");
+    }
+    assert_eq!(outcome.restarted.len(), 4);
+    for r in &outcome.restarted {
+        assert_ne!(
+            old[r.name.as_str()],
+            r.new_id,
+            "{} kept its container",
+            r.name
+        );
+        assert_eq!(node.running_id(&r.name).as_ref(), Some(&r.new_id), "ctr");
+    }
+    assert_eq!(outcome.proven.len(), 4, "{:?}", outcome.proven);
+    for (line, conf) in outcome.proven.iter().zip(KUBECONFIGS) {
+        assert!(
+            line.contains(&format!("/{conf}: "))
+                && line.contains(&format!(
+                    "accepted by the local kube-apiserver at 127.0.0.1:{}",
+                    node.spec.apiserver_port
+                )),
+            "{line}"
+        );
+    }
+    assert!(healthz_ok(node.controller_manager_port));
+    assert!(healthz_ok(node.scheduler_port));
+    node.assert_manifests_back(&before, "");
+}
+
+/// Every file a renewal may touch: the pki dir and the kubeconfigs, with their bytes.
+fn credentials_snapshot(node: &Node) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = common::snapshot(&node.dir().join("pki"));
+    for conf in KUBECONFIGS {
+        let file = node.dir().join(conf);
+        let data = std::fs::read(&file).unwrap();
+        files.insert(file, data);
+    }
+    files
+}
+
+/// The one backup dir a renewal made in the node's state dir since `known`.
+fn new_backup(node: &Node, known: &BTreeSet<PathBuf>) -> PathBuf {
+    let made: Vec<PathBuf> = std::fs::read_dir(node.state().join("backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !known.contains(p))
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    made[0].clone()
+}
+
+/// A renewed kubeconfig the API server refuses is caught by the credential proof and rolled
+/// back, after a restart and without one.
+///
+/// The scenario: a CA rotation begun by hand in the wrong order (Kubernetes' "manual rotation of
+/// CA certificates" has the new CA trusted by kube-apiserver's `--client-ca-file` first).
+/// kube-apiserver reads its client CA from its own copy, `client-ca.crt`, as hardened setups
+/// keep it apart from the CA that signs; the operator has put a new CA in front of the old one
+/// in `ca.crt` and its key in `ca.key`, but not into `client-ca.crt`. Everything still works —
+/// every certificate in use is signed by the old CA — until a renewal signs `admin.conf` and
+/// `scheduler.conf` with the new key: the API server refuses them (the stand-in with a TLS
+/// alert; the real one would answer 401, or 403 as system:anonymous), while the scheduler comes
+/// back serving `/healthz` all the same. Only the proof sees it; the files must come back byte
+/// for byte.
+#[test]
+fn a_kubeconfig_the_apiserver_refuses_is_caught_by_the_proof_and_rolled_back() {
+    use kube_cert_renewer::node::proof::{prove_kubeconfig, prove_or_restore};
+    let Some(node) = running_node(
+        "refused",
+        "restart_stop_timeout_secs = 30\nrestart_start_timeout_secs = 30\n",
+        |dir| {
+            std::fs::copy(dir.join("pki/ca.crt"), dir.join("pki/client-ca.crt")).unwrap();
+            let manifest = dir.join("manifests/kube-apiserver.yaml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            let changed = text.replace(
+                "- --client-ca-file=/etc/kubernetes/pki/ca.crt\n",
+                "- --client-ca-file=/etc/kubernetes/pki/client-ca.crt\n",
+            );
+            assert_ne!(changed, text);
+            std::fs::write(&manifest, changed).unwrap();
+        },
+    ) else {
+        return;
+    };
+    let pki = node.dir().join("pki");
+    let local = SocketAddr::from(([127, 0, 0, 1], node.spec.apiserver_port));
+    // the rotation begins: a new CA in front of the old one, and its key
+    let new_ca = node.tmp.path().join("new-ca");
+    std::fs::create_dir_all(&new_ca).unwrap();
+    let (ok, out) = common::openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=kubernetes",
+        "-days",
+        "3650",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign",
+        "-keyout",
+        new_ca.join("ca.key").to_str().unwrap(),
+        "-out",
+        new_ca.join("ca.crt").to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let mut bundle = std::fs::read(new_ca.join("ca.crt")).unwrap();
+    bundle.extend(std::fs::read(pki.join("ca.crt")).unwrap());
+    std::fs::write(pki.join("ca.crt"), bundle).unwrap();
+    std::fs::copy(new_ca.join("ca.key"), pki.join("ca.key")).unwrap();
+    // still working: the kubeconfigs are the old CA's
+    for conf in KUBECONFIGS {
+        prove_kubeconfig(
+            &node.dir().join(conf),
+            &pki,
+            &[local],
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("before the renewal: {e}"));
+    }
+    let before = credentials_snapshot(&node);
+    let manifests_before = node.manifests_snapshot();
+
+    // 1. scheduler.conf and admin.conf renewed; the scheduler restarted, then proven
+    let out = node.run(&["renew", "scheduler.conf", "admin.conf", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let backup = new_backup(&node, &BTreeSet::new());
+    assert_ne!(credentials_snapshot(&node), before, "nothing was renewed");
+    let pods = StaticPods::read(&node.manifests()).unwrap();
+    let components =
+        restart::named_components(&node.manifests(), &["kube-scheduler".to_string()]).unwrap();
+    let renewed = vec![
+        node.dir().join("scheduler.conf"),
+        node.dir().join("admin.conf"),
+    ];
+    let probes = TlsProbes::for_pki(&pki).proving(renewed, &pods);
+    let scheduler = node.running_id("kube-scheduler").unwrap();
+    let (rt, client) = runtime_client(&node);
+    let settings = library_settings(&node, Duration::from_secs(30), Duration::from_secs(2));
+    let err = rt
+        .block_on(restart::restart_with_rollback(
+            &client,
+            &probes,
+            &components,
+            &node.state(),
+            &settings,
+            Some(&backup),
+        ))
+        .unwrap_err();
+    eprintln!("{err}");
+    for conf in ["scheduler.conf", "admin.conf"] {
+        assert!(
+            err.contains(&node.dir().join(conf).display().to_string()),
+            "names {conf}: {err}"
+        );
+    }
+    assert!(err.contains("a renewed credential does not work"), "{err}");
+    assert!(err.contains(&format!("kube-apiserver at {local}")), "{err}");
+    assert!(err.contains("refused it in the TLS handshake"), "{err}");
+    assert!(err.contains("previous certificates were restored"), "{err}");
+    assert!(err.contains("running healthy again"), "{err}");
+    assert_eq!(
+        credentials_snapshot(&node),
+        before,
+        "not restored byte for byte"
+    );
+    node.assert_manifests_back(&manifests_before, &err);
+    assert_ne!(node.running_id("kube-scheduler").unwrap(), scheduler);
+    assert!(healthz_ok(node.scheduler_port));
+    assert_eq!(
+        rt.block_on(proof_now(&probes)),
+        Ok(2),
+        "the old ones are accepted"
+    );
+
+    // 2. admin.conf alone: nothing to restart, proven all the same, and put back
+    let known: BTreeSet<PathBuf> = [backup].into();
+    let out = node.run(&["renew", "admin.conf", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let backup = new_backup(&node, &known);
+    let admin = TlsProbes::for_pki(&pki).proving(vec![node.dir().join("admin.conf")], &pods);
+    let err = rt
+        .block_on(prove_or_restore(
+            &admin,
+            &node.state(),
+            Some(&backup),
+            &settings,
+        ))
+        .unwrap_err();
+    eprintln!("{err}");
+    assert!(
+        err.contains(&node.dir().join("admin.conf").display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("previous certificates were restored"), "{err}");
+    assert!(err.contains("the API server accepts them"), "{err}");
+    assert_eq!(
+        credentials_snapshot(&node),
+        before,
+        "not restored byte for byte"
+    );
+}
+
+/// One proof attempt of `probes`: how many credentials were proven.
+async fn proof_now(probes: &TlsProbes) -> Result<usize, String> {
+    use kube_cert_renewer::node::restart::Probes;
+    probes
+        .prove_credentials()
+        .map(|lines| lines.len())
+        .map_err(|e| e.to_string())
+}
+
+/// `renew all` with the default settings on a healthy node whose four components all have a
+/// health endpoint: how long the whole run takes, printed (machines vary too much to assert it).
+#[test]
+fn renew_all_with_default_settings_on_a_healthy_node() {
+    let Some(node) = running_node("timed", "", |_| {}) else {
+        return;
+    };
+    std::fs::write(node.config(), "# the defaults\n").unwrap();
+    let old_api = serial_of(&node.pki("apiserver.crt"));
+    let started = Instant::now();
+    let out = node.run(&["renew", "all"]);
+    let took = started.elapsed();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}\n{}", node.standin_log());
+    eprintln!("renew all + restart of 4 with the default settings: {took:?}\n{log}");
+    let new_api = serial_of(&node.pki("apiserver.crt"));
+    assert_ne!(new_api, old_api);
+    assert_eq!(node.api_serial(), Some(new_api));
+    assert!(healthz_ok(node.controller_manager_port));
+    assert!(healthz_ok(node.scheduler_port));
 }

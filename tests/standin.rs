@@ -56,6 +56,9 @@ struct Node {
     name: String,
     apiserver_port: u16,
     etcd_client_port: u16,
+    /// The secure ports of kube-controller-manager and kube-scheduler.
+    controller_manager_port: u16,
+    scheduler_port: u16,
 }
 
 impl Node {
@@ -75,8 +78,8 @@ impl Node {
             SEQ.fetch_add(1, Ordering::Relaxed),
             nanos & 0xffff
         );
-        // Free ports: bound together so the three differ, released just before use.
-        let listeners: Vec<TcpListener> = (0..3)
+        // Free ports: bound together so the five differ, released just before use.
+        let listeners: Vec<TcpListener> = (0..5)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let ports: Vec<u16> = listeners
@@ -89,6 +92,8 @@ impl Node {
         spec.apiserver_port = ports[0];
         spec.etcd_client_port = ports[1];
         spec.etcd_peer_port = ports[2];
+        spec.controller_manager_port = ports[3];
+        spec.scheduler_port = ports[4];
         nodegen::generate(dir.path(), &spec).unwrap();
         for component in COMPONENTS {
             if !keep.contains(&component) {
@@ -101,6 +106,8 @@ impl Node {
             name,
             apiserver_port: ports[0],
             etcd_client_port: ports[1],
+            controller_manager_port: ports[3],
+            scheduler_port: ports[4],
         }
     }
 
@@ -684,5 +691,223 @@ spec:
         "{}",
         node.logs()
     );
+    stop(kubelet);
+}
+
+/// GET `/healthz` on 127.0.0.1:`port` with the crate's client, trusting any server certificate
+/// (the component makes its own at start): (status, body, served leaf).
+fn healthz(port: u16) -> Result<(u16, String, Vec<u8>), String> {
+    use kube_cert_renewer::node::health::{Request, Target, Trust, request};
+    let target = Target::ip(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    request(
+        &target,
+        &Request::get("/healthz"),
+        &Trust::AnyServer,
+        None,
+        Duration::from_secs(5),
+    )
+    .map(|p| (p.status, p.body, p.served_leaf_der))
+}
+
+/// The controller-manager and scheduler stand-ins answer `/healthz` like the real ones, where
+/// the product's health check (from the same manifest) looks for them, each with a certificate
+/// it made itself; a parked one stops and frees its port at once, and comes back with a new
+/// certificate.
+#[tokio::test]
+async fn controller_manager_and_scheduler_serve_healthz_on_their_secure_ports() {
+    use kube_cert_renewer::node::restart::{self, HealthCheck, Probes, TlsProbes};
+    let Some(socket) = socket() else { return };
+    let node = Node::new("healthz", &["kube-controller-manager", "kube-scheduler"]);
+    let kubelet = standin::spawn(node.options(&socket)).unwrap();
+    let client = client(&socket).await;
+    let components = restart::all_components(&node.path("manifests")).unwrap();
+    let probes = TlsProbes::for_pki(&node.path("pki"));
+    let mut first_leaf = BTreeMap::new();
+    for (name, port) in [
+        ("kube-controller-manager", node.controller_manager_port),
+        ("kube-scheduler", node.scheduler_port),
+    ] {
+        wait_running(&client, &node, name).await;
+        let (status, body, leaf) = wait_for(
+            &node,
+            Duration::from_secs(20),
+            &format!("{name} /healthz"),
+            || async move { healthz(port).ok() },
+        )
+        .await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "{name}");
+        let facts = kube_cert_renewer::pki::cert::CertFacts::from_der(&leaf).unwrap();
+        assert_eq!(facts.subject_cn.as_deref(), Some(name), "{name}");
+        assert_eq!(facts.subject, facts.issuer, "{name}: self-signed");
+        first_leaf.insert(name, leaf);
+        // the product's own health check finds it from the manifest, and passes
+        let component = components.iter().find(|c| c.name == name).unwrap();
+        assert_eq!(
+            component.health,
+            HealthCheck::Healthz(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        );
+        probes.healthy(component).unwrap();
+    }
+    // nothing else is served from where healthz is: the key stays private
+    let (status, body, _) = {
+        use kube_cert_renewer::node::health::{Request, Target, Trust, request};
+        let target = Target::ip(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            node.scheduler_port,
+        )));
+        let p = request(
+            &target,
+            &Request::get("/../tls/key.pem"),
+            &Trust::AnyServer,
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        (p.status, p.body, ())
+    };
+    assert!(
+        !body.contains("PRIVATE KEY"),
+        "the key is served: {status} {body}"
+    );
+
+    // parked: the pod stops and its port is free for anyone to bind
+    std::fs::create_dir_all(node.path("parked")).unwrap();
+    let manifest = node.path("manifests/kube-scheduler.yaml");
+    let parked = node.path("parked/kube-scheduler.yaml");
+    let t0 = Instant::now();
+    std::fs::rename(&manifest, &parked).unwrap();
+    let port = node.scheduler_port;
+    wait_for(
+        &node,
+        Duration::from_secs(15),
+        "the scheduler stopped",
+        || async {
+            running(&component(&client, &node, "kube-scheduler").await)
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let stopped = t0.elapsed();
+    // the process is gone with its container: the port can be bound at once
+    wait_for(
+        &node,
+        Duration::from_secs(2),
+        "the scheduler's port free",
+        || async move { TcpListener::bind(("127.0.0.1", port)).ok().map(drop) },
+    )
+    .await;
+    eprintln!(
+        "parked scheduler: stopped after {stopped:?}, port free after {:?}",
+        t0.elapsed()
+    );
+    assert!(healthz(port).is_err());
+    let t1 = Instant::now();
+    std::fs::rename(&parked, &manifest).unwrap();
+    let (status, _, leaf) = wait_for(
+        &node,
+        Duration::from_secs(20),
+        "the scheduler's /healthz again",
+        || async move { healthz(port).ok() },
+    )
+    .await;
+    eprintln!("restored scheduler: /healthz after {:?}", t1.elapsed());
+    assert_eq!(status, 200);
+    assert_ne!(
+        leaf, first_leaf["kube-scheduler"],
+        "a new process makes a new certificate"
+    );
+    stop(kubelet);
+}
+
+/// Replaces the client certificate and key of a kubeconfig with another one's (a line edit, as
+/// a hand-made kubeconfig would be).
+fn with_client_of(kubeconfig: &Path, other: &Path, out: &Path) {
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_string()
+    };
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let theirs = std::fs::read_to_string(other).unwrap();
+    let mut mixed = text.clone();
+    for name in ["client-certificate-data:", "client-key-data:"] {
+        mixed = mixed.replace(&field(&text, name), &field(&theirs, name));
+    }
+    assert_ne!(mixed, text);
+    std::fs::write(out, mixed).unwrap();
+}
+
+/// The API server stand-in refuses a client certificate its `--client-ca-file` did not sign
+/// (so a renewed kubeconfig the real one would refuse is refused here too), still answers
+/// requests without one, and the credential proof tells the two apart.
+#[tokio::test]
+async fn the_apiserver_refuses_a_client_certificate_its_client_ca_did_not_sign() {
+    use kube_cert_renewer::node::health::{
+        Request, Target, Trust, refused_client_certificate, request,
+    };
+    use kube_cert_renewer::node::proof::{ProofError, prove_kubeconfig};
+    let Some(socket) = socket() else { return };
+    let node = Node::new("clientca", &["kube-apiserver"]);
+    let other = Node::new("otherca", &[]);
+    let kubelet = standin::spawn(node.options(&socket)).unwrap();
+    let client = client(&socket).await;
+    wait_running(&client, &node, "kube-apiserver").await;
+    wait_serving(&node, &file_serial(&node.path("pki/apiserver.crt"))).await;
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], node.apiserver_port));
+    let ca = std::fs::read(node.path("pki/ca.crt")).unwrap();
+    let ask = || {
+        request(
+            &Target::ip(local),
+            &Request::get("/api"),
+            &Trust::Cas {
+                pem: &ca,
+                source: "ca.crt",
+            },
+            None,
+            Duration::from_secs(5),
+        )
+    };
+    assert_eq!(
+        ask().unwrap().status,
+        200,
+        "anonymous requests still answered"
+    );
+
+    let pki = node.path("pki");
+    let line = prove_kubeconfig(
+        &node.path("admin.conf"),
+        &pki,
+        &[local],
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    eprintln!("{line}");
+    assert!(
+        line.contains("accepted by the local kube-apiserver"),
+        "{line}"
+    );
+
+    // admin.conf with the client certificate and key of another cluster's admin
+    let foreign = node.path("foreign-admin.conf");
+    with_client_of(
+        &node.path("admin.conf"),
+        &other.path("admin.conf"),
+        &foreign,
+    );
+    let err = prove_kubeconfig(&foreign, &pki, &[local], Duration::from_secs(5)).unwrap_err();
+    eprintln!("{err}");
+    match &err {
+        ProofError::Rejected(m) => {
+            assert!(m.contains("foreign-admin.conf"), "{m}");
+            assert!(m.contains(&local.to_string()), "{m}");
+            assert!(m.contains("refused it in the TLS handshake"), "{m}");
+            assert!(refused_client_certificate(m), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // and the server lives on for the next client
+    assert_eq!(ask().unwrap().status, 200);
     stop(kubelet);
 }

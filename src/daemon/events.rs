@@ -37,11 +37,16 @@ pub enum Kind {
     RestartPending,
     /// A new configuration was refused; the old one stays.
     ConfigInvalid,
+    /// A restart waits for the cluster-wide Lease: another node holds it, or the API does not
+    /// answer.
+    LeaseWaiting,
+    /// A restart goes on without the Lease (the API does not answer and an exception applies).
+    LeaseBypassed,
 }
 
 impl Kind {
     /// Every kind, for the catalog and its test.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Expiring,
         Kind::Critical,
         Kind::Expired,
@@ -52,6 +57,8 @@ impl Kind {
         Kind::RolledBack,
         Kind::RestartPending,
         Kind::ConfigInvalid,
+        Kind::LeaseWaiting,
+        Kind::LeaseBypassed,
     ];
 
     /// The stable journal `MESSAGE_ID` (128 bits, hex, as systemd's catalog wants them).
@@ -67,6 +74,8 @@ impl Kind {
             Kind::RolledBack => "564050f5c6de45ad9832bb06e9a6b5aa",
             Kind::RestartPending => "ad2cf533d0504b4cac56384eb34506ff",
             Kind::ConfigInvalid => "bad79c2970464c8aade6aef919804bdf",
+            Kind::LeaseWaiting => "3645b827b0a74b128d2f8daab4797442",
+            Kind::LeaseBypassed => "721d6050c17d4240bfb2f6fd06701826",
         }
     }
 
@@ -83,6 +92,8 @@ impl Kind {
             Kind::RolledBack => "rolled-back",
             Kind::RestartPending => "restart-pending",
             Kind::ConfigInvalid => "config-invalid",
+            Kind::LeaseWaiting => "lease-waiting",
+            Kind::LeaseBypassed => "lease-bypassed",
         }
     }
 }
@@ -229,6 +240,28 @@ pub fn config_invalid(message: &str) {
         action = "reload",
         outcome = "rejected",
         "the new configuration is invalid and was not applied (the previous one stays): {message}"
+    );
+}
+
+/// A restart waits for the restart Lease (`why`: who holds it, or what the API said).
+pub fn lease_waiting(components: &[String], why: &str) {
+    let kind = Kind::LeaseWaiting;
+    warn!(
+        message_id = kind.message_id(),
+        component = %components.join(","), action = "restart", outcome = "waiting",
+        "restart of {} waits for the restart Lease: {why}",
+        components.join(", ")
+    );
+}
+
+/// A restart goes on without the restart Lease, and why that is allowed.
+pub fn lease_bypassed(components: &[String], why: &str) {
+    let kind = Kind::LeaseBypassed;
+    warn!(
+        message_id = kind.message_id(),
+        component = %components.join(","), action = "restart", outcome = "without-lease",
+        "restart of {} goes on WITHOUT the restart Lease: {why}",
+        components.join(", ")
     );
 }
 

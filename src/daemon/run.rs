@@ -80,7 +80,8 @@ pub fn calendar_of(config: &Config, inventory: &Inventory) -> Result<Calendar, S
     )
 }
 
-fn hostname() -> String {
+/// The kernel's host name: the node's name when neither the config nor kubelet.conf gives one.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()

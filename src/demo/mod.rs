@@ -1,6 +1,9 @@
 //! `kube-cert-renewer demo`: the product end to end on a throwaway node, so anyone can see what
 //! it does without a cluster.
 
+/// The Lease endpoints of the cluster API, in process: tests only (feature `test-support`).
+#[cfg(feature = "test-support")]
+pub mod fake_api;
 pub mod nodegen;
 /// The kubelet stand-in: tests and the demo only (feature `test-support`, never in a release
 /// build).
@@ -157,7 +160,7 @@ fn start_standin(
     );
     println!(
         "   (kube-apiserver = openssl s_server on :{}, etcd = Debian's etcd on :{}, \
-         controller-manager and scheduler = sleep)\n",
+         controller-manager and scheduler = openssl s_server answering /healthz on their secure ports)\n",
         spec.apiserver_port, spec.etcd_client_port
     );
     let running = crate::demo::standin::spawn(crate::demo::standin::Options::new(

@@ -57,6 +57,24 @@ pub struct NodeSpec {
     pub etcd_client_port: u16,
     /// etcd's peer port in the manifest.
     pub etcd_peer_port: u16,
+    /// kube-controller-manager's `--secure-port` (where its `/healthz` is probed). At its
+    /// default, 10257, the manifest leaves the flag out, as kubeadm does; any other port is
+    /// written with `--bind-address=127.0.0.1`, so several nodes on one machine do not clash.
+    pub controller_manager_port: u16,
+    /// kube-scheduler's `--secure-port`, the same way (default 10259).
+    pub scheduler_port: u16,
+    /// A kubernetes dir generated before for another node of the same cluster: its CA pairs
+    /// (`ca`, `front-proxy-ca`, `etcd/ca`) and `sa.key`/`sa.pub` are copied instead of made,
+    /// because the control-plane nodes of one cluster share them (kubeadm copies them on
+    /// `join --control-plane`), and etcd members only trust peers signed by their own etcd CA.
+    /// The spec's CA validity and key algorithm do not apply to copied CAs. `None`: a fresh
+    /// cluster with its own CAs.
+    pub shared_cas_from: Option<PathBuf>,
+    /// etcd's `--initial-cluster` (`name=https://ip:peerport,...`), written with
+    /// `--initial-cluster-state=new`, so several generated nodes bootstrap one multi-member etcd
+    /// cluster together. `None`: a one-member cluster of this node alone, as `kubeadm init`
+    /// writes it.
+    pub etcd_initial_cluster: Option<String>,
 }
 
 impl NodeSpec {
@@ -81,7 +99,21 @@ impl NodeSpec {
             apiserver_port: 6443,
             etcd_client_port: 2379,
             etcd_peer_port: 2380,
+            controller_manager_port: CONTROLLER_MANAGER_PORT,
+            scheduler_port: SCHEDULER_PORT,
+            shared_cas_from: None,
+            etcd_initial_cluster: None,
         }
+    }
+
+    /// This node's entry of etcd's `--initial-cluster`: `name=https://advertise:peerport`, to
+    /// join with the other members' entries by commas.
+    pub fn etcd_peer_entry(&self) -> String {
+        format!(
+            "{}={}",
+            self.node_name,
+            https_url(self.advertise_address, self.etcd_peer_port)
+        )
     }
 
     fn encoding_for(&self, algorithm: KeyAlgorithm) -> KeyEncoding {
@@ -99,6 +131,52 @@ pub struct GeneratedCa {
     /// PEM of the key (in the node's encoding).
     pub key_pem: String,
     issuer: Issuer<'static, KeyPair>,
+}
+
+impl GeneratedCa {
+    /// The CA pair `<base>.crt`/`<base>.key` of an existing pki dir (e.g. `etcd/ca`), to sign
+    /// another node's leaves with the same CA: the files are kept byte for byte, and the key
+    /// must be the certificate's, or every leaf signed with it would fail verification.
+    pub fn load(pki: &Path, base: &str) -> Result<GeneratedCa, String> {
+        let cert_file = pki.join(format!("{base}.crt"));
+        let key_file = pki.join(format!("{base}.key"));
+        let cert_pem = std::fs::read_to_string(&cert_file)
+            .map_err(|e| format!("cannot read CA certificate {}: {e}", cert_file.display()))?;
+        let key_pem = std::fs::read_to_string(&key_file)
+            .map_err(|e| format!("cannot read CA key {}: {e}", key_file.display()))?;
+        let key = keys::parse_private_key(key_pem.as_bytes())
+            .map_err(|e| format!("CA key {}: {e}", key_file.display()))?;
+        let certs = crate::pki::inventory::parse_cert_bundle(cert_pem.as_bytes())
+            .map_err(|e| format!("CA certificate {}: {e}", cert_file.display()))?;
+        let first = certs.first().ok_or_else(|| {
+            format!(
+                "CA certificate {} holds no certificate",
+                cert_file.display()
+            )
+        })?;
+        if !keys::matches_spki(&key.pair, &first.spki_der) {
+            return Err(format!(
+                "CA key {} is not the key of {}",
+                key_file.display(),
+                cert_file.display()
+            ));
+        }
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key.pair)
+            .map_err(|e| format!("CA certificate {} cannot sign: {e}", cert_file.display()))?;
+        Ok(GeneratedCa {
+            cert_pem,
+            key_pem,
+            issuer,
+        })
+    }
+}
+
+/// `https://ip:port`, with an IPv6 address in brackets.
+fn https_url(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("https://{v4}:{port}"),
+        IpAddr::V6(v6) => format!("https://[{v6}]:{port}"),
+    }
 }
 
 fn serial() -> Result<SerialNumber, String> {
@@ -240,8 +318,8 @@ pub fn generate(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
     let pki = dir.join("pki");
     let node = spec.node_name.as_str();
     let adv = spec.advertise_address.to_string();
-    let server = format!("https://{adv}:6443");
-    let ca = make_ca("kubernetes", spec)?;
+    // kubeadm writes the API server's endpoint: advertise address and bind port
+    let server = https_url(spec.advertise_address, spec.apiserver_port);
     let ca_cn = |cn: &'static str| {
         if spec.same_ca_subject {
             "kubernetes"
@@ -249,7 +327,14 @@ pub fn generate(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
             cn
         }
     };
-    let fp_ca = make_ca(ca_cn("front-proxy-ca"), spec)?;
+    let shared = spec.shared_cas_from.as_ref().map(|d| d.join("pki"));
+    // The CAs of the cluster this node joins, or new ones.
+    let ca_pair = |base: &str, cn: &'static str| match &shared {
+        Some(from) => GeneratedCa::load(from, base),
+        None => make_ca(cn, spec),
+    };
+    let ca = ca_pair("ca", "kubernetes")?;
+    let fp_ca = ca_pair("front-proxy-ca", ca_cn("front-proxy-ca"))?;
     write(&pki.join("ca.crt"), &ca.cert_pem, 0o644)?;
     write(&pki.join("ca.key"), &ca.key_pem, 0o600)?;
     write(&pki.join("front-proxy-ca.crt"), &fp_ca.cert_pem, 0o644)?;
@@ -299,7 +384,7 @@ pub fn generate(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         ),
     ];
     let etcd_ca = if spec.etcd {
-        let etcd_ca = make_ca(ca_cn("etcd-ca"), spec)?;
+        let etcd_ca = ca_pair("etcd/ca", ca_cn("etcd-ca"))?;
         write(&pki.join("etcd/ca.crt"), &etcd_ca.cert_pem, 0o644)?;
         write(&pki.join("etcd/ca.key"), &etcd_ca.key_pem, 0o600)?;
         Some(etcd_ca)
@@ -330,14 +415,26 @@ pub fn generate(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         write(&pki.join(format!("{base}.crt")), &cert, 0o644)?;
         write(&pki.join(format!("{base}.key")), &key, 0o600)?;
     }
-    // sa.key / sa.pub: never renewed, present on every node.
-    let sa = keys::generate(KeyAlgorithm::Rsa(2048))?;
-    write(
-        &pki.join("sa.key"),
-        &keys::encode(&sa, KeyAlgorithm::Rsa(2048), KeyEncoding::Pkcs1)?,
-        0o600,
-    )?;
-    write(&pki.join("sa.pub"), &sa.public_key_pem(), 0o600)?;
+    // sa.key / sa.pub: never renewed, present on every node, the same on all of one cluster.
+    let (sa_key, sa_pub) = match &shared {
+        Some(from) => {
+            let read = |name: &str| {
+                let file = from.join(name);
+                std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            };
+            (read("sa.key")?, read("sa.pub")?)
+        }
+        None => {
+            let sa = keys::generate(KeyAlgorithm::Rsa(2048))?;
+            (
+                keys::encode(&sa, KeyAlgorithm::Rsa(2048), KeyEncoding::Pkcs1)?,
+                sa.public_key_pem(),
+            )
+        }
+    };
+    write(&pki.join("sa.key"), &sa_key, 0o600)?;
+    write(&pki.join("sa.pub"), &sa_pub, 0o600)?;
 
     let mut confs = vec![
         (
@@ -390,6 +487,24 @@ pub fn generate(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         write_manifests(dir, spec)?;
     }
     Ok(())
+}
+
+/// kube-controller-manager's default secure port (no flag in kubeadm's manifest).
+const CONTROLLER_MANAGER_PORT: u16 = 10257;
+/// kube-scheduler's default secure port (no flag in kubeadm's manifest).
+const SCHEDULER_PORT: u16 = 10259;
+
+/// The flags that move a controller-manager or scheduler off its default secure port: none at
+/// the default (kubeadm's manifest), else loopback and the port.
+fn secure_serving(port: u16, default: u16) -> Vec<String> {
+    if port == default {
+        Vec::new()
+    } else {
+        vec![
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+        ]
+    }
 }
 
 /// Container-side paths, as kubeadm writes them; hostPath volumes map them onto `dir`.
@@ -478,15 +593,19 @@ fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         ),
         0o600,
     )?;
-    let kcm = vec![
-        "kube-controller-manager".to_string(),
+    let mut kcm = vec!["kube-controller-manager".to_string()];
+    kcm.extend(secure_serving(
+        spec.controller_manager_port,
+        CONTROLLER_MANAGER_PORT,
+    ));
+    kcm.extend([
         "--kubeconfig=/etc/kubernetes/controller-manager.conf".into(),
         format!("--cluster-signing-cert-file={}", p("ca.crt")),
         format!("--cluster-signing-key-file={}", p("ca.key")),
         format!("--root-ca-file={}", p("ca.crt")),
         format!("--service-account-private-key-file={}", p("sa.key")),
         "--leader-elect=true".into(),
-    ];
+    ]);
     write(
         &manifests.join("kube-controller-manager.yaml"),
         &pod_manifest(
@@ -504,11 +623,12 @@ fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         ),
         0o600,
     )?;
-    let sched = vec![
-        "kube-scheduler".to_string(),
+    let mut sched = vec!["kube-scheduler".to_string()];
+    sched.extend(secure_serving(spec.scheduler_port, SCHEDULER_PORT));
+    sched.extend([
         "--kubeconfig=/etc/kubernetes/scheduler.conf".into(),
         "--leader-elect=true".into(),
-    ];
+    ]);
     write(
         &manifests.join("kube-scheduler.yaml"),
         &pod_manifest(
@@ -524,26 +644,42 @@ fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         0o600,
     )?;
     if spec.etcd {
-        let etcd = vec![
+        let ip = spec.advertise_address;
+        let client_url = https_url(ip, client_port);
+        let peer_url = https_url(ip, peer_port);
+        // kubeadm listens on loopback and on the advertise address, which is what the other
+        // members and the API servers of other nodes reach; on loopback itself, once.
+        let loopback = if ip.is_ipv6() {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
+        };
+        let listen_client = if ip == loopback {
+            client_url.clone()
+        } else {
+            format!("{},{client_url}", https_url(loopback, client_port))
+        };
+        let mut etcd = vec![
             "etcd".to_string(),
-            format!("--advertise-client-urls=https://{adv}:{client_port}"),
+            format!("--advertise-client-urls={client_url}"),
             format!("--cert-file={}", p("etcd/server.crt")),
             "--client-cert-auth=true".into(),
             format!("--data-dir={POD_ETCD_DATA}"),
-            format!("--initial-advertise-peer-urls=https://{adv}:{peer_port}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
             format!(
-                "--initial-cluster={}=https://{adv}:{peer_port}",
-                spec.node_name
+                "--initial-cluster={}",
+                spec.etcd_initial_cluster
+                    .clone()
+                    .unwrap_or_else(|| spec.etcd_peer_entry())
             ),
+        ];
+        if spec.etcd_initial_cluster.is_some() {
+            etcd.push("--initial-cluster-state=new".into());
+        }
+        etcd.extend([
             format!("--key-file={}", p("etcd/server.key")),
-            if spec.advertise_address.is_loopback() {
-                format!("--listen-client-urls=https://127.0.0.1:{client_port}")
-            } else {
-                format!(
-                    "--listen-client-urls=https://127.0.0.1:{client_port},https://{adv}:{client_port}"
-                )
-            },
-            format!("--listen-peer-urls=https://{adv}:{peer_port}"),
+            format!("--listen-client-urls={listen_client}"),
+            format!("--listen-peer-urls={peer_url}"),
             format!("--name={}", spec.node_name),
             format!("--peer-cert-file={}", p("etcd/peer.crt")),
             "--peer-client-cert-auth=true".into(),
@@ -551,7 +687,7 @@ fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
             format!("--peer-trusted-ca-file={}", p("etcd/ca.crt")),
             "--snapshot-count=10000".into(),
             format!("--trusted-ca-file={}", p("etcd/ca.crt")),
-        ];
+        ]);
         write(
             &manifests.join("etcd.yaml"),
             &pod_manifest(
@@ -571,4 +707,212 @@ fn write_manifests(dir: &Path, spec: &NodeSpec) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+    fn etcd_flags(dir: &Path) -> Vec<String> {
+        let pod = crate::node::manifest::read(&dir.join("manifests/etcd.yaml")).unwrap();
+        pod.container("etcd").unwrap().argv.clone()
+    }
+
+    fn der(file: &Path) -> Vec<u8> {
+        crate::pki::inventory::parse_cert_bundle(&std::fs::read(file).unwrap()).unwrap()[0]
+            .der
+            .clone()
+    }
+
+    #[test]
+    fn a_lone_node_bootstraps_a_one_member_etcd_as_kubeadm_init_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        generate(tmp.path(), &NodeSpec::new(OffsetDateTime::now_utc(), 30)).unwrap();
+        let flags = etcd_flags(tmp.path());
+        for expected in [
+            "--advertise-client-urls=https://127.0.0.1:2379",
+            "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+            "--initial-cluster=cp-1=https://127.0.0.1:2380",
+            "--listen-client-urls=https://127.0.0.1:2379",
+            "--listen-peer-urls=https://127.0.0.1:2380",
+        ] {
+            assert!(flags.iter().any(|f| f == expected), "{expected}: {flags:?}");
+        }
+        assert!(
+            !flags
+                .iter()
+                .any(|f| f.starts_with("--initial-cluster-state")),
+            "{flags:?}"
+        );
+    }
+
+    #[test]
+    fn nodes_of_one_cluster_share_its_cas_and_list_every_member() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let spec = |i: u8| NodeSpec {
+            node_name: format!("cp-{i}"),
+            advertise_address: IpAddr::from([10, 0, 0, i]),
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            ..NodeSpec::new(now, 30)
+        };
+        let members = [spec(1), spec(2)]
+            .iter()
+            .map(NodeSpec::etcd_peer_entry)
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            members,
+            "cp-1=https://10.0.0.1:2380,cp-2=https://10.0.0.2:2380"
+        );
+        let (one, two) = (tmp.path().join("cp-1"), tmp.path().join("cp-2"));
+        generate(
+            &one,
+            &NodeSpec {
+                etcd_initial_cluster: Some(members.clone()),
+                ..spec(1)
+            },
+        )
+        .unwrap();
+        generate(
+            &two,
+            &NodeSpec {
+                shared_cas_from: Some(one.clone()),
+                etcd_initial_cluster: Some(members.clone()),
+                ..spec(2)
+            },
+        )
+        .unwrap();
+        for shared in [
+            "ca.crt",
+            "ca.key",
+            "front-proxy-ca.crt",
+            "front-proxy-ca.key",
+            "etcd/ca.crt",
+            "etcd/ca.key",
+            "sa.key",
+            "sa.pub",
+        ] {
+            let read = |dir: &Path| std::fs::read(dir.join("pki").join(shared)).unwrap();
+            assert_eq!(read(&one), read(&two), "{shared}");
+        }
+        assert_ne!(
+            std::fs::read(one.join("pki/etcd/peer.crt")).unwrap(),
+            std::fs::read(two.join("pki/etcd/peer.crt")).unwrap()
+        );
+        // cp-2's peer certificate: signed by the shared etcd CA, naming cp-2's own address.
+        let ca_der = der(&one.join("pki/etcd/ca.crt"));
+        let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+        for leaf in ["etcd/peer.crt", "etcd/server.crt"] {
+            let leaf_der = der(&two.join("pki").join(leaf));
+            let (_, cert) = X509Certificate::from_der(&leaf_der).unwrap();
+            cert.verify_signature(Some(ca.public_key()))
+                .unwrap_or_else(|e| panic!("{leaf}: {e}"));
+            assert_eq!(cert.issuer(), ca.subject(), "{leaf}");
+            let sans = cert.subject_alternative_name().unwrap().unwrap();
+            let ips: Vec<Vec<u8>> = sans
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::IPAddress(ip) => Some(ip.to_vec()),
+                    _ => None,
+                })
+                .collect();
+            assert!(ips.contains(&vec![10, 0, 0, 2]), "{leaf}: {ips:?}");
+            assert!(ips.contains(&vec![127, 0, 0, 1]), "{leaf}: {ips:?}");
+        }
+        let flags = etcd_flags(&two);
+        for expected in [
+            "--name=cp-2".to_string(),
+            format!("--initial-cluster={members}"),
+            "--initial-cluster-state=new".into(),
+            "--advertise-client-urls=https://10.0.0.2:2379".into(),
+            "--listen-client-urls=https://127.0.0.1:2379,https://10.0.0.2:2379".into(),
+            "--listen-peer-urls=https://10.0.0.2:2380".into(),
+        ] {
+            assert!(flags.contains(&expected), "{expected}: {flags:?}");
+        }
+    }
+
+    #[test]
+    fn controller_manager_and_scheduler_ports_are_written_only_off_their_defaults() {
+        let flags = |dir: &Path, name: &str| {
+            let pod =
+                crate::node::manifest::read(&dir.join(format!("manifests/{name}.yaml"))).unwrap();
+            pod.container(name).unwrap().argv.clone()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = NodeSpec {
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            ca_key_algorithm: KeyAlgorithm::EcdsaP256,
+            ..NodeSpec::new(OffsetDateTime::now_utc(), 30)
+        };
+        let (default, moved) = (tmp.path().join("default"), tmp.path().join("moved"));
+        generate(&default, &spec).unwrap();
+        for name in ["kube-controller-manager", "kube-scheduler"] {
+            let argv = flags(&default, name);
+            assert!(
+                !argv
+                    .iter()
+                    .any(|f| f.starts_with("--secure-port") || f.starts_with("--bind-address")),
+                "{argv:?}"
+            );
+        }
+        generate(
+            &moved,
+            &NodeSpec {
+                controller_manager_port: 20257,
+                scheduler_port: 20259,
+                ..spec
+            },
+        )
+        .unwrap();
+        for (name, port) in [
+            ("kube-controller-manager", 20257),
+            ("kube-scheduler", 20259),
+        ] {
+            let argv = flags(&moved, name);
+            assert_eq!(
+                argv[1..3],
+                [
+                    "--bind-address=127.0.0.1".to_string(),
+                    format!("--secure-port={port}")
+                ],
+                "{argv:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sharing_cas_of_a_dir_without_them_names_the_missing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = generate(
+            &tmp.path().join("cp-2"),
+            &NodeSpec {
+                shared_cas_from: Some(tmp.path().join("nowhere")),
+                ..NodeSpec::new(OffsetDateTime::now_utc(), 30)
+            },
+        )
+        .unwrap_err();
+        assert!(err.contains("cannot read CA certificate"), "{err}");
+        assert!(err.contains("nowhere/pki/ca.crt"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_key_that_is_not_the_certificates_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = NodeSpec {
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            ca_key_algorithm: KeyAlgorithm::EcdsaP256,
+            ..NodeSpec::new(OffsetDateTime::now_utc(), 30)
+        };
+        generate(tmp.path(), &spec).unwrap();
+        let pki = tmp.path().join("pki");
+        std::fs::copy(pki.join("front-proxy-ca.key"), pki.join("ca.key")).unwrap();
+        let err = GeneratedCa::load(&pki, "ca").err().unwrap();
+        assert!(err.contains("is not the key of"), "{err}");
+        assert!(err.contains("pki/ca.crt"), "{err}");
+    }
 }

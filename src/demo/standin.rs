@@ -11,8 +11,10 @@
 //!
 //! The manifests stay realistic kubeadm ones; only the program each container runs is swapped for
 //! a host program that uses the same files through the same volumes (see [`container_command`]):
-//! `openssl s_server` serves the API server's certificate, Debian's real `etcd` runs with the
-//! manifest's own flags, the controller-manager and scheduler check their kubeconfig and sleep.
+//! `openssl s_server` serves the API server's certificate (and refuses client certificates its
+//! client CA did not sign), Debian's real `etcd` runs with the manifest's own flags, the
+//! controller-manager and scheduler check their kubeconfig and serve `/healthz` on their secure
+//! port.
 //! Host `/usr`, `/lib`, `/lib64` and `/etc/ssl` are bind-mounted read-only so those programs run
 //! inside a tiny busybox image.
 //!
@@ -310,10 +312,16 @@ pub fn pod_uid(manifest_bytes: &[u8], node_name: &str) -> String {
 /// - `kube-apiserver`: `openssl s_server` on `--secure-port` (default 6443), on
 ///   `--bind-address` when that names one address, with
 ///   `--tls-cert-file`/`--tls-private-key-file`, asking for (not requiring) a client certificate
-///   against `--client-ca-file`; `-www` answers any GET with 200.
+///   against `--client-ca-file` and refusing one that CA did not sign with a TLS alert (the real
+///   one answers such a request 401, or 403 as `system:anonymous`: refused either way), so a
+///   renewed kubeconfig the real one would not accept is refused here too; `-www` answers any
+///   GET with 200.
 /// - `etcd`: the real etcd with the manifest's own flags.
-/// - `kube-controller-manager`, `kube-scheduler`: exit unless `--kubeconfig` is readable, else run
-///   until killed.
+/// - `kube-controller-manager`, `kube-scheduler`: exit unless `--kubeconfig` is readable, else
+///   serve `/healthz` answering `ok` over TLS on `--bind-address` (when it names one address) at
+///   `--secure-port` (default 10257 and 10259), with a self-signed certificate made at start, as
+///   the real ones do (`openssl s_server -WWW` from a directory holding only that file);
+///   `--secure-port=0` (no secure serving): run until killed.
 /// - anything else: run until killed.
 ///
 /// The pod annotation [`COMMAND_ANNOTATION`] overrides all of it with `/bin/sh -c <value>`. Paths
@@ -343,16 +351,7 @@ pub fn container_command(pod: &StaticPod, container: &PodContainer) -> Result<Ve
                     .flag(name)
                     .ok_or_else(|| format!("kube-apiserver: the manifest has no --{name}"))
             };
-            // on --bind-address when it names one address, as kube-apiserver does
-            let accept = match container
-                .flag("bind-address")
-                .map(str::parse::<std::net::IpAddr>)
-            {
-                Some(Ok(ip)) if !ip.is_unspecified() => {
-                    std::net::SocketAddr::new(ip, port_number).to_string()
-                }
-                _ => port.to_owned(),
-            };
+            let accept = accept_address(container, port_number);
             let mut argv = strings(&[
                 "/usr/bin/openssl",
                 "s_server",
@@ -364,7 +363,16 @@ pub fn container_command(pod: &StaticPod, container: &PodContainer) -> Result<Ve
                 flag("tls-private-key-file")?,
             ]);
             if let Some(ca) = container.flag("client-ca-file") {
-                argv.extend(strings(&["-CAfile", ca, "-verify", "1"]));
+                // -verify asks for a certificate without requiring one (anonymous requests
+                // stay possible); -verify_return_error turns one the CA did not sign into a
+                // handshake failure instead of a note in the log.
+                argv.extend(strings(&[
+                    "-CAfile",
+                    ca,
+                    "-verify",
+                    "1",
+                    "-verify_return_error",
+                ]));
             }
             argv.push("-www".to_owned());
             Ok(argv)
@@ -374,26 +382,72 @@ pub fn container_command(pod: &StaticPod, container: &PodContainer) -> Result<Ve
             argv.extend(container.argv.iter().skip(1).cloned());
             Ok(argv)
         }
-        "kube-controller-manager" | "kube-scheduler" => match container.flag("kubeconfig") {
-            // The path goes in as "$1", never into the script text: no quoting to get wrong.
-            Some(kubeconfig) => Ok(strings(&[
+        "kube-controller-manager" | "kube-scheduler" => {
+            let Some(kubeconfig) = container.flag("kubeconfig") else {
+                return Ok(strings(&[
+                    "/bin/sh",
+                    "-c",
+                    &format!("exec sleep {FOREVER}"),
+                ]));
+            };
+            let default_port = if program == "kube-controller-manager" {
+                crate::node::restart::CONTROLLER_MANAGER_PORT
+            } else {
+                crate::node::restart::SCHEDULER_PORT
+            };
+            let port = match container.flag("secure-port") {
+                None => default_port,
+                Some(p) => p
+                    .parse::<u16>()
+                    .map_err(|_| format!("{program}: --secure-port {p:?} is not a port"))?,
+            };
+            // The values go in as "$1".., never into the script text: no quoting to get wrong.
+            if port == 0 {
+                return Ok(strings(&[
+                    "/bin/sh",
+                    "-c",
+                    &format!("test -r \"$1\" && exec sleep {FOREVER}"),
+                    "sh",
+                    kubeconfig,
+                ]));
+            }
+            Ok(strings(&[
                 "/bin/sh",
                 "-c",
-                &format!("test -r \"$1\" && exec sleep {FOREVER}"),
+                HEALTHZ_SCRIPT,
                 "sh",
                 kubeconfig,
-            ])),
-            None => Ok(strings(&[
-                "/bin/sh",
-                "-c",
-                &format!("exec sleep {FOREVER}"),
-            ])),
-        },
+                &accept_address(container, port),
+                program,
+            ]))
+        }
         _ => Ok(strings(&[
             "/bin/sh",
             "-c",
             &format!("exec sleep {FOREVER}"),
         ])),
+    }
+}
+
+/// The controller-manager's and scheduler's stand-in (`$1` kubeconfig, `$2` where to accept,
+/// `$3` the component): a self-signed P-256 certificate made at start, as theirs is, kept out
+/// of the served directory, which holds only `healthz`. `exec`, so SIGTERM reaches s_server
+/// (which binds with SO_REUSEADDR: the port is free again as soon as it exits).
+const HEALTHZ_SCRIPT: &str = r#"test -r "$1" || exit 1
+mkdir -p /tmp/tls /tmp/www && cd /tmp/www || exit 1
+/usr/bin/openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$3" -days 365 -keyout /tmp/tls/key.pem -out /tmp/tls/cert.pem || exit 1
+printf ok > healthz || exit 1
+exec /usr/bin/openssl s_server -quiet -accept "$2" -cert /tmp/tls/cert.pem -key /tmp/tls/key.pem -WWW"#;
+
+/// Where an `openssl s_server` standing in for `container` accepts: `--bind-address` when it
+/// names one address (as the real components do), else every address (the port alone).
+fn accept_address(container: &PodContainer, port: u16) -> String {
+    match container
+        .flag("bind-address")
+        .map(str::parse::<std::net::IpAddr>)
+    {
+        Some(Ok(ip)) if !ip.is_unspecified() => std::net::SocketAddr::new(ip, port).to_string(),
+        _ => port.to_string(),
     }
 }
 
@@ -1455,6 +1509,7 @@ spec:
                 "/etc/kubernetes/pki/ca.crt",
                 "-verify",
                 "1",
+                "-verify_return_error",
                 "-www",
             ])
         );
@@ -1506,6 +1561,7 @@ spec:
             &[
                 "kube-scheduler",
                 "--kubeconfig=/etc/kubernetes/scheduler.conf",
+                "--secure-port=0",
             ],
         );
         let argv = container_command(&pod, &c).unwrap();
@@ -1520,6 +1576,48 @@ spec:
         );
         let (pod, c) = pod_with("coredns", &["/coredns"]);
         assert!(container_command(&pod, &c).unwrap()[2].starts_with("exec sleep "));
+    }
+
+    #[test]
+    fn controller_manager_and_scheduler_serve_healthz_where_their_flags_say() {
+        let argv = |name: &str, flags: &[&str]| {
+            let mut all = vec![name, "--kubeconfig=/etc/kubernetes/x.conf"];
+            all.extend_from_slice(flags);
+            let (pod, c) = pod_with(name, &all);
+            container_command(&pod, &c).unwrap()
+        };
+        let kcm = argv("kube-controller-manager", &["--bind-address=127.0.0.1"]);
+        assert_eq!(kcm[..3], strings(&["/bin/sh", "-c", HEALTHZ_SCRIPT]));
+        assert_eq!(
+            kcm[3..],
+            strings(&[
+                "sh",
+                "/etc/kubernetes/x.conf",
+                "127.0.0.1:10257",
+                "kube-controller-manager"
+            ])
+        );
+        assert_eq!(argv("kube-scheduler", &[])[5], "10259");
+        assert_eq!(
+            argv(
+                "kube-scheduler",
+                &["--bind-address=0.0.0.0", "--secure-port=20259"]
+            )[5],
+            "20259"
+        );
+        assert_eq!(
+            argv("kube-scheduler", &["--bind-address=::1", "--secure-port=1"])[5],
+            "[::1]:1"
+        );
+        let (pod, c) = pod_with(
+            "kube-scheduler",
+            &["kube-scheduler", "--kubeconfig=/k", "--secure-port=x"],
+        );
+        assert!(container_command(&pod, &c).unwrap_err().contains("port"));
+        // the script checks the kubeconfig first and keeps the key out of what it serves
+        assert!(HEALTHZ_SCRIPT.starts_with("test -r \"$1\" || exit 1"));
+        assert!(HEALTHZ_SCRIPT.contains("cd /tmp/www") && !HEALTHZ_SCRIPT.contains("/tmp/www/"));
+        assert!(HEALTHZ_SCRIPT.contains("-keyout /tmp/tls/key.pem"));
     }
 
     #[test]

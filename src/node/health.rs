@@ -79,6 +79,7 @@ pub fn https_get(
     timeout: Duration,
 ) -> Result<Probe, String> {
     let call = || -> Result<Probe, String> {
+        check_request(&Request::get(path), timeout)?;
         let ca_pem = std::fs::read(ca_file)
             .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
         let identity = client.map(Identity::from_files).transpose()?;
@@ -129,7 +130,10 @@ impl Identity {
     pub fn from_files(files: ClientCert<'_>) -> Result<Identity, String> {
         Ok(Identity {
             cert_pem: std::fs::read(files.cert).map_err(|e| {
-                format!("cannot read client certificate {}: {e}", files.cert.display())
+                format!(
+                    "cannot read client certificate {}: {e}",
+                    files.cert.display()
+                )
             })?,
             key_pem: std::fs::read(files.key)
                 .map_err(|e| format!("cannot read client key {}: {e}", files.key.display()))?,
@@ -227,20 +231,6 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Sends `req` over HTTPS to `target` and reads the whole answer (at most [`MAX_BODY`] of body):
-/// the server must satisfy `trust` and prove its key in the handshake; `client` is presented
-/// when the server asks. Errors say what went wrong in an operator's words (see [`https_get`]);
-/// `timeout` bounds the whole exchange.
-pub fn request(
-    target: &Target,
-    req: &Request<'_>,
-    trust: &Trust<'_>,
-    client: Option<&Identity>,
-    timeout: Duration,
-) -> Result<Probe, String> {
-    probe(target, req, trust, client, timeout)
-}
-
 /// Serial of a DER certificate as lower-case hex without separators (same format as
 /// crate::pki::cert::CertFacts::serial_hex), so a served leaf compares directly with the file on disk.
 pub fn serial_hex(der: &[u8]) -> Result<String, String> {
@@ -261,13 +251,8 @@ pub fn etcd_healthy(body: &str) -> bool {
     }
 }
 
-fn probe(
-    target: &Target,
-    req: &Request<'_>,
-    trust: &Trust<'_>,
-    client: Option<&Identity>,
-    timeout: Duration,
-) -> Result<Probe, String> {
+/// Refuses, before any I/O, a request that cannot be sent as asked.
+fn check_request(req: &Request<'_>, timeout: Duration) -> Result<(), String> {
     let path = req.path;
     if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
@@ -280,6 +265,22 @@ fn probe(
     if timeout.is_zero() {
         return Err("zero timeout".into());
     }
+    Ok(())
+}
+
+/// Sends `req` over HTTPS to `target` and reads the whole answer (at most [`MAX_BODY`] of body):
+/// the server must satisfy `trust` and prove its key in the handshake; `client` is presented
+/// when the server asks. Errors say what went wrong in an operator's words (see [`https_get`]);
+/// `timeout` bounds the whole exchange.
+pub fn request(
+    target: &Target,
+    req: &Request<'_>,
+    trust: &Trust<'_>,
+    client: Option<&Identity>,
+    timeout: Duration,
+) -> Result<Probe, String> {
+    let path = req.path;
+    check_request(req, timeout)?;
     let addr = target.addr;
     let deadline = Instant::now() + timeout;
 
@@ -296,9 +297,9 @@ fn probe(
     let config = match client {
         Some(identity) => {
             let (chain, key) = load_identity(identity)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!("client certificate {} unusable: {e}", identity.source)
-            })?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate {} unusable: {e}", identity.source))?
         }
         None => builder.with_no_client_auth(),
     };
@@ -454,9 +455,21 @@ fn client_cert_hint(e: &io::Error) -> &'static str {
             | A::CertificateExpired
             | A::UnsupportedCertificate
             | A::AccessDenied,
-        )) => " (the server refused the client certificate, or its absence)",
+        )) => CLIENT_CERT_REFUSED_HINT,
         _ => "",
     }
+}
+
+/// What [`client_cert_hint`] appends: the words [`refused_client_certificate`] looks for.
+const CLIENT_CERT_REFUSED_HINT: &str =
+    " (the server refused the client certificate, or its absence)";
+
+/// True when a [`request`] error says the server answered our client certificate with a TLS
+/// alert refusing it (unknown CA, bad or expired certificate, access denied): the one failure
+/// that proves something about the credential rather than about the network or the server, so
+/// a credential proof can tell "refused" from "not reachable yet".
+pub fn refused_client_certificate(error: &str) -> bool {
+    error.contains(CLIENT_CERT_REFUSED_HINT.trim_start())
 }
 
 /// A socket whose every read and write gets the time left until one deadline, so a server that
@@ -524,8 +537,7 @@ fn load_identity(
             "client certificate {source} holds no CERTIFICATE block"
         ));
     }
-    let blocks =
-        pem::parse(&identity.key_pem).map_err(|e| format!("client key {source}: {e}"))?;
+    let blocks = pem::parse(&identity.key_pem).map_err(|e| format!("client key {source}: {e}"))?;
     let key = blocks
         .into_iter()
         .find_map(|b| match b.label.as_str() {
@@ -534,9 +546,7 @@ fn load_identity(
             "PRIVATE KEY" => Some(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(b.der))),
             _ => None,
         })
-        .ok_or_else(|| {
-            format!("client key {source} holds no RSA/EC/PKCS#8 PRIVATE KEY block")
-        })?;
+        .ok_or_else(|| format!("client key {source} holds no RSA/EC/PKCS#8 PRIVATE KEY block"))?;
     Ok((chain, key))
 }
 

@@ -132,8 +132,14 @@ pub enum HealthCheck {
     /// etcd: `/health` over HTTPS (with the healthcheck-client certificate), serving
     /// `etcd/server.crt`, at the first of these addresses that answers.
     Etcd(Vec<SocketAddr>),
-    /// Anything else (controller-manager, scheduler, an etcd without TLS): running without a
-    /// restart for the settle period.
+    /// kube-controller-manager and kube-scheduler: `/healthz` over HTTPS on their secure port,
+    /// answering `ok`, at the first of these addresses that answers, while the new container
+    /// runs. They serve a certificate they make themselves at start, so any server certificate
+    /// is taken (the server must still prove its key): what this proves is that the process
+    /// started with the renewed kubeconfig and serves, in seconds instead of a settle period.
+    Healthz(Vec<SocketAddr>),
+    /// Anything else (a pod without a health endpoint, an etcd without TLS, a controller-manager
+    /// or scheduler without secure serving): running without a restart for the settle period.
     Settle,
 }
 
@@ -158,7 +164,25 @@ impl Component {
             health,
         })
     }
+
+    /// The component of a manifest parsed from `text`, whose liveness probes may say more than
+    /// its flags (see [`health_check_of_manifest`]).
+    pub fn from_manifest(pod: StaticPod, text: &str) -> Result<Component, String> {
+        let health = health_check_of_manifest(&pod, text)?;
+        Ok(Component {
+            name: pod.name.clone(),
+            pod,
+            health,
+        })
+    }
 }
+
+/// The secure port kube-controller-manager serves `/healthz` on unless `--secure-port` says
+/// otherwise.
+pub const CONTROLLER_MANAGER_PORT: u16 = 10257;
+
+/// The secure port kube-scheduler serves `/healthz` on unless `--secure-port` says otherwise.
+pub const SCHEDULER_PORT: u16 = 10259;
 
 /// The health check of a static pod, from kubeadm's flags in its manifest.
 ///
@@ -166,9 +190,42 @@ impl Component {
 /// (default 6443): a specific bind address is the only one probed; a wildcard one is probed at
 /// `--advertise-address`, then on loopback. etcd: the https URLs of `--listen-client-urls`, in
 /// order (a wildcard host is probed on loopback); an etcd without TLS has no certificate to
-/// check and is judged by settling.
+/// check and is judged by settling. kube-controller-manager and kube-scheduler: `/healthz` on
+/// `--secure-port` (default [`CONTROLLER_MANAGER_PORT`], [`SCHEDULER_PORT`]; `0` turns secure
+/// serving off, so they are judged by settling) at `--bind-address` (kubeadm writes
+/// 127.0.0.1; a wildcard or absent one is probed on loopback).
 pub fn health_check_of(pod: &StaticPod) -> Result<HealthCheck, String> {
     let file = pod.file.display();
+    let ip_flag =
+        |c: &crate::node::manifest::PodContainer, name: &str| -> Result<Option<IpAddr>, String> {
+            c.flag(name)
+                .map(|v| {
+                    v.parse::<IpAddr>()
+                        .map_err(|_| format!("{file}: --{name}={v} is not an IP address"))
+                })
+                .transpose()
+        };
+    for (name, default_port) in [
+        ("kube-controller-manager", CONTROLLER_MANAGER_PORT),
+        ("kube-scheduler", SCHEDULER_PORT),
+    ] {
+        let Some(c) = pod.container(name) else {
+            continue;
+        };
+        let port = match c.flag("secure-port") {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) => return Ok(HealthCheck::Settle),
+                Ok(port) => port,
+                Err(_) => return Err(format!("{file}: --secure-port={p} is not a port")),
+            },
+        };
+        let ip = match ip_flag(c, "bind-address")? {
+            Some(ip) if !ip.is_unspecified() => ip,
+            bind => loopback_for(bind),
+        };
+        return Ok(HealthCheck::Healthz(vec![SocketAddr::new(ip, port)]));
+    }
     if let Some(c) = pod.container("kube-apiserver") {
         let port = match c.flag("secure-port") {
             None => 6443,
@@ -178,14 +235,7 @@ pub fn health_check_of(pod: &StaticPod) -> Result<HealthCheck, String> {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| format!("{file}: --secure-port={p} is not a port"))?,
         };
-        let ip_flag = |name: &str| -> Result<Option<IpAddr>, String> {
-            c.flag(name)
-                .map(|v| {
-                    v.parse::<IpAddr>()
-                        .map_err(|_| format!("{file}: --{name}={v} is not an IP address"))
-                })
-                .transpose()
-        };
+        let ip_flag = |name: &str| ip_flag(c, name);
         let bind = ip_flag("bind-address")?;
         let addresses = match bind {
             Some(ip) if !ip.is_unspecified() => vec![ip],
@@ -228,6 +278,81 @@ pub fn health_check_of(pod: &StaticPod) -> Result<HealthCheck, String> {
         return Ok(HealthCheck::Etcd(addresses));
     }
     Ok(HealthCheck::Settle)
+}
+
+/// [`health_check_of`], except that a controller-manager or scheduler whose manifest (`text`)
+/// has kubelet probe its health over plain HTTP is judged by settling.
+///
+/// Why: kubeadm's manifests had kubelet probe them on the insecure port (10252, 10251) over HTTP
+/// until a release between 1.16 and 1.18 (the real trees in `tests/fixtures`: 1.8 to 1.16 HTTP,
+/// 1.18 HTTPS on 10257/10259). On those older releases the secure port is absent (≤ 1.11) or
+/// may want credentials for `/healthz`, so probing it could fail a healthy component and roll a
+/// good renewal back; kubelet's own probe is the safer witness of what the component serves.
+pub fn health_check_of_manifest(pod: &StaticPod, text: &str) -> Result<HealthCheck, String> {
+    let health = health_check_of(pod)?;
+    if let HealthCheck::Healthz(_) = health {
+        let names = ["kube-controller-manager", "kube-scheduler"];
+        if liveness_schemes(text)
+            .iter()
+            .any(|(container, scheme)| names.contains(&container.as_str()) && scheme == "HTTP")
+        {
+            return Ok(HealthCheck::Settle);
+        }
+    }
+    Ok(health)
+}
+
+#[derive(serde::Deserialize)]
+struct ProbedPod {
+    #[serde(default)]
+    spec: Option<ProbedSpec>,
+}
+
+#[derive(serde::Deserialize)]
+struct ProbedSpec {
+    #[serde(default)]
+    containers: Vec<ProbedContainer>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProbedContainer {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    liveness_probe: Option<ProbedProbe>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProbedProbe {
+    #[serde(default)]
+    http_get: Option<ProbedHttpGet>,
+}
+
+#[derive(serde::Deserialize)]
+struct ProbedHttpGet {
+    #[serde(default)]
+    scheme: Option<String>,
+}
+
+/// (container name, upper-case scheme) of every container whose liveness probe is an
+/// `httpGet` (Kubernetes' default scheme is HTTP). A manifest this cannot read has none: its
+/// flags decide.
+fn liveness_schemes(text: &str) -> Vec<(String, String)> {
+    let Ok(pod) = serde_saphyr::from_str::<ProbedPod>(text) else {
+        return Vec::new();
+    };
+    pod.spec
+        .map(|s| s.containers)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let get = c.liveness_probe?.http_get?;
+            let scheme = get.scheme.unwrap_or_else(|| "HTTP".into());
+            Some((c.name, scheme.to_ascii_uppercase()))
+        })
+        .collect()
 }
 
 /// The loopback address that reaches a server bound to the wildcard `bind` (IPv6 for `::`).
@@ -274,6 +399,17 @@ pub trait Probes {
     /// Whether the component's TLS endpoint already serves the certificate on disk (for
     /// `minimal`); Ok(false) for components without one.
     fn serves_current(&self, component: &Component) -> Result<bool, String>;
+    /// One attempt at proving that the API server accepts every renewed credential (see
+    /// [`crate::node::proof`]): Ok with a line per credential proven (none when there is nothing
+    /// to prove), or why not — a rejection, or nothing that could tell yet.
+    fn prove_credentials(&self) -> Result<Vec<String>, crate::node::proof::ProofError>;
+    /// Whether the component may be stopped without taking something the cluster needs: for
+    /// etcd, the other members healthy and a quorum left (see [`crate::node::etcd_cluster`]).
+    /// Ok with a note worth telling, or Err saying why not. Components with nothing to protect
+    /// may always stop.
+    fn may_stop(&self, _component: &Component) -> Result<Option<String>, String> {
+        Ok(None)
+    }
 }
 
 /// Deadline of one CRI call during a restart: the waits poll, so one slow answer must not
@@ -287,15 +423,32 @@ pub struct TlsProbes {
     pub pki: PathBuf,
     /// Bound on one probe (connect, handshake, response).
     pub timeout: Duration,
+    /// Kubeconfigs whose client certificate the API server must accept once every component is
+    /// healthy (the renewed ones; empty: nothing to prove).
+    pub kubeconfigs: Vec<PathBuf>,
+    /// Where the local kube-apiserver answers (its [`HealthCheck::ApiServer`] addresses), for
+    /// the proofs; empty when the node has none (then only a kubeconfig's server URL can).
+    pub apiserver: Vec<SocketAddr>,
 }
 
 impl TlsProbes {
-    /// The probes of a node whose certificates are in `pki`, each bounded to 5 s.
+    /// The probes of a node whose certificates are in `pki`, each bounded to 5 s, proving no
+    /// credential.
     pub fn for_pki(pki: &Path) -> TlsProbes {
         TlsProbes {
             pki: pki.to_path_buf(),
             timeout: Duration::from_secs(5),
+            kubeconfigs: Vec::new(),
+            apiserver: Vec::new(),
         }
+    }
+
+    /// These probes, also proving the client certificates of `kubeconfigs` against the
+    /// kube-apiserver of `pods` (and each kubeconfig's server URL) after a restart.
+    pub fn proving(mut self, kubeconfigs: Vec<PathBuf>, pods: &StaticPods) -> TlsProbes {
+        self.kubeconfigs = kubeconfigs;
+        self.apiserver = pods.apiserver_addresses();
+        self
     }
 
     /// Serial of the certificate in `file` (the first of the file).
@@ -347,8 +500,35 @@ impl TlsProbes {
                     Self::serial_on_disk(&etcd.join("server.crt"))?,
                 )))
             }
-            HealthCheck::Settle => Ok(None),
+            HealthCheck::Healthz(_) | HealthCheck::Settle => Ok(None),
         }
+    }
+
+    /// `/healthz` of a controller-manager or scheduler: the first address that answers must say
+    /// `200 ok`. No client certificate (kubelet's probe sends none) and any server certificate.
+    fn healthz(&self, addresses: &[SocketAddr]) -> Result<(), String> {
+        use crate::node::health::{Request, Target, Trust, request};
+        let mut errors = Vec::new();
+        for address in addresses {
+            match request(
+                &Target::ip(*address),
+                &Request::get("/healthz"),
+                &Trust::AnyServer,
+                None,
+                self.timeout,
+            ) {
+                Ok(probe) if probe.status == 200 && probe.body.trim() == "ok" => return Ok(()),
+                Ok(probe) => {
+                    return Err(format!(
+                        "https://{address}/healthz answered HTTP {}: {}",
+                        probe.status,
+                        probe.body.trim().chars().take(200).collect::<String>()
+                    ));
+                }
+                Err(e) => errors.push(format!("https://{address}/healthz: {e}")),
+            }
+        }
+        Err(errors.join("; "))
     }
 
     /// GETs `path` from the first address that answers; the error lists what each one said.
@@ -395,6 +575,9 @@ impl TlsProbes {
 
 impl Probes for TlsProbes {
     fn healthy(&self, component: &Component) -> Result<(), String> {
+        if let HealthCheck::Healthz(addresses) = &component.health {
+            return self.healthz(addresses);
+        }
         let Some((probe, expected)) = self.probe(component)? else {
             return Ok(());
         };
@@ -429,6 +612,25 @@ impl Probes for TlsProbes {
             }
         }
     }
+
+    fn prove_credentials(&self) -> Result<Vec<String>, crate::node::proof::ProofError> {
+        crate::node::proof::prove_all(&self.kubeconfigs, &self.pki, &self.apiserver, self.timeout)
+    }
+
+    fn may_stop(&self, component: &Component) -> Result<Option<String>, String> {
+        let HealthCheck::Etcd(addresses) = &component.health else {
+            return Ok(None);
+        };
+        // A local member that does not answer at all (not running, its serving certificate
+        // expired) gives the cluster nothing a restart could take away.
+        if let Err(e) = crate::node::etcd_cluster::members(addresses, &self.pki, self.timeout) {
+            return Ok(Some(format!(
+                "etcd: the local member does not answer ({e}); restarting it takes nothing \
+                 from the cluster"
+            )));
+        }
+        crate::node::etcd_cluster::may_stop_local(addresses, &self.pki, self.timeout).map(Some)
+    }
 }
 
 /// Timing of a restart.
@@ -440,7 +642,8 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// Bound on waiting for the new containers to run and answer healthy.
     pub start_timeout: Duration,
-    /// How long a component without a health endpoint must keep running.
+    /// How long a component without a health endpoint ([`HealthCheck::Settle`]) must keep
+    /// running.
     pub settle: Duration,
     /// Only containers whose pod name ends with `-<node>` count (kubelet names static pods
     /// `<name>-<node>`); `None` counts every pod of the namespace.
@@ -484,6 +687,9 @@ pub struct Outcome {
     pub restarted: Vec<Restarted>,
     /// Things worth telling (components skipped and why, a filter that did not match).
     pub notes: Vec<String>,
+    /// One line per renewed credential the API server was seen to accept after the restart
+    /// (see [`crate::node::proof`]).
+    pub proven: Vec<String>,
     /// The whole restart, wall time.
     pub total: Duration,
     /// From parking until every old container had exited.
@@ -505,6 +711,9 @@ pub enum Failure {
     Unhealthy(String),
     /// Files could not be moved (the message says which and where they are).
     Files(String),
+    /// A component may not stop now (etcd would lose a healthy member the cluster needs):
+    /// nothing was touched.
+    Refused(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -513,7 +722,8 @@ impl std::fmt::Display for Failure {
             Failure::Runtime(m)
             | Failure::NotStopped(m)
             | Failure::Unhealthy(m)
-            | Failure::Files(m) => f.write_str(m),
+            | Failure::Files(m)
+            | Failure::Refused(m) => f.write_str(m),
         }
     }
 }
@@ -562,14 +772,21 @@ impl StaticPods {
             ..StaticPods::default()
         };
         for file in manifest::list(manifests_dir)? {
-            let pod = manifest::read(&file);
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()));
+            let pod = text
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|text| manifest::parse(text, &file));
             let name = pod.as_ref().map(|p| p.name.clone()).unwrap_or_else(|_| {
                 file.file_stem()
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned()
             });
-            match pod.and_then(Component::from_pod) {
+            let component = pod
+                .and_then(|pod| Component::from_manifest(pod, text.as_deref().unwrap_or_default()));
+            match component {
                 Ok(c) => pods.usable.push(c),
                 Err(e) => pods.unusable.push((name, e)),
             }
@@ -586,6 +803,18 @@ impl StaticPods {
             }
         }
         Ok(pods)
+    }
+
+    /// Where the node's kube-apiserver answers, from its manifest (empty without a usable one):
+    /// where renewed credentials are proven.
+    pub fn apiserver_addresses(&self) -> Vec<SocketAddr> {
+        self.usable
+            .iter()
+            .find_map(|c| match &c.health {
+                HealthCheck::ApiServer(addresses) => Some(addresses.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// Why the component `name` cannot be restarted, if it is known but unusable or parked.
@@ -829,6 +1058,16 @@ pub async fn restart(
             "the container runtime does not answer, nothing was restarted: {e}"
         ))
     })?;
+    // What must not stop now (etcd without a quorum to spare) stops nothing at all.
+    for c in components {
+        match probes.may_stop(c) {
+            Ok(Some(note)) => outcome.notes.push(note),
+            Ok(None) => {}
+            Err(why) => {
+                return Err(Failure::Refused(format!("{why}; nothing was restarted")));
+            }
+        }
+    }
 
     // The containers of each component now (one listing), which node filter finds this node's
     // among them, and so the old containers of each component.
@@ -988,6 +1227,12 @@ pub async fn restart(
         returned_at,
     )
     .await?;
+    // Healthy components prove their own certificates; the renewed kubeconfigs are proven
+    // against the API server (which may serve TLS a little before it accepts requests, so this
+    // is retried within the same deadline).
+    outcome.proven = crate::node::proof::wait_proven(probes, settings.poll, deadline)
+        .await
+        .map_err(|e| Failure::Unhealthy(format!("a renewed credential does not work: {e}")))?;
     for (i, c) in components.iter().enumerate() {
         outcome.restarted.push(Restarted {
             name: c.name.clone(),
@@ -1113,8 +1358,9 @@ async fn wait_new_container(
 }
 
 /// Polls every component's health, all in the same rounds, until each passed or the deadline:
-/// kube-apiserver and etcd through their probes; a component without a health endpoint must
-/// keep its new container running for the settle period (from when it was seen running).
+/// kube-apiserver and etcd through their probes; the controller-manager and the scheduler
+/// through `/healthz` while their new container runs; a component without a health endpoint
+/// must keep its new container running for the settle period (from when it was seen running).
 /// Returns for each component when it passed, from the return of the manifests.
 #[allow(clippy::too_many_arguments)]
 async fn wait_all_healthy(
@@ -1135,21 +1381,38 @@ async fn wait_all_healthy(
                 continue;
             }
             let (new_id, running_since) = &new_ids[i];
-            if c.health == HealthCheck::Settle {
-                let list = match component_containers(runtime, c, node_name).await {
-                    Ok(list) => list,
-                    Err(e) if Instant::now() >= deadline => {
-                        return Err(Failure::Runtime(format!(
-                            "the container runtime stopped answering while {} settled: {e}",
-                            c.name
-                        )));
-                    }
-                    Err(e) => {
-                        last[i] = e;
-                        continue;
-                    }
+            if let HealthCheck::Healthz(_) = c.health {
+                // Asked after the probe: the answer counts only if the new container still ran
+                // then (anything else on the port, or a container that crashed after
+                // answering, proves nothing).
+                let answer = probes.healthy(c);
+                let Some(running) =
+                    still_running(runtime, c, new_id, node_name, deadline, &mut last[i]).await?
+                else {
+                    continue;
                 };
-                if !list.iter().any(|x| x.id == *new_id && x.running) {
+                if !running {
+                    return Err(Failure::Unhealthy(format!(
+                        "{} exited (container {}) before it answered healthy{}",
+                        c.name,
+                        crate::node::cri::short_id(new_id),
+                        answer
+                            .err()
+                            .map(|e| format!(" (last answer: {e})"))
+                            .unwrap_or_default()
+                    )));
+                }
+                match answer {
+                    Ok(()) => passed[i] = Some(returned_at.elapsed()),
+                    Err(e) => last[i] = e,
+                }
+            } else if c.health == HealthCheck::Settle {
+                let Some(running) =
+                    still_running(runtime, c, new_id, node_name, deadline, &mut last[i]).await?
+                else {
+                    continue;
+                };
+                if !running {
                     return Err(Failure::Unhealthy(format!(
                         "{} exited (container {}) within {}s of starting",
                         c.name,
@@ -1195,6 +1458,30 @@ async fn wait_all_healthy(
     }
 }
 
+/// Whether `c`'s new container `new_id` still runs: `None` when the runtime did not answer
+/// this round (`last` says why; asked again next round), a runtime failure once it has not
+/// answered by `deadline`.
+async fn still_running(
+    runtime: &impl Runtime,
+    c: &Component,
+    new_id: &str,
+    node_name: Option<&str>,
+    deadline: Instant,
+    last: &mut String,
+) -> Result<Option<bool>, Failure> {
+    match component_containers(runtime, c, node_name).await {
+        Ok(list) => Ok(Some(list.iter().any(|x| x.id == new_id && x.running))),
+        Err(e) if Instant::now() >= deadline => Err(Failure::Runtime(format!(
+            "the container runtime stopped answering while {} was checked: {e}",
+            c.name
+        ))),
+        Err(e) => {
+            *last = e;
+            Ok(None)
+        }
+    }
+}
+
 /// Restarts, and when that fails for any reason other than the runtime itself, restores the
 /// certificates of `backup` (if this restart follows a renewal) and restarts again with them.
 /// Returns the outcome of the first attempt, or an error that tells the whole story.
@@ -1223,7 +1510,7 @@ pub async fn restart_with_rollback(
                 backup.display()
             ));
         }
-        Failure::NotStopped(_) => {
+        Failure::NotStopped(_) | Failure::Refused(_) => {
             return Err(format!(
                 "restart failed: {failure}. The renewed certificates stay in place (they were \
                  never tried; the backup is {}); the restart stays pending until one succeeds",
@@ -1239,21 +1526,13 @@ pub async fn restart_with_rollback(
             ));
         }
     }
-    let restored = journal::restore_intent(backup)
-        .and_then(|intent| journal::record(state_dir, &intent))
-        .and_then(|()| {
-            failpoint::hit("restart.during-restore");
-            crate::state::store::restore(backup)
-        })
-        .and_then(|restored| journal::clear(state_dir).map(|()| restored))
-        .map_err(|e| {
-            format!(
-                "restart with the renewed certificates failed: {failure}; restoring the previous \
+    let restored = restore_backup(state_dir, backup).map_err(|e| {
+        format!(
+            "restart with the renewed certificates failed: {failure}; restoring the previous \
              certificates from {} failed too: {e}",
-                backup.display()
-            )
-        })?;
-    crate::daemon::events::rolled_back(backup, restored.len());
+            backup.display()
+        )
+    })?;
     let again = match restart(runtime, probes, components, state_dir, settings).await {
         Ok(_) => "they are running healthy again with the previous certificates".to_string(),
         Err(e) => format!("but restarting them again failed as well: {e}"),
@@ -1264,6 +1543,21 @@ pub async fn restart_with_rollback(
         backup.display(),
         restored.len()
     ))
+}
+
+/// Puts every file of `backup` back (journalled, so a crash in the middle is redone by the
+/// next command) and tells the journal; returns the files restored. Shared by the rollback
+/// after a failed restart and the one after a failed credential proof.
+pub fn restore_backup(state_dir: &Path, backup: &Path) -> Result<Vec<PathBuf>, String> {
+    let restored = journal::restore_intent(backup)
+        .and_then(|intent| journal::record(state_dir, &intent))
+        .and_then(|()| {
+            failpoint::hit("restart.during-restore");
+            crate::state::store::restore(backup)
+        })
+        .and_then(|restored| journal::clear(state_dir).map(|()| restored))?;
+    crate::daemon::events::rolled_back(backup, restored.len());
+    Ok(restored)
 }
 
 #[cfg(test)]

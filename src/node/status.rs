@@ -42,6 +42,17 @@ pub struct NodeStatus {
     /// An interrupted run that could not be finished or undone (the journal's recovery said
     /// why): the node is half-way through a step until a human decides.
     pub unfinished: Option<String>,
+    /// Who holds the cluster-wide restart Lease (`None` inside: nobody), when the API answered.
+    pub lease: Option<Option<LeaseHolder>>,
+}
+
+/// The holder of the restart Lease, as `check` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// The node holding it.
+    pub holder: String,
+    /// Its last renewal (or acquisition), by that node's clock.
+    pub renewed: Option<time::OffsetDateTime>,
 }
 
 /// The files of the parking dir beside `manifests_dir`.

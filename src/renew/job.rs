@@ -6,10 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use crate::config::{Config, RestartMode};
+use crate::coordination;
 use crate::daemon::events;
 use crate::node::restart::{self, Component, Settings, StaticPods, TlsProbes};
 use crate::pki::inventory::{self, Inventory};
@@ -156,6 +158,8 @@ pub trait Observer {
     fn renewed(&mut self, _renewal: &execute::Outcome, _dry_run: bool) {}
     /// A restart of `components` over `socket` begins.
     fn restarting(&mut self, _components: &[String], _socket: &Path) {}
+    /// The restart waits for the cluster-wide Lease, or goes on without it (`line` says which).
+    fn lease(&mut self, _line: &str) {}
 }
 
 /// An observer that ignores everything.
@@ -229,6 +233,7 @@ impl Job<'_> {
             &TlsProbes::for_pki(&paths.pki),
         );
         node.unfinished = unfinished;
+        node.lease = self.lease_holder(&inventory);
         Checked {
             inventory,
             node,
@@ -326,21 +331,37 @@ impl Job<'_> {
                 }
             }));
         }
+        // The renewed kubeconfigs the API server authenticates: proven after the restart (or
+        // on their own when nothing restarts), before the Lease is released.
+        let kubeconfigs = crate::node::proof::kubeconfigs_to_prove(
+            renewal
+                .renewed
+                .iter()
+                .map(|r| (r.name.as_str(), r.path.as_path())),
+        );
         // Checked before the renewal; none means nothing renewed or pending feeds a static pod.
         let Some(pods) = pods else {
-            return Ok(report(RestartStep::NotNeeded { notes: Vec::new() }));
+            let step = self.prove_only(
+                kubeconfigs,
+                &inventory,
+                renewal.backup.as_deref(),
+                Vec::new(),
+            );
+            return Ok(report(step));
         };
         let pending = pending::load(&config.state_dir).map_err(JobError::Failed)?;
         let wanted: BTreeSet<&str> = pending.keys().map(String::as_str).collect();
         let (available, _) = pods.kubeadm();
-        let probes = TlsProbes::for_pki(&paths.pki);
+        let probes = TlsProbes::for_pki(&paths.pki).proving(kubeconfigs.clone(), &pods);
         let (components, notes) = restart::choose(config.restart, &wanted, available, &probes);
         if components.is_empty() {
-            return Ok(report(RestartStep::NotNeeded { notes }));
+            let step = self.prove_only(kubeconfigs, &inventory, renewal.backup.as_deref(), notes);
+            return Ok(report(step));
         }
         let step = self.restart_components(
             &components,
-            node_name(config, &inventory),
+            probes,
+            &inventory,
             renewal.backup.as_deref(),
             notes,
             observer,
@@ -363,7 +384,7 @@ impl Job<'_> {
         } else {
             pods.named(names).map_err(JobError::CannotRun)?
         };
-        Ok(self.restart_chosen(components, problems, observer))
+        Ok(self.restart_chosen(components, problems, Vec::new(), observer))
     }
 
     /// Restarts what the restart-pending record names (the daemon's retry once the runtime
@@ -387,13 +408,29 @@ impl Job<'_> {
             .into_iter()
             .filter(|c| names.contains(&c.name))
             .collect();
-        Ok(self.restart_chosen(components, problems, observer))
+        let kubeconfig_dir = self.config.paths().kubeconfigs;
+        let renewed: BTreeSet<String> = pending
+            .values()
+            .flat_map(|w| w.renewed.iter().cloned())
+            .collect();
+        let files: Vec<(String, PathBuf)> = renewed
+            .into_iter()
+            .map(|n| {
+                let file = kubeconfig_dir.join(&n);
+                (n, file)
+            })
+            .collect();
+        let kubeconfigs = crate::node::proof::kubeconfigs_to_prove(
+            files.iter().map(|(n, f)| (n.as_str(), f.as_path())),
+        );
+        Ok(self.restart_chosen(components, problems, kubeconfigs, observer))
     }
 
     fn restart_chosen(
         &self,
         components: Vec<Component>,
         problems: Vec<String>,
+        kubeconfigs: Vec<PathBuf>,
         observer: &mut dyn Observer,
     ) -> RestartReport {
         if components.is_empty() {
@@ -402,14 +439,15 @@ impl Job<'_> {
                 restart: RestartStep::NotNeeded { notes: Vec::new() },
             };
         }
-        let inventory = inventory::scan(&self.config.paths(), &inventory::Options::default());
-        let step = self.restart_components(
-            &components,
-            node_name(self.config, &inventory),
-            None,
-            Vec::new(),
-            observer,
-        );
+        let paths = self.config.paths();
+        let inventory = inventory::scan(&paths, &inventory::Options::default());
+        // what a pending restart waits for includes renewed kubeconfigs: proven too
+        let probes = match StaticPods::read(&paths.manifests) {
+            Ok(pods) => TlsProbes::for_pki(&paths.pki).proving(kubeconfigs, &pods),
+            Err(_) => TlsProbes::for_pki(&paths.pki),
+        };
+        let step =
+            self.restart_components(&components, probes, &inventory, None, Vec::new(), observer);
         RestartReport {
             problems,
             restart: step,
@@ -445,15 +483,19 @@ impl Job<'_> {
     }
 
     /// Restarts `components` over the CRI, with the rollback to `backup` when this restart
-    /// follows a renewal; an interruption puts everything back before returning.
+    /// follows a renewal; an interruption puts everything back before returning. The restart
+    /// runs inside the cluster-wide Lease (see [`Job::take_lease`]); `before` is the node as it
+    /// was before the renewal (whether its API server certificate had expired).
     fn restart_components(
         &self,
         components: &[Component],
-        node_name: Option<String>,
+        probes: TlsProbes,
+        before: &Inventory,
         backup: Option<&Path>,
         notes: Vec<String>,
         observer: &mut dyn Observer,
     ) -> RestartStep {
+        let node_name = node_name(self.config, before);
         let names: Vec<String> = components.iter().map(|c| c.name.clone()).collect();
         let failed = |error: String| {
             events::restart_failed(&names, &error);
@@ -466,9 +508,17 @@ impl Job<'_> {
             Ok(s) => s,
             Err(e) => return failed(format!("cannot restart {}: {e}", names.join(", "))),
         };
+        let lease = match self.take_lease(components, before, node_name.as_deref(), observer) {
+            Ok(lease) => lease,
+            Err(e) => {
+                return failed(format!(
+                    "not restarted: {e}. The renewed certificates stay in place and the restart \
+                     stays pending (retried by the daemon, or `kube-cert-renewer restart`)"
+                ));
+            }
+        };
         observer.restarting(&names, &socket);
         let settings = Settings::from_config(self.config, node_name);
-        let probes = TlsProbes::for_pki(&self.config.paths().pki);
         let state_dir = &self.config.state_dir;
         let interrupt = self.interrupt.clone();
         let outcome = block_on(async {
@@ -489,9 +539,22 @@ impl Job<'_> {
                 why = interrupted(interrupt) => Err(why),
             }
         });
+        let stop = self.stop_check();
+        let mut lease_notes = Vec::new();
+        if let Some(held) = lease {
+            let healthy = matches!(outcome, Ok(Ok(Ok(_))));
+            // healthy: hold it a little longer for load balancers; failed: let go at once
+            let settle = if healthy {
+                Duration::from_secs(self.config.lease_settle_secs)
+            } else {
+                Duration::ZERO
+            };
+            lease_notes = held.release(settle, &stop);
+        }
         match outcome {
             Err(e) => failed(e),
-            Ok(Ok(Ok(outcome))) => {
+            Ok(Ok(Ok(mut outcome))) => {
+                outcome.notes.extend(lease_notes);
                 events::restarted(&outcome);
                 RestartStep::Done(Restarted {
                     socket,
@@ -508,6 +571,242 @@ impl Job<'_> {
                 failed(format!("interrupted by {why}: {recovered}"))
             }
         }
+    }
+
+    /// Proves renewed kubeconfigs when nothing restarts (only `admin.conf` renewed, say): the
+    /// local API server must accept each, else the renewal is undone from `backup`. Skipped,
+    /// with a note, when this node's kube-apiserver does not even accept connections (nothing
+    /// to prove them against; the renewal is not what keeps it down).
+    fn prove_only(
+        &self,
+        kubeconfigs: Vec<PathBuf>,
+        before: &Inventory,
+        backup: Option<&Path>,
+        mut notes: Vec<String>,
+    ) -> RestartStep {
+        if kubeconfigs.is_empty() {
+            return RestartStep::NotNeeded { notes };
+        }
+        let paths = self.config.paths();
+        let pods = match StaticPods::read(&paths.manifests) {
+            Ok(pods) => pods,
+            Err(e) => {
+                notes.push(format!("renewed kubeconfigs not proven: {e}"));
+                return RestartStep::NotNeeded { notes };
+            }
+        };
+        let addresses = pods.apiserver_addresses();
+        let listens = addresses
+            .iter()
+            .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_millis(500)).is_ok());
+        if !listens {
+            notes.push(
+                "renewed kubeconfigs not proven: no kube-apiserver answers on this node".into(),
+            );
+            return RestartStep::NotNeeded { notes };
+        }
+        let probes = TlsProbes::for_pki(&paths.pki).proving(kubeconfigs, &pods);
+        let mut settings = Settings::from_config(self.config, node_name(self.config, before));
+        // a running API server answers at once; a longer wait would only delay the verdict
+        settings.start_timeout = settings.start_timeout.min(Duration::from_secs(30));
+        let state_dir = self.config.state_dir.clone();
+        let interrupt = self.interrupt.clone();
+        let outcome = block_on(async {
+            tokio::select! {
+                r = crate::node::proof::prove_or_restore(&probes, &state_dir, backup, &settings) => Ok(r),
+                why = interrupted(interrupt) => Err(why),
+            }
+        });
+        let error = match outcome {
+            Ok(Ok(Ok(lines))) => {
+                notes.extend(lines);
+                return RestartStep::NotNeeded { notes };
+            }
+            Ok(Ok(Err(e))) | Err(e) => e,
+            Ok(Err(why)) => {
+                let recovered = journal::recover(&state_dir)
+                    .map(|m| m.unwrap_or_else(|| "nothing was left to undo".into()))
+                    .unwrap_or_else(|e| format!("undoing failed: {e}"));
+                format!("interrupted by {why} while proving the renewed kubeconfigs: {recovered}")
+            }
+        };
+        events::renewal_failed(&error);
+        RestartStep::Failed { notes, error }
+    }
+
+    /// Takes the cluster-wide restart Lease before `components` restart, waiting while another
+    /// node holds it. `Ok(None)`: going on without it (coordination off, or the API does not
+    /// answer and [`coordination::without_lease`] allows it — said in the journal). `Err`: not
+    /// acquired in time; nothing may restart.
+    fn take_lease(
+        &self,
+        components: &[Component],
+        before: &Inventory,
+        node_name: Option<&str>,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<coordination::Held>, String> {
+        let config = self.config;
+        let names: Vec<String> = components.iter().map(|c| c.name.clone()).collect();
+        if !config.coordinate {
+            return Ok(None);
+        }
+        let me = node_name
+            .map(str::to_string)
+            .unwrap_or_else(crate::daemon::run::hostname);
+        let settings = coordination::Settings {
+            me,
+            duration_secs: i64::try_from(config.lease_duration_secs).unwrap_or(60),
+            wait: Duration::from_secs(config.lease_wait_secs),
+            max_backoff: Duration::from_secs(5),
+        };
+        let kubeconfig = config
+            .lease_kubeconfig
+            .clone()
+            .unwrap_or_else(|| config.paths().kubeconfigs.join("admin.conf"));
+        let stop = self.stop_check();
+        let mut tell = |waiting: &coordination::Waiting| {
+            let line = match waiting {
+                coordination::Waiting::HeldBy {
+                    holder,
+                    expires_in_secs,
+                } => format!(
+                    "waiting for the restart Lease: held by {holder} (it expires {expires_in_secs}s \
+                     after that node's last renewal)"
+                ),
+                coordination::Waiting::Unreachable(m) => {
+                    format!("waiting for the cluster API (restart Lease): {m}")
+                }
+            };
+            events::lease_waiting(&names, &line);
+            crate::daemon::systemd::status(&line);
+            observer.lease(&line);
+        };
+        let api = coordination::KubeApi::from_kubeconfig(&kubeconfig, Duration::from_secs(5));
+        let first = match &api {
+            Ok(api) => coordination::acquire(
+                std::sync::Arc::new(api.clone()),
+                &settings,
+                true,
+                &mut tell,
+                &stop,
+            ),
+            Err(e) => Err(coordination::NotAcquired::Unreachable(e.clone())),
+        };
+        let unreachable = match first {
+            Ok(held) => return Ok(Some(held)),
+            Err(coordination::NotAcquired::Unreachable(m)) => m,
+            Err(e) => return Err(e.to_string()),
+        };
+        let expired = self.apiserver_expired(components, before);
+        let nodes = self.control_plane_nodes(components);
+        if let Some(why) = coordination::without_lease(
+            expired,
+            nodes.as_ref().map(|(n, source)| (*n, source.as_str())),
+            config.when_api_unreachable,
+        ) {
+            let line = format!("the cluster API does not answer ({unreachable}); {why}");
+            events::lease_bypassed(&names, &line);
+            observer.lease(&format!("restarting without the Lease: {line}"));
+            return Ok(None);
+        }
+        let Ok(api) = api else {
+            return Err(format!(
+                "the restart Lease cannot be asked for: {unreachable}"
+            ));
+        };
+        tell(&coordination::Waiting::Unreachable(unreachable));
+        coordination::acquire(std::sync::Arc::new(api), &settings, false, &mut tell, &stop)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Who holds the restart Lease, for `check`: asked only when coordination is on and the
+    /// Lease's kubeconfig holds a valid client certificate (an expired one would only be
+    /// refused); `None` when the API does not answer.
+    fn lease_holder(
+        &self,
+        inventory: &Inventory,
+    ) -> Option<Option<crate::node::status::LeaseHolder>> {
+        let config = self.config;
+        if !config.coordinate {
+            return None;
+        }
+        let kubeconfig = config
+            .lease_kubeconfig
+            .clone()
+            .unwrap_or_else(|| config.paths().kubeconfigs.join("admin.conf"));
+        let expired = inventory
+            .entries()
+            .find(|e| {
+                kubeconfig
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy() == e.name)
+            })
+            .and_then(|e| e.facts())
+            .is_some_and(|f| f.not_after <= self.now);
+        if expired {
+            return None;
+        }
+        let api =
+            coordination::KubeApi::from_kubeconfig(&kubeconfig, Duration::from_secs(2)).ok()?;
+        coordination::holder(&api).ok().map(|held| {
+            held.map(|(holder, renewed)| crate::node::status::LeaseHolder { holder, renewed })
+        })
+    }
+
+    /// Whether this node's API server had an expired certificate: the one it serves now, or
+    /// (when it does not answer) the one on disk before the renewal.
+    fn apiserver_expired(&self, components: &[Component], before: &Inventory) -> bool {
+        let probes = TlsProbes::for_pki(&self.config.paths().pki);
+        if let Some(api) = components.iter().find(|c| c.name == "kube-apiserver")
+            && let Ok(Some(served)) = probes.served(api)
+        {
+            return served.served.not_after <= self.now;
+        }
+        before
+            .entries()
+            .find(|e| e.name == "apiserver")
+            .and_then(|e| e.facts())
+            .is_some_and(|f| f.not_after <= self.now)
+    }
+
+    /// How many control-plane nodes there are and how that is known: the config's, else the
+    /// member count of the local etcd (stacked etcd: one member per control-plane node).
+    fn control_plane_nodes(&self, components: &[Component]) -> Option<(u32, String)> {
+        if self.config.control_plane_nodes > 0 {
+            return Some((
+                self.config.control_plane_nodes,
+                "control_plane_nodes in the config".into(),
+            ));
+        }
+        let pods;
+        let etcd = match components.iter().find(|c| c.name == "etcd") {
+            Some(c) => c,
+            None => {
+                pods = StaticPods::read(&self.config.paths().manifests).ok()?;
+                pods.usable.iter().find(|c| c.name == "etcd")?
+            }
+        };
+        let restart::HealthCheck::Etcd(addresses) = &etcd.health else {
+            return None;
+        };
+        let cluster = crate::node::etcd_cluster::members(
+            addresses,
+            &self.config.paths().pki,
+            Duration::from_secs(3),
+        )
+        .ok()?;
+        let n = u32::try_from(cluster.members.len()).ok()?;
+        Some((n, format!("the local etcd has {n} member(s)")))
+    }
+
+    /// Whether the job has been asked to stop (the daemon's flag; a signal ends a CLI run).
+    fn stop_check(&self) -> impl Fn() -> bool + use<> {
+        let flag = match &self.interrupt {
+            Interrupt::Flag(flag) => Some(flag.clone()),
+            Interrupt::Signals => None,
+        };
+        move || flag.as_ref().is_some_and(|f| *f.borrow())
     }
 }
 

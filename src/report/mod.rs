@@ -186,6 +186,29 @@ impl<'a> Report<'a> {
         if let Some(why) = &self.node.unfinished {
             let _ = writeln!(out, "  UNFINISHED: {why}");
         }
+        match &self.node.lease {
+            Some(Some(h)) => {
+                let _ = writeln!(
+                    out,
+                    "  Restart Lease {}/{}: held by {}{}",
+                    crate::coordination::lease::NAMESPACE,
+                    crate::coordination::lease::NAME,
+                    h.holder,
+                    h.renewed
+                        .map(|t| format!(" (last renewed {})", rfc3339(t)))
+                        .unwrap_or_default()
+                );
+            }
+            Some(None) => {
+                let _ = writeln!(
+                    out,
+                    "  Restart Lease {}/{}: free",
+                    crate::coordination::lease::NAMESPACE,
+                    crate::coordination::lease::NAME
+                );
+            }
+            None => {}
+        }
         out
     }
 
@@ -328,6 +351,13 @@ impl<'a> Report<'a> {
             "otherCertificates": self.others.iter().map(|r| self.json_row(r, true)).collect::<Vec<_>>(),
             "problems": self.problems.iter().chain(&self.node.problems).collect::<Vec<_>>(),
             "unfinished": self.node.unfinished,
+            "restartLease": self.node.lease.as_ref().map(|held| match held {
+                Some(h) => json!({
+                    "holderIdentity": h.holder,
+                    "renewTime": h.renewed.map(rfc3339),
+                }),
+                None => json!({"holderIdentity": null}),
+            }),
             "restartPending": self.node.pending.iter().map(|w| {
                 let mut obj = json!({
                     "component": w.component,

@@ -95,6 +95,9 @@ pub fn restart_text(outcome: &restart::Outcome) -> String {
         ]);
     }
     let mut out = tabulate(&rows);
+    for p in &outcome.proven {
+        let _ = writeln!(out, "proven: {p}");
+    }
     for n in &outcome.notes {
         let _ = writeln!(out, "note: {n}");
     }

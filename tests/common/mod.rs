@@ -714,3 +714,53 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Debian's etcd run as a plain child process with exactly the command of a generated node's
+/// `manifests/etcd.yaml` (`dir` is the node's kubernetes dir), container paths mapped onto the
+/// host through the manifest's hostPath volumes, its output in `dir/etcd.log`. Returns with the
+/// local client addresses the restart would probe (from `--listen-client-urls`), once etcd
+/// accepts connections on the first; it may not be healthy yet (its peers may not be up).
+pub fn spawn_etcd_of_manifest(dir: &Path) -> (Guard, Vec<SocketAddr>) {
+    use kube_cert_renewer::node::manifest;
+    use kube_cert_renewer::node::restart::{HealthCheck, health_check_of};
+    let pod = manifest::read(&dir.join("manifests/etcd.yaml")).unwrap();
+    let container = pod.container("etcd").expect("an etcd container");
+    let args: Vec<String> = container.argv[1..]
+        .iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((flag, value)) if value.starts_with('/') => {
+                let host = pod
+                    .host_path_of(container, Path::new(value))
+                    .unwrap_or_else(|| panic!("{arg}: no hostPath volume holds it"));
+                format!("{flag}={}", host.display())
+            }
+            _ => arg.clone(),
+        })
+        .collect();
+    let addresses = match health_check_of(&pod).unwrap() {
+        HealthCheck::Etcd(addresses) => addresses,
+        other => panic!("etcd manifest probed as {other:?}"),
+    };
+    let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
+    let mut child = Command::new("etcd")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
+    let first = addresses[0];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect_timeout(&first, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "etcd of {} exited early: {status}\n{}",
+                dir.display(),
+                std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "etcd never listened on {first}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Guard(child), addresses)
+}

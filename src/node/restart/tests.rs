@@ -195,10 +195,14 @@ impl Runtime for FakeKubelet {
     }
 }
 
-/// Probes that pass, or fail for the named components.
+/// Probes that pass, or fail for the named components; credential proofs answer from a script.
 struct FakeProbes {
     failing: Vec<&'static str>,
     serving_current: Vec<&'static str>,
+    /// What each proof attempt answers, in turn (the last one forever); empty: nothing to prove.
+    proofs: RefCell<Vec<Result<Vec<String>, crate::node::proof::ProofError>>>,
+    /// How many proof attempts were made.
+    proof_attempts: RefCell<u32>,
 }
 
 impl Probes for FakeProbes {
@@ -212,12 +216,31 @@ impl Probes for FakeProbes {
     fn serves_current(&self, c: &Component) -> Result<bool, String> {
         Ok(self.serving_current.contains(&c.name.as_str()))
     }
+    fn prove_credentials(&self) -> Result<Vec<String>, crate::node::proof::ProofError> {
+        *self.proof_attempts.borrow_mut() += 1;
+        let mut script = self.proofs.borrow_mut();
+        match script.len() {
+            0 => Ok(Vec::new()),
+            1 => script[0].clone(),
+            _ => script.remove(0),
+        }
+    }
 }
 
 fn healthy() -> FakeProbes {
     FakeProbes {
         failing: vec![],
         serving_current: vec![],
+        proofs: RefCell::new(Vec::new()),
+        proof_attempts: RefCell::new(0),
+    }
+}
+
+/// Healthy probes whose credential proofs answer `script` in turn.
+fn proving(script: Vec<Result<Vec<String>, crate::node::proof::ProofError>>) -> FakeProbes {
+    FakeProbes {
+        proofs: RefCell::new(script),
+        ..healthy()
     }
 }
 
@@ -374,15 +397,35 @@ async fn runtime_gone_in_the_middle_is_a_runtime_failure_with_manifests_back() {
     assert_all_back(&n, &before);
 }
 
+/// Turns off the secure serving of the generated scheduler (`--secure-port=0`): it has no
+/// health endpoint left, and is judged by settling.
+fn scheduler_without_secure_port(n: &Node) {
+    let file = n.manifests().join("kube-scheduler.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains("--secure-port="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = text.replacen(
+        "    - --kubeconfig=",
+        "    - --secure-port=0\n    - --kubeconfig=",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+}
+
 #[tokio::test]
 async fn crash_loop_fails_the_settle_period() {
     let n = node();
+    scheduler_without_secure_port(&n);
     let before = snapshot(&n.manifests());
     let mut kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
     kubelet
         .behaviour
         .insert("kube-scheduler".into(), Behaviour::CrashLoop);
     let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    assert_eq!(components[0].health, HealthCheck::Settle);
     let mut s = settings(None);
     s.settle = Duration::from_millis(100);
     let err = restart(&kubelet, &healthy(), &components, &n.state, &s)
@@ -390,6 +433,214 @@ async fn crash_loop_fails_the_settle_period() {
         .unwrap_err();
     assert!(err.to_string().contains("kube-scheduler exited"), "{err}");
     assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn a_healthz_component_passes_as_soon_as_it_answers_without_settling() {
+    let n = node();
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let components = named_components(
+        &n.manifests(),
+        &["kube-controller-manager".into(), "kube-scheduler".into()],
+    )
+    .unwrap();
+    for c in &components {
+        assert!(matches!(c.health, HealthCheck::Healthz(_)), "{c:?}");
+    }
+    let mut s = settings(None);
+    // a settle period the start timeout could never hold: only the probe can pass them
+    s.settle = Duration::from_secs(3600);
+    let outcome = restart(&kubelet, &healthy(), &components, &n.state, &s)
+        .await
+        .unwrap();
+    assert_eq!(outcome.restarted.len(), 2);
+}
+
+#[tokio::test]
+async fn a_healthz_component_that_crashes_before_answering_has_exited() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let mut kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    kubelet
+        .behaviour
+        .insert("kube-scheduler".into(), Behaviour::CrashLoop);
+    let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    let probes = FakeProbes {
+        failing: vec!["kube-scheduler"],
+        ..healthy()
+    };
+    let err = restart(&kubelet, &probes, &components, &n.state, &settings(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Failure::Unhealthy(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("kube-scheduler exited") && text.contains("before it answered healthy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connection refused"),
+        "the last answer: {text}"
+    );
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn credentials_are_proven_after_health_and_reported() {
+    use crate::node::proof::ProofError;
+    let n = node();
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    // not accepting requests yet, then one rejection, then accepted: a lone rejection is not
+    // believed, and waiting is not failing
+    let probes = proving(vec![
+        Err(ProofError::Inconclusive("503 not ready".into())),
+        Err(ProofError::Rejected("scheduler.conf: refused".into())),
+        Ok(vec!["scheduler.conf: accepted".into()]),
+    ]);
+    let outcome = restart(&kubelet, &probes, &components, &n.state, &settings(None))
+        .await
+        .unwrap();
+    assert_eq!(outcome.proven, ["scheduler.conf: accepted"]);
+    assert_eq!(*probes.proof_attempts.borrow(), 3);
+}
+
+#[tokio::test]
+async fn a_credential_that_is_never_proven_fails_the_restart_at_the_deadline() {
+    use crate::node::proof::ProofError;
+    let n = node();
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    let probes = proving(vec![Err(ProofError::Inconclusive(
+        "/k/admin.conf: the local kube-apiserver at 127.0.0.1:6443: connection refused".into(),
+    ))]);
+    let err = restart(&kubelet, &probes, &components, &n.state, &settings(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Failure::Unhealthy(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("admin.conf") && err.to_string().contains("connection refused"),
+        "{err}"
+    );
+    assert!(
+        *probes.proof_attempts.borrow() > 3,
+        "retried until the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_credential_rolls_the_renewal_back_and_restarts_again() {
+    use crate::node::proof::ProofError;
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let conf = n.dir.join("scheduler.conf");
+    let original = std::fs::read(&conf).unwrap();
+    let backup = back_up_then_renew(&n, &conf);
+    let components = named_components(&n.manifests(), &["kube-scheduler".into()]).unwrap();
+    let first_ids = kubelet.ids("kube-scheduler");
+    let rejected = || {
+        Err(ProofError::Rejected(format!(
+            "{}: its client certificate CN=system:kube-scheduler is refused: the local \
+             kube-apiserver at 127.0.0.1:6443 refused it in the TLS handshake",
+            conf.display()
+        )))
+    };
+    // rejected (three times: believed) with the renewed file, accepted once it is restored
+    let probes = proving(vec![
+        rejected(),
+        rejected(),
+        rejected(),
+        Ok(vec!["accepted".into()]),
+    ]);
+    let err = restart_with_rollback(
+        &kubelet,
+        &probes,
+        &components,
+        &n.state,
+        &settings(None),
+        Some(&backup),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("a renewed credential does not work"), "{err}");
+    assert!(err.contains("scheduler.conf"), "{err}");
+    assert!(err.contains("previous certificates were restored"), "{err}");
+    assert!(err.contains("running healthy again"), "{err}");
+    assert_eq!(
+        std::fs::read(&conf).unwrap(),
+        original,
+        "backup not restored"
+    );
+    assert_eq!(*probes.proof_attempts.borrow(), 4);
+    assert!(
+        kubelet.ids("kube-scheduler").len() >= first_ids.len() + 2,
+        "not restarted twice"
+    );
+    assert_all_back(&n, &before);
+}
+
+#[tokio::test]
+async fn prove_or_restore_restores_only_on_a_rejection() {
+    use crate::node::proof::{ProofError, prove_or_restore};
+    let n = node();
+    let conf = n.dir.join("admin.conf");
+    let original = std::fs::read(&conf).unwrap();
+    let s = settings(None);
+
+    // proven: the renewed file stays, the lines come back
+    let backup = back_up_then_renew(&n, &conf);
+    let lines = prove_or_restore(
+        &proving(vec![Ok(vec!["admin.conf: accepted".into()])]),
+        &n.state,
+        Some(&backup),
+        &s,
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines, ["admin.conf: accepted"]);
+    assert_eq!(std::fs::read(&conf).unwrap(), b"the renewed one");
+
+    // nothing answers: nothing shows the credential wrong, so it stays; the backup is named
+    let err = prove_or_restore(
+        &proving(vec![Err(ProofError::Inconclusive(
+            "admin.conf: connection refused".into(),
+        ))]),
+        &n.state,
+        Some(&backup),
+        &s,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("could not be proven"), "{err}");
+    assert!(err.contains(&backup.display().to_string()), "{err}");
+    assert_eq!(std::fs::read(&conf).unwrap(), b"the renewed one");
+
+    // refused: the previous file comes back, and is proven in turn
+    let err = prove_or_restore(
+        &proving(vec![
+            Err(ProofError::Rejected(
+                "admin.conf: answered 401 Unauthorized".into(),
+            )),
+            Err(ProofError::Rejected(
+                "admin.conf: answered 401 Unauthorized".into(),
+            )),
+            Err(ProofError::Rejected(
+                "admin.conf: answered 401 Unauthorized".into(),
+            )),
+            Ok(vec!["admin.conf: accepted".into()]),
+        ]),
+        &n.state,
+        Some(&backup),
+        &s,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("admin.conf: answered 401"), "{err}");
+    assert!(err.contains("previous certificates were restored"), "{err}");
+    assert!(err.contains("the API server accepts them"), "{err}");
+    assert_eq!(std::fs::read(&conf).unwrap(), original);
+    assert!(crate::state::journal::pending(&n.state).unwrap().is_none());
 }
 
 /// Backs `cert` up as a renewal would, then replaces it with "the renewed one".
@@ -417,7 +668,7 @@ async fn unhealthy_after_restart_restores_the_backup_and_restarts_again() {
     let first_ids = kubelet.ids("kube-apiserver");
     let probes = FakeProbes {
         failing: vec!["kube-apiserver"],
-        serving_current: vec![],
+        ..healthy()
     };
     let err = restart_with_rollback(
         &kubelet,
@@ -599,8 +850,8 @@ fn affected_components_follow_kubeadm() {
     assert_eq!(pick(&everything, RestartMode::Affected).0.len(), 4);
 
     let probes = FakeProbes {
-        failing: vec![],
         serving_current: vec!["kube-apiserver", "etcd"],
+        ..healthy()
     };
     let renewed: Vec<String> = everything.iter().map(|s| s.to_string()).collect();
     let (chosen, notes) = choose(
@@ -703,6 +954,99 @@ fn etcd_is_probed_on_its_https_client_urls_and_without_tls_by_settling() {
 }
 
 #[test]
+fn the_controller_manager_and_scheduler_are_probed_on_their_secure_port() {
+    let healthz = |name: &str, flags: &[&str]| match health_of(name, flags).unwrap() {
+        HealthCheck::Healthz(a) => a.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        other => panic!("{name} {flags:?}: {other:?}"),
+    };
+    // kubeadm's flags: loopback, default ports
+    assert_eq!(
+        healthz("kube-controller-manager", &["--bind-address=127.0.0.1"]),
+        ["127.0.0.1:10257"]
+    );
+    assert_eq!(
+        healthz("kube-scheduler", &["--bind-address=127.0.0.1"]),
+        ["127.0.0.1:10259"]
+    );
+    // no bind address, or a wildcard one: every address, probed on loopback
+    assert_eq!(healthz("kube-scheduler", &[]), ["127.0.0.1:10259"]);
+    assert_eq!(
+        healthz(
+            "kube-scheduler",
+            &["--bind-address=0.0.0.0", "--secure-port=20259"]
+        ),
+        ["127.0.0.1:20259"]
+    );
+    assert_eq!(
+        healthz("kube-controller-manager", &["--bind-address=::"]),
+        ["[::1]:10257"]
+    );
+    assert_eq!(
+        healthz(
+            "kube-controller-manager",
+            &["--bind-address", "10.0.0.5", "--secure-port", "1234"]
+        ),
+        ["10.0.0.5:1234"]
+    );
+    // secure serving off: nothing to probe
+    assert_eq!(
+        health_of("kube-scheduler", &["--secure-port=0"]).unwrap(),
+        HealthCheck::Settle
+    );
+    let e = health_of("kube-scheduler", &["--secure-port=http"]).unwrap_err();
+    assert!(
+        e.contains("/m/x.yaml") && e.contains("--secure-port"),
+        "{e}"
+    );
+    let e = health_of("kube-controller-manager", &["--bind-address=localhost"]).unwrap_err();
+    assert!(e.contains("--bind-address"), "{e}");
+    // anything else has no endpoint we know
+    assert_eq!(
+        health_of("kube-vip", &["--secure-port=10259"]).unwrap(),
+        HealthCheck::Settle
+    );
+}
+
+#[test]
+fn a_plain_http_liveness_probe_keeps_old_releases_on_settling() {
+    let fixture = |tree: &str, file: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/kubeadm-real")
+            .join(tree)
+            .join("manifests")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let pod = crate::node::manifest::parse(&text, &path).unwrap();
+        (
+            health_check_of(&pod).unwrap(),
+            health_check_of_manifest(&pod, &text).unwrap(),
+        )
+    };
+    // kubeadm 1.8 and 1.16: kubelet probes 10252/10251 over HTTP; the secure port is absent
+    // or asks for credentials
+    for tree in ["v1.8-single", "v1.16-stacked-etcd"] {
+        for file in ["kube-controller-manager.yaml", "kube-scheduler.yaml"] {
+            let (by_flags, by_manifest) = fixture(tree, file);
+            assert!(matches!(by_flags, HealthCheck::Healthz(_)), "{tree} {file}");
+            assert_eq!(by_manifest, HealthCheck::Settle, "{tree} {file}");
+        }
+    }
+    // kubeadm 1.18: HTTPS on the secure port, as the flags say
+    assert_eq!(
+        fixture("v1.18-stacked-etcd", "kube-controller-manager.yaml").1,
+        HealthCheck::Healthz(vec!["127.0.0.1:10257".parse().unwrap()])
+    );
+    assert_eq!(
+        fixture("v1.18-stacked-etcd", "kube-scheduler.yaml").1,
+        HealthCheck::Healthz(vec!["127.0.0.1:10259".parse().unwrap()])
+    );
+    // the liveness probe of another container, or none, changes nothing
+    assert_eq!(liveness_schemes("not: [yaml"), Vec::new());
+    let apiserver = fixture("v1.16-stacked-etcd", "kube-apiserver.yaml");
+    assert_eq!(apiserver.0, apiserver.1);
+}
+
+#[test]
 fn health_checks_come_from_the_manifests_flags() {
     let n = node();
     let all = all_components(&n.manifests()).unwrap();
@@ -715,7 +1059,21 @@ fn health_checks_come_from_the_manifests_flags() {
         by("etcd"),
         HealthCheck::Etcd(vec!["127.0.0.1:2379".parse().unwrap()])
     );
-    assert_eq!(by("kube-scheduler"), HealthCheck::Settle);
+    assert!(
+        matches!(by("kube-scheduler"), HealthCheck::Healthz(a) if a.len() == 1),
+        "{:?}",
+        by("kube-scheduler")
+    );
+    assert!(
+        matches!(by("kube-controller-manager"), HealthCheck::Healthz(a) if a.len() == 1),
+        "{:?}",
+        by("kube-controller-manager")
+    );
+    let pods = StaticPods::read(&n.manifests()).unwrap();
+    assert_eq!(
+        pods.apiserver_addresses(),
+        ["127.0.0.1:6443".parse::<SocketAddr>().unwrap()]
+    );
     assert_eq!(
         local_address_of("https://0.0.0.0:2379").unwrap(),
         "127.0.0.1:2379".parse().unwrap()
