@@ -87,7 +87,10 @@ pub struct Config {
     /// `<kubeconfig_dir>/admin.conf` (renewed by this node itself, before the restart).
     pub lease_kubeconfig: Option<PathBuf>,
     /// `leaseDurationSeconds`: how long a node that stopped renewing (crashed) keeps others
-    /// waiting. Renewed every third of it while held.
+    /// waiting. Renewed every third of it while held; longer than a whole restart may take
+    /// (stop + start timeouts) by default, so that even renewals that all fail — the Lease
+    /// kubeconfig reaching this node's own restarting API server — never let another node in
+    /// before this one is done.
     pub lease_duration_secs: u64,
     /// How long to wait for the Lease (held by another node, or the API unreachable) before
     /// giving up; the restart then stays pending and is retried.
@@ -160,7 +163,7 @@ impl Default for Config {
             metrics_textfile: None,
             coordinate: true,
             lease_kubeconfig: None,
-            lease_duration_secs: 60,
+            lease_duration_secs: 600,
             lease_wait_secs: 3600,
             lease_settle_secs: 10,
             when_api_unreachable: WhenUnreachable::Wait,
@@ -231,6 +234,30 @@ impl Config {
                 message,
             })
         };
+        // a hundred years: beyond it a threshold is a typo (and day counts stay far from overflow)
+        for (key, value) in [
+            ("warn_days", self.warn_days),
+            ("critical_days", self.critical_days),
+            ("ca_warn_days", self.ca_warn_days),
+            ("ca_critical_days", self.ca_critical_days),
+            ("renew_before_days", self.renew_before_days),
+        ] {
+            if value > 36_500 {
+                return invalid(format!("{key} must be 0 to 36500, not {value}"));
+            }
+        }
+        if self.keep_backups > 1000 {
+            return invalid(format!(
+                "keep_backups must be 1 to 1000, not {}",
+                self.keep_backups
+            ));
+        }
+        if self.control_plane_nodes > 1000 {
+            return invalid(format!(
+                "control_plane_nodes must be 0 (find out) to 1000, not {}",
+                self.control_plane_nodes
+            ));
+        }
         if self.critical_days > self.warn_days {
             return invalid(format!(
                 "critical_days ({}) must not exceed warn_days ({})",

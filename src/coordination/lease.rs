@@ -171,23 +171,23 @@ pub fn released(lease: &Lease, now: OffsetDateTime) -> Value {
 }
 
 /// What the caller has seen of the Lease: the version, and since when (its own monotonic clock,
-/// in seconds from any origin it likes).
+/// in milliseconds from any origin it likes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     /// The resourceVersion seen.
     pub resource_version: String,
     /// When the caller first saw that version.
-    pub since_secs: u64,
+    pub since_ms: u64,
 }
 
-/// Notes that `lease` was seen at `now_secs`: the same version keeps its first sighting, a new
+/// Notes that `lease` was seen at `now_ms`: the same version keeps its first sighting, a new
 /// one starts the count again.
-pub fn observe(previous: Option<Seen>, lease: &Lease, now_secs: u64) -> Seen {
+pub fn observe(previous: Option<Seen>, lease: &Lease, now_ms: u64) -> Seen {
     match previous {
         Some(seen) if seen.resource_version == lease.resource_version => seen,
         _ => Seen {
             resource_version: lease.resource_version.clone(),
-            since_secs: now_secs,
+            since_ms: now_ms,
         },
     }
 }
@@ -214,12 +214,13 @@ pub enum Next {
 }
 
 /// The rule: free → take; ours → go on; someone else's → wait until it has not changed for a
-/// whole lease duration (its own, else `default_duration_secs`).
+/// whole lease duration (its own, else `default_duration_secs`), on the caller's clock in
+/// milliseconds (`now_ms`, the origin of [`Seen::since_ms`]).
 pub fn next(
     lease: Option<&Lease>,
     seen: Option<&Seen>,
     me: &str,
-    now_secs: u64,
+    now_ms: u64,
     default_duration_secs: i64,
 ) -> Next {
     let Some(lease) = lease else {
@@ -233,26 +234,27 @@ pub fn next(
     if holder == me {
         return Next::Ours;
     }
-    let duration = u64::try_from(
+    let duration_ms = u64::try_from(
         lease
             .duration_secs
             .filter(|d| *d > 0)
             .unwrap_or(default_duration_secs),
     )
-    .unwrap_or(0);
+    .unwrap_or(0)
+    .saturating_mul(1000);
     let since = match seen {
-        Some(s) if s.resource_version == lease.resource_version => s.since_secs,
-        _ => now_secs,
+        Some(s) if s.resource_version == lease.resource_version => s.since_ms,
+        _ => now_ms,
     };
-    let unchanged_for = now_secs.saturating_sub(since);
-    if unchanged_for >= duration {
+    let unchanged_for = now_ms.saturating_sub(since);
+    if unchanged_for >= duration_ms {
         Next::Take {
             expired_holder: Some(holder.clone()),
         }
     } else {
         Next::Wait {
             holder: holder.clone(),
-            expires_in_secs: duration - unchanged_for,
+            expires_in_secs: (duration_ms - unchanged_for).div_ceil(1000),
         }
     }
 }
@@ -324,9 +326,9 @@ mod tests {
         assert_eq!(next(None, None, "cp-1", 0, 60), Next::Create);
         let held = lease("5", "cp-2", 30);
         // first sighting: a whole duration to wait, whatever renewTime says
-        let seen = observe(None, &held, 100);
+        let seen = observe(None, &held, 100_000);
         assert_eq!(
-            next(Some(&held), Some(&seen), "cp-1", 100, 60),
+            next(Some(&held), Some(&seen), "cp-1", 100_000, 60),
             Next::Wait {
                 holder: "cp-2".into(),
                 expires_in_secs: 30
@@ -336,24 +338,30 @@ mod tests {
         let mut seen = seen;
         for i in 1..=100u64 {
             let renewed = lease(&format!("{}", 5 + i), "cp-2", 30);
-            seen = observe(Some(seen), &renewed, 100 + 10 * i);
+            seen = observe(Some(seen), &renewed, 100_000 + 10_000 * i);
             assert!(matches!(
-                next(Some(&renewed), Some(&seen), "cp-1", 100 + 10 * i + 9, 60),
+                next(
+                    Some(&renewed),
+                    Some(&seen),
+                    "cp-1",
+                    100_000 + 10_000 * i + 9_999,
+                    60
+                ),
                 Next::Wait { .. }
             ));
         }
         // the holder crashed: the same version for 30 s → expired
         let silent = lease("999", "cp-2", 30);
-        let seen = observe(Some(seen), &silent, 2000);
+        let seen = observe(Some(seen), &silent, 2_000_000);
         assert!(matches!(
-            next(Some(&silent), Some(&seen), "cp-1", 2029, 60),
+            next(Some(&silent), Some(&seen), "cp-1", 2_029_001, 60),
             Next::Wait {
                 expires_in_secs: 1,
                 ..
             }
         ));
         assert_eq!(
-            next(Some(&silent), Some(&seen), "cp-1", 2030, 60),
+            next(Some(&silent), Some(&seen), "cp-1", 2_030_000, 60),
             Next::Take {
                 expired_holder: Some("cp-2".into())
             }
@@ -374,7 +382,7 @@ mod tests {
         odd.duration_secs = None;
         let seen = observe(None, &odd, 0);
         assert!(matches!(
-            next(Some(&odd), Some(&seen), "cp-1", 59, 60),
+            next(Some(&odd), Some(&seen), "cp-1", 59_999, 60),
             Next::Wait { .. }
         ));
     }

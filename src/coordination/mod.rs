@@ -74,8 +74,11 @@ pub struct KubeApi {
 impl KubeApi {
     /// Reads the kubeconfig (server URL, CA data, client certificate embedded or in files).
     pub fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<KubeApi, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the kubeconfig {}: {e}", path.display()))?;
+        let bytes = crate::pki::inventory::read_bounded(path)
+            .map_err(|e| format!("cannot read the kubeconfig {}: {e}", path.display()))?
+            .ok_or_else(|| format!("the kubeconfig {} does not exist", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("the kubeconfig {} is not UTF-8 text", path.display()))?;
         let creds = kubeconfig::credentials(&text, path)?;
         let server = creds
             .server
@@ -132,17 +135,26 @@ impl KubeApi {
         };
         let targets = Target::of_url(&self.server).map_err(ApiError::Unreachable)?;
         let mut errors = Vec::new();
+        let mut refused = false;
         for target in &targets {
             match health::request(target, &request, &trust, Some(&self.identity), self.timeout) {
                 Ok(probe) => return Ok((probe.status, probe.body)),
-                Err(e) => errors.push(format!("{}: {e}", target.addr)),
+                Err(e) => {
+                    refused |= health::refused_client_certificate(&e);
+                    errors.push(format!("{}: {e}", target.addr));
+                }
             }
         }
-        Err(ApiError::Unreachable(format!(
-            "{method} {}{path}: {}",
-            self.server,
-            errors.join("; ")
-        )))
+        let what = format!("{method} {}{path}: {}", self.server, errors.join("; "));
+        // the API answered, and refused this kubeconfig's certificate: not a network problem
+        Err(if refused {
+            ApiError::Refused(format!(
+                "{what} (the client certificate of {})",
+                self.kubeconfig.display()
+            ))
+        } else {
+            ApiError::Unreachable(what)
+        })
     }
 }
 
@@ -265,43 +277,55 @@ pub fn acquire(
     tell: &mut dyn FnMut(&Waiting),
     stop: &dyn Fn() -> bool,
 ) -> Result<Held, NotAcquired> {
+    if settings.me.trim().is_empty() {
+        return Err(NotAcquired::Refused(
+            "this node has no name to hold the Lease with (set node_name in the config)".into(),
+        ));
+    }
     let started = Instant::now();
-    let secs = || started.elapsed().as_secs();
+    let now_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut seen: Option<Seen> = None;
     let mut pause = Duration::from_millis(250);
     let mut last_told: Option<Waiting> = None;
+    let mut last_seen: Option<Waiting> = None;
     let mut first = true;
     loop {
-        let waiting = match try_take(api.as_ref(), settings, &mut seen, secs()) {
+        let waiting = match try_take(api.as_ref(), settings, &mut seen, now_ms()) {
             Ok(Ok(lease)) => return Ok(Held::start(api, settings, lease)),
-            Ok(Err(waiting)) => waiting,
+            Ok(Err(waiting)) => Some(waiting),
+            // a lost race: look again soon, never write again blindly
             Err(ApiError::Conflict) => {
-                // lost a race: look again at once, without counting it as a wait
                 seen = None;
-                continue;
+                None
             }
             Err(ApiError::Refused(m)) => return Err(NotAcquired::Refused(m)),
             Err(ApiError::Unreachable(m)) => {
                 if first && unreachable_is_final {
                     return Err(NotAcquired::Unreachable(m));
                 }
-                Waiting::Unreachable(m)
+                Some(Waiting::Unreachable(m))
             }
         };
         first = false;
-        let changed = match (&last_told, &waiting) {
-            (Some(Waiting::HeldBy { holder: a, .. }), Waiting::HeldBy { holder: b, .. }) => a != b,
-            (Some(Waiting::Unreachable(_)), Waiting::Unreachable(_)) => false,
-            _ => true,
-        };
-        if changed {
-            tell(&waiting);
-            last_told = Some(waiting.clone());
+        if let Some(waiting) = &waiting {
+            let changed = match (&last_told, waiting) {
+                (Some(Waiting::HeldBy { holder: a, .. }), Waiting::HeldBy { holder: b, .. }) => {
+                    a != b
+                }
+                (Some(Waiting::Unreachable(_)), Waiting::Unreachable(_)) => false,
+                _ => true,
+            };
+            if changed {
+                tell(waiting);
+                last_told = Some(waiting.clone());
+            }
+            last_seen = Some(waiting.clone());
         }
         if started.elapsed() >= settings.wait || stop() {
-            let what = match &waiting {
-                Waiting::HeldBy { holder, .. } => format!("held by {holder}"),
-                Waiting::Unreachable(m) => format!("the cluster API did not answer: {m}"),
+            let what = match &last_seen {
+                Some(Waiting::HeldBy { holder, .. }) => format!("held by {holder}"),
+                Some(Waiting::Unreachable(m)) => format!("the cluster API did not answer: {m}"),
+                None => "every write lost a race with another node's".into(),
             };
             let why = if stop() { "a stop request" } else { "the wait" };
             return Err(NotAcquired::TimedOut(format!(
@@ -311,11 +335,18 @@ pub fn acquire(
                 started.elapsed().as_secs()
             )));
         }
+        let this_pause = if waiting.is_some() {
+            pause
+        } else {
+            Duration::from_millis(100)
+        };
         sleep_unless(
-            pause.min(settings.wait.saturating_sub(started.elapsed())),
+            this_pause.min(settings.wait.saturating_sub(started.elapsed())),
             stop,
         );
-        pause = (pause * 2).min(settings.max_backoff.max(Duration::from_millis(250)));
+        if waiting.is_some() {
+            pause = (pause * 2).min(settings.max_backoff.max(Duration::from_millis(250)));
+        }
     }
 }
 
@@ -333,18 +364,18 @@ fn try_take(
     api: &dyn LeaseApi,
     settings: &Settings,
     seen: &mut Option<Seen>,
-    now_secs: u64,
+    now_ms: u64,
 ) -> Result<Result<Lease, Waiting>, ApiError> {
     let current = api.get()?;
     if let Some(l) = &current {
-        *seen = Some(lease::observe(seen.take(), l, now_secs));
+        *seen = Some(lease::observe(seen.take(), l, now_ms));
     }
     let now = OffsetDateTime::now_utc();
     match lease::next(
         current.as_ref(),
         seen.as_ref(),
         &settings.me,
-        now_secs,
+        now_ms,
         settings.duration_secs,
     ) {
         Next::Create => api
@@ -377,6 +408,9 @@ fn try_take(
 /// The Lease, held: a thread renews it every third of its duration until [`Held::release`] (or
 /// until dropped, which stops renewing and lets it expire — what a crash does too).
 pub struct Held {
+    /// Set by the renewer when the Lease can no longer be counted on (taken by another node,
+    /// or not renewed for two thirds of its duration), with why.
+    lost: Arc<std::sync::Mutex<Option<String>>>,
     stop: Option<mpsc::Sender<()>>,
     renewer: Option<std::thread::JoinHandle<(Lease, Vec<String>)>>,
     api: Arc<dyn LeaseApi>,
@@ -393,29 +427,47 @@ impl Held {
             .unwrap_or(Duration::from_secs(1));
         let renewer_api = api.clone();
         let me = settings.me.clone();
+        let lost = Arc::new(std::sync::Mutex::new(None::<String>));
+        let renewer_lost = lost.clone();
+        // past this without a renewal, a waiting node may take it any moment now
+        let trust_for = every * 2;
         let renewer = std::thread::spawn(move || {
             let mut current = taken;
             let mut problems = Vec::new();
+            let mut renewed_at = Instant::now();
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(every) {
-                match renew_once(renewer_api.as_ref(), &current, &me) {
-                    Ok(l) => current = l,
-                    Err(e) => {
-                        crate::daemon::events::note(&format!(
-                            "could not renew the restart Lease: {e}"
-                        ));
-                        problems.push(e);
+                let why = match renew_once(renewer_api.as_ref(), &current, &me) {
+                    Ok(l) => {
+                        current = l;
+                        renewed_at = Instant::now();
+                        continue;
                     }
+                    Err(e) => e,
+                };
+                crate::daemon::events::note(&format!("could not renew the restart Lease: {why}"));
+                if (why.contains("was taken by") || renewed_at.elapsed() >= trust_for)
+                    && let Ok(mut slot) = renewer_lost.lock()
+                {
+                    slot.get_or_insert_with(|| why.clone());
                 }
+                problems.push(why);
             }
             (current, problems)
         });
         Held {
+            lost,
             stop: Some(stop_tx),
             renewer: Some(renewer),
             api,
             me: settings.me.clone(),
             since: Instant::now(),
         }
+    }
+
+    /// Why the Lease can no longer be counted on (taken by another node, or not renewed for two
+    /// thirds of its duration), if so: checked before anything stops, reported after.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
     }
 
     /// Waits `settle` (still renewing: load balancers put this node's API server back in
@@ -649,6 +701,65 @@ mod tests {
             &|| false,
         );
         assert!(again.is_ok());
+    }
+
+    #[test]
+    fn a_holder_whose_renewals_fail_knows_it_can_no_longer_count_on_the_lease() {
+        let store = LeaseStore::new();
+        let api: Arc<dyn LeaseApi> = Arc::new(store.clone());
+        let held = acquire(api, &settings("cp-1", 3, 5_000), true, &mut |_| {}, &|| {
+            false
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(held.lost(), None, "renewed every second: still counted on");
+        store.set_down(true);
+        std::thread::sleep(Duration::from_millis(3500));
+        let lost = held
+            .lost()
+            .expect("two thirds of the duration without a renewal");
+        assert!(lost.contains("fake API down"), "{lost}");
+    }
+
+    #[test]
+    fn an_api_that_keeps_answering_409_ends_at_the_deadline() {
+        struct AlwaysConflict;
+        impl LeaseApi for AlwaysConflict {
+            fn get(&self) -> Result<Option<Lease>, ApiError> {
+                Ok(None)
+            }
+            fn create(&self, _: &serde_json::Value) -> Result<Lease, ApiError> {
+                Err(ApiError::Conflict)
+            }
+            fn replace(&self, _: &serde_json::Value) -> Result<Lease, ApiError> {
+                Err(ApiError::Conflict)
+            }
+            fn describe(&self) -> String {
+                "always 409".into()
+            }
+        }
+        let started = Instant::now();
+        let err = acquire(
+            Arc::new(AlwaysConflict),
+            &settings("cp-1", 3, 1_000),
+            false,
+            &mut |_| {},
+            &|| false,
+        )
+        .err()
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(err.to_string().contains("lost a race"), "{err}");
+        let empty = acquire(
+            Arc::new(AlwaysConflict),
+            &settings(" ", 3, 1_000),
+            false,
+            &mut |_| {},
+            &|| false,
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(empty, NotAcquired::Refused(_)), "{empty}");
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub fn load_memory(state_dir: &Path) -> (Memory, Option<String>) {
 fn save_memory(state_dir: &Path, memory: &Memory) -> Result<(), String> {
     std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
     let text = serde_json::to_vec_pretty(memory).map_err(|e| e.to_string())?;
+    crate::failpoint::hit("daemon.saving-state");
     crate::state::store::write_atomic(&memory_path(state_dir), &text, 0o600)
 }
 
@@ -235,6 +236,16 @@ fn spawn_job(
         let _lock = loop {
             match lock::try_acquire(&config.state_dir) {
                 Ok(l) => break l,
+                // not a lock to wait for: the state dir is not safe to work in
+                Err(lock::LockError::Untrusted(why)) => {
+                    let refused = job::JobError::CannotRun(why);
+                    events::renewal_failed(&refused.to_string());
+                    let _ = tx.send(match work {
+                        Work::Renew(_) => Done::Renewal(Err(refused)),
+                        Work::RestartPending => Done::Restart(Err(refused)),
+                    });
+                    return;
+                }
                 Err(e) => {
                     if !said {
                         events::note(&format!("waiting for the node lock: {e}"));

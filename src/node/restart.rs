@@ -429,6 +429,10 @@ pub struct TlsProbes {
     /// Where the local kube-apiserver answers (its [`HealthCheck::ApiServer`] addresses), for
     /// the proofs; empty when the node has none (then only a kubeconfig's server URL can).
     pub apiserver: Vec<SocketAddr>,
+    /// The local etcd member's certificates (server or peer) had expired before this renewal:
+    /// it serves no client and no peer accepts it, so stopping it takes nothing from the
+    /// cluster (and its member list, which needs a working member, cannot be asked).
+    pub etcd_certs_expired: bool,
 }
 
 impl TlsProbes {
@@ -440,6 +444,7 @@ impl TlsProbes {
             timeout: Duration::from_secs(5),
             kubeconfigs: Vec::new(),
             apiserver: Vec::new(),
+            etcd_certs_expired: false,
         }
     }
 
@@ -621,12 +626,33 @@ impl Probes for TlsProbes {
         let HealthCheck::Etcd(addresses) = &component.health else {
             return Ok(None);
         };
-        // A local member that does not answer at all (not running, its serving certificate
-        // expired) gives the cluster nothing a restart could take away.
-        if let Err(e) = crate::node::etcd_cluster::members(addresses, &self.pki, self.timeout) {
+        // A local member that takes no connection at all (not running), or whose serving
+        // certificate has expired (no client accepts it), gives the cluster nothing a restart
+        // could take away. Any other failure to ask it is a refusal: a member that does not
+        // answer its client port may still vote over its peer port.
+        if self.etcd_certs_expired {
+            return Ok(Some(
+                "etcd: the local member's certificates had expired: it serves no client and no \
+                 peer accepts it, a restart takes nothing from the cluster"
+                    .into(),
+            ));
+        }
+        let listening = addresses
+            .iter()
+            .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_millis(500)).is_ok());
+        if !listening {
+            return Ok(Some(
+                "etcd: the local member takes no connection: restarting it takes nothing from \
+                 the cluster"
+                    .into(),
+            ));
+        }
+        if let Err(e) = crate::node::etcd_cluster::members(addresses, &self.pki, self.timeout)
+            && e.contains(" expired at ")
+        {
             return Ok(Some(format!(
-                "etcd: the local member does not answer ({e}); restarting it takes nothing \
-                 from the cluster"
+                "etcd: the local member serves an expired certificate ({e}): it serves no \
+                 client already, a restart takes nothing from the cluster"
             )));
         }
         crate::node::etcd_cluster::may_stop_local(addresses, &self.pki, self.timeout).map(Some)
@@ -1153,8 +1179,12 @@ pub async fn restart(
         },
     )
     .map_err(Failure::Files)?;
+    failpoint::hit("restart.after-journal");
     let parked_at = Instant::now();
-    for p in &parked {
+    for (i, p) in parked.iter().enumerate() {
+        if i > 0 {
+            failpoint::hit_nth("restart.after-park", i);
+        }
         if let Err(e) = std::fs::rename(&p.manifest, &p.parked) {
             let back = unpark(state_dir, &parked);
             return Err(Failure::Files(format!(
@@ -1186,6 +1216,7 @@ pub async fn restart(
     .await;
     failpoint::hit("restart.before-unpark");
     let unparked = unpark(state_dir, &parked);
+    failpoint::hit("restart.after-unpark");
     let returned_at = Instant::now();
     let stopped_after = match (stopped, unparked) {
         (Ok(s), Ok(message)) => {
@@ -1266,6 +1297,7 @@ async fn wait_stopped(
     let deadline = parked_at + settings.stop_timeout;
     let mut stopped: Vec<Option<Duration>> = vec![None; components.len()];
     let mut last_error = None;
+    failpoint::hit("restart.waiting-exit");
     loop {
         for (i, c) in components.iter().enumerate() {
             if stopped[i].is_some() {
@@ -1375,6 +1407,8 @@ async fn wait_all_healthy(
 ) -> Result<Vec<Duration>, Failure> {
     let mut passed: Vec<Option<Duration>> = vec![None; components.len()];
     let mut last: Vec<String> = vec![String::new(); components.len()];
+    failpoint::hit("restart.before-health");
+    let mut first_round = true;
     loop {
         for (i, c) in components.iter().enumerate() {
             if passed[i].is_some() {
@@ -1429,6 +1463,11 @@ async fn wait_all_healthy(
                     Err(e) => last[i] = e,
                 }
             }
+        }
+        if first_round {
+            // every component asked once, some perhaps answered
+            failpoint::hit("restart.during-health");
+            first_round = false;
         }
         if passed.iter().all(Option::is_some) {
             return Ok(passed.into_iter().flatten().collect());

@@ -63,6 +63,19 @@ impl CertFacts {
         d.whole_seconds()
     }
 
+    /// True when this is a CA certificate: basicConstraints CA:TRUE, or an X.509 v1 certificate
+    /// (no extensions at all: old self-made CAs, which OpenSSL also accepts as CAs).
+    pub fn is_ca(&self) -> bool {
+        let Ok((_, cert)) = X509Certificate::from_der(&self.der) else {
+            return false;
+        };
+        match cert.basic_constraints() {
+            Ok(Some(bc)) => bc.value.ca,
+            Ok(None) => cert.version() == x509_parser::x509::X509Version::V1,
+            Err(_) => false,
+        }
+    }
+
     /// True when this certificate's signature verifies with `issuer`'s public key.
     pub fn is_signed_by(&self, issuer: &CertFacts) -> bool {
         let Ok((_, leaf)) = X509Certificate::from_der(&self.der) else {

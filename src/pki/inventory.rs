@@ -223,12 +223,92 @@ pub struct Options {
     pub extra_paths: Vec<String>,
 }
 
-fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    match std::fs::read(path) {
-        Ok(data) => Ok(Some(data)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: cannot read: {e}", path.display())),
+/// The most read of one certificate, key or kubeconfig file. Real ones are a few KiB (a CA
+/// bundle of a thousand certificates is about 1.5 MiB); a bigger file is none of them, and is
+/// reported without being read.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Why a file is not one the inventory reads: not a regular file (opening a FIFO would wait for
+/// a writer, a device may never end), or bigger than [`MAX_FILE_BYTES`].
+fn not_readable(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a file")
+    };
+    if let Some(kind) = kind {
+        return Some(format!("not a regular file ({kind})"));
     }
+    (meta.len() > MAX_FILE_BYTES).then(|| {
+        format!(
+            "{} bytes, more than any certificate, key or kubeconfig (at most {} MiB are read)",
+            meta.len(),
+            MAX_FILE_BYTES >> 20
+        )
+    })
+}
+
+/// Why the file at `path` (links followed) cannot be read, if it is there and cannot; `None`
+/// when it is readable or missing.
+fn unreadable_file(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(meta) => not_readable(&meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Reads a certificate, key or kubeconfig file: `None` when it does not exist; never more than
+/// [`MAX_FILE_BYTES`], never a file that is not a regular one (the error says why).
+pub fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    /// `O_NONBLOCK` (Linux, x86_64 and aarch64): should a FIFO be swapped in after the look
+    /// below, opening it does not wait for a writer.
+    const O_NONBLOCK: i32 = 0o4000;
+    let cannot = |why: String| format!("{}: cannot read: {why}", path.display());
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if let Some(why) = not_readable(&meta) {
+                return Err(cannot(why));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(cannot(e.to_string())),
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+        .map_err(|e| cannot(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| cannot(e.to_string()))?;
+    if let Some(why) = not_readable(&meta) {
+        return Err(cannot(why));
+    }
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or_default());
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| cannot(e.to_string()))?;
+    if data.len() as u64 > MAX_FILE_BYTES {
+        return Err(cannot(format!(
+            "grew past {MAX_FILE_BYTES} bytes while read"
+        )));
+    }
+    Ok(Some(data))
+}
+
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    read_bounded(path)
 }
 
 /// Parses all CERTIFICATE blocks of a PEM file (or a single DER certificate).
@@ -237,6 +317,38 @@ pub fn parse_cert_bundle(data: &[u8]) -> Result<Vec<CertFacts>, String> {
         return Ok(vec![CertFacts::from_der(data)?]);
     }
     certs_of_blocks(&pem::parse(data)?)
+}
+
+/// Like [`parse_cert_bundle`], for kubeadm's own files, which must be PEM: kubeadm,
+/// kube-apiserver, etcd and client-go read no other encoding, so a DER file there is broken.
+fn parse_pem_cert_bundle(data: &[u8]) -> Result<Vec<CertFacts>, String> {
+    if data.first() == Some(&0x30) {
+        return Err(
+            "DER, not PEM: kubeadm, kube-apiserver, etcd and the kubelet read only PEM \
+             (`openssl x509 -inform der` converts it)"
+                .into(),
+        );
+    }
+    parse_cert_bundle(data)
+}
+
+/// A CA file must hold CA certificates only: a leaf there would sign nothing that verifies, or,
+/// with its own key beside it, sign certificates no client accepts.
+fn only_cas(bundle: &[CertFacts]) -> Result<(), String> {
+    for (i, cert) in bundle.iter().enumerate() {
+        if !cert.is_ca() {
+            let which = if bundle.len() > 1 {
+                format!("certificate #{} ({})", i + 1, cert.subject)
+            } else {
+                format!("its certificate ({})", cert.subject)
+            };
+            return Err(format!(
+                "{which} is not a CA (no basicConstraints CA:TRUE): a CA file must hold CA \
+                 certificates"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn certs_of_blocks(blocks: &[pem::Block]) -> Result<Vec<CertFacts>, String> {
@@ -291,16 +403,23 @@ fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
             return (entry, None);
         }
     };
-    match parse_cert_bundle(&data) {
+    match parse_pem_cert_bundle(&data).and_then(|b| only_cas(&b).map(|()| b)) {
         Ok(bundle) => {
             entry.externally_managed = !has_key;
             entry.state = State::Present(Box::new(bundle[0].clone()));
+            // a key that cannot be read (a FIFO, a huge file) is never opened to sign
+            let key_problem = unreadable_file(&key_path).filter(|_| has_key);
+            if let Some(why) = &key_problem {
+                entry.externally_managed = false;
+                entry.state =
+                    State::Unreadable(format!("{}: cannot read: {why}", key_path.display()));
+            }
             let file = CaFile {
                 spec,
                 cert_path,
                 key_path,
                 bundle,
-                has_key,
+                has_key: has_key && key_problem.is_none(),
             };
             (entry, Some(file))
         }
@@ -374,7 +493,7 @@ fn read_kubeconfig(path: &Path, name: &str, kind: Kind, expected_ca: &'static st
     };
     match creds.client {
         ClientCert::Embedded { cert_pem, .. } => {
-            let state = match parse_cert_bundle(&cert_pem) {
+            let state = match parse_pem_cert_bundle(&cert_pem) {
                 Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
                 Err(e) => {
                     State::Unreadable(format!("{}: client-certificate-data: {e}", path.display()))
@@ -400,7 +519,7 @@ fn read_kubeconfig(path: &Path, name: &str, kind: Kind, expected_ca: &'static st
 /// The first certificate of a file (what kubeadm reads), as an entry state.
 fn leaf_file_state(cert: &Path) -> State {
     match read_file(cert) {
-        Ok(Some(data)) => match parse_cert_bundle(&data) {
+        Ok(Some(data)) => match parse_pem_cert_bundle(&data) {
             Ok(mut certs) => State::Present(Box::new(certs.swap_remove(0))),
             Err(e) => State::Unreadable(format!("{}: {e}", cert.display())),
         },
@@ -412,7 +531,11 @@ fn leaf_file_state(cert: &Path) -> State {
 fn read_pem_leaf(pki: &Path, spec: &LeafSpec, base: &str) -> Entry {
     let cert = pki.join(format!("{base}.crt"));
     let key = pki.join(format!("{base}.key"));
-    let state = leaf_file_state(&cert);
+    let mut state = leaf_file_state(&cert);
+    // the renewal reads the key: one that cannot be read makes the pair unusable
+    if let (State::Present(_), Some(why)) = (&state, unreadable_file(&key)) {
+        state = State::Unreadable(format!("{}: cannot read: {why}", key.display()));
+    }
     leaf_entry(
         spec.name,
         Kind::Leaf,
@@ -430,6 +553,32 @@ fn no_local_etcd(pki: &Path) -> bool {
         "etcd/healthcheck-client.crt",
     ];
     !etcd_files.iter().any(|f| exists(&pki.join(f)))
+}
+
+/// The files whose names are not UTF-8 that the last component of `pattern` matches: the glob
+/// crate skips such names (its FIXME #9639), and a watched file must not vanish silently. Only
+/// for a pattern whose directory part has no wildcard; the name is matched as shown (lossily).
+fn non_utf8_matches(pattern: &str) -> Vec<PathBuf> {
+    let path = Path::new(pattern);
+    let (Some(dir), Some(last)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let wild = |s: &str| s.contains(['*', '?', '[']);
+    let (Some(dir_text), Ok(last)) = (dir.to_str(), glob::Pattern::new(last)) else {
+        return Vec::new();
+    };
+    if wild(dir_text) || dir_text.is_empty() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_str().is_none() && last.matches(&n.to_string_lossy()))
+        .map(|n| dir.join(n))
+        .collect()
 }
 
 fn expand_extra_paths(patterns: &[String]) -> (Vec<PathBuf>, Vec<Entry>) {
@@ -453,6 +602,7 @@ fn expand_extra_paths(patterns: &[String]) -> (Vec<PathBuf>, Vec<Entry>) {
                         )),
                     }
                 }
+                files.extend(non_utf8_matches(pattern));
             }
             Err(e) => errors.push(leaf_entry(
                 pattern,
@@ -477,19 +627,15 @@ fn read_extra_file(path: &Path, out: &mut Vec<Entry>) {
         path: path.to_path_buf(),
         index,
     };
-    let data = match std::fs::read(path) {
-        Ok(d) => d,
-        // Vanished between glob and read, or a directory the glob matched: nothing to watch.
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
-            ) =>
-        {
-            return;
-        }
+    // a directory the glob matched: nothing to watch
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
+    let data = match read_bounded(path) {
+        Ok(Some(d)) => d,
+        // vanished between glob and read
+        Ok(None) => return,
         Err(e) => {
-            let e = format!("{}: cannot read: {e}", path.display());
             out.push(leaf_entry(
                 &name,
                 Kind::Extra,
@@ -552,7 +698,12 @@ pub fn scan(paths: &NodePaths, options: &Options) -> Inventory {
         cas.push(entry);
         ca_files.extend(file);
     }
-    let externally_managed = |ca: &str| ca_files.iter().any(|f| f.spec.name == ca && !f.has_key);
+    let externally_managed = |ca: &str| {
+        ca_files.iter().any(|f| f.spec.name == ca && !f.has_key)
+            && !cas
+                .iter()
+                .any(|e| e.name == ca && matches!(e.state, State::Unreadable(_)))
+    };
 
     let mut leaves = Vec::new();
     for spec in &kubeadm::LEAVES {

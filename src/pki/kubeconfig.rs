@@ -121,7 +121,21 @@ struct Located<'a> {
 }
 
 fn parse_raw(text: &str) -> Result<RawConfig, String> {
-    serde_saphyr::from_str::<RawConfig>(text).map_err(|e| {
+    // whoever read the file, a huge one is not parsed (the YAML parser would take seconds)
+    let max = crate::pki::inventory::MAX_FILE_BYTES;
+    if text.len() as u64 > max {
+        return Err(format!(
+            "not a kubeconfig: {} bytes, more than any kubeconfig (at most {} MiB are parsed)",
+            text.len(),
+            max >> 20
+        ));
+    }
+    // kubeconfigs have no use for aliases: an alias bomb ("billion laughs") stops after 10,000
+    // replayed events instead of the library's million
+    let options = serde_saphyr::options! {
+        alias_limits: serde_saphyr::alias_limits! { max_total_replayed_events: 10_000 },
+    };
+    serde_saphyr::from_str_with_options::<RawConfig>(text, options).map_err(|e| {
         let msg = e.to_string();
         let first = msg.lines().next().unwrap_or("").to_string();
         format!("not a valid kubeconfig (YAML): {first}")

@@ -455,6 +455,7 @@ pub fn execute(
     let backups = paths.state.join("backups");
     let backup = store::backup(&backups, &stamp(now), backup_base, &outcome.files)
         .and_then(|backup| {
+            failpoint::hit("renew.after-backup");
             journal::record(
                 &paths.state,
                 &Intent::Renew {
@@ -493,6 +494,7 @@ pub fn execute(
     let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
     let finished = crate::state::pending::add(&paths.state, &renewed, &crate::report::rfc3339(now))
         .and_then(|()| {
+            failpoint::hit("renew.after-pending");
             staged
                 .iter()
                 .try_for_each(|s| store::remove_previous(&s.target))

@@ -17,7 +17,7 @@ use crate::node::restart::{self, Component, Settings, StaticPods, TlsProbes};
 use crate::pki::inventory::{self, Inventory};
 use crate::renew::execute::{self, RenewError};
 use crate::renew::plan::{self, Selection};
-use crate::state::{journal, lock, pending};
+use crate::state::{journal, lock, pending, store};
 
 /// What may cut a restart short: the CLI's signals, or the daemon asking to stop. Either way
 /// the restart is dropped at an await point and the journal puts the manifests back before the
@@ -184,11 +184,25 @@ pub fn node_name(config: &Config, inventory: &Inventory) -> Option<String> {
 /// Finishes or undoes whatever an interrupted run left (the intent journal), under the node
 /// lock that the caller holds; returns what was done, to tell.
 pub fn recover(config: &Config) -> Result<Option<String>, JobError> {
-    journal::recover(&config.state_dir).map_err(JobError::CannotRun)
+    let done = journal::recover(&config.state_dir).map_err(JobError::CannotRun)?;
+    // a run killed while staging (before its journal) leaves temp files beside the targets, one
+    // killed while writing its own records leaves them in the state dir
+    let paths = config.paths();
+    for dir in [
+        paths.pki.clone(),
+        paths.pki.join("etcd"),
+        paths.kubeconfigs,
+        config.state_dir.clone(),
+    ] {
+        crate::state::store::remove_temp_files_in(&dir);
+    }
+    crate::state::store::remove_partial_backups(&config.state_dir.join("backups"));
+    Ok(done)
 }
 
 /// Takes the node lock or says who holds it.
 pub fn lock(config: &Config) -> Result<lock::NodeLock, JobError> {
+    crate::state::trust::check_node(config).map_err(JobError::CannotRun)?;
     lock::try_acquire(&config.state_dir).map_err(|e| JobError::CannotRun(e.to_string()))
 }
 
@@ -255,6 +269,7 @@ impl Job<'_> {
         request: &RenewRequest,
         observer: &mut dyn Observer,
     ) -> Result<RenewReport, JobError> {
+        crate::state::trust::check_node(self.config).map_err(JobError::CannotRun)?;
         let config = self.config;
         let paths = config.paths();
         let inventory = inventory::scan(&paths, &inventory::Options::default());
@@ -390,6 +405,7 @@ impl Job<'_> {
     /// Restarts what the restart-pending record names (the daemon's retry once the runtime
     /// answers again).
     pub fn restart_pending(&self, observer: &mut dyn Observer) -> Result<RestartReport, JobError> {
+        crate::state::trust::check_node(self.config).map_err(JobError::CannotRun)?;
         let pending = pending::load(&self.config.state_dir).map_err(JobError::CannotRun)?;
         if pending.is_empty() {
             return Ok(RestartReport {
@@ -508,7 +524,26 @@ impl Job<'_> {
             Ok(s) => s,
             Err(e) => return failed(format!("cannot restart {}: {e}", names.join(", "))),
         };
-        let lease = match self.take_lease(components, before, node_name.as_deref(), observer) {
+        // a runtime that does not answer is said at once, not after a wait for the Lease
+        let ping = block_on(async {
+            let client = crate::node::cri::RuntimeClient::connect(&socket)
+                .await?
+                .with_request_timeout(restart::RUNTIME_REQUEST_TIMEOUT);
+            restart::Runtime::ping(&client).await.map(drop)
+        });
+        if let Err(e) = ping.and_then(|r| r) {
+            return failed(format!(
+                "cannot restart {}: {e}; nothing was restarted",
+                names.join(", ")
+            ));
+        }
+        let mut lease = match self.take_lease(
+            components,
+            before,
+            node_name.as_deref(),
+            backup,
+            observer,
+        ) {
             Ok(lease) => lease,
             Err(e) => {
                 return failed(format!(
@@ -518,6 +553,12 @@ impl Job<'_> {
             }
         };
         observer.restarting(&names, &socket);
+        let mut probes = probes;
+        probes.etcd_certs_expired = before
+            .entries()
+            .filter(|e| e.name == "etcd-server" || e.name == "etcd-peer")
+            .filter_map(|e| e.facts())
+            .any(|f| f.not_after <= self.now);
         let settings = Settings::from_config(self.config, node_name);
         let state_dir = &self.config.state_dir;
         let interrupt = self.interrupt.clone();
@@ -540,21 +581,19 @@ impl Job<'_> {
             }
         });
         let stop = self.stop_check();
-        let mut lease_notes = Vec::new();
-        if let Some(held) = lease {
-            let healthy = matches!(outcome, Ok(Ok(Ok(_))));
-            // healthy: hold it a little longer for load balancers; failed: let go at once
-            let settle = if healthy {
-                Duration::from_secs(self.config.lease_settle_secs)
-            } else {
-                Duration::ZERO
-            };
-            lease_notes = held.release(settle, &stop);
-        }
-        match outcome {
+        let step = match outcome {
             Err(e) => failed(e),
             Ok(Ok(Ok(mut outcome))) => {
-                outcome.notes.extend(lease_notes);
+                if let Some(held) = lease.as_ref().and_then(coordination::Held::lost) {
+                    outcome.notes.push(format!(
+                        "the restart Lease could not be counted on during the restart: {held}"
+                    ));
+                }
+                // healthy: held a little longer for load balancers, then let go
+                if let Some(held) = lease.take() {
+                    let settle = Duration::from_secs(self.config.lease_settle_secs);
+                    outcome.notes.extend(held.release(settle, &stop));
+                }
                 events::restarted(&outcome);
                 RestartStep::Done(Restarted {
                     socket,
@@ -570,7 +609,18 @@ impl Job<'_> {
                     .unwrap_or_else(|e| format!("putting things back failed: {e}"));
                 failed(format!("interrupted by {why}: {recovered}"))
             }
+        };
+        // Not healthy (or not known to be): the Lease is not released but left to expire
+        // (lease_duration_secs), so no other node stops its control plane meanwhile.
+        if let Some(held) = lease {
+            drop(held);
+            events::note(&format!(
+                "the restart Lease is left to expire ({}s) rather than released: this node's \
+                 control plane was not seen healthy",
+                self.config.lease_duration_secs
+            ));
         }
+        step
     }
 
     /// Proves renewed kubeconfigs when nothing restarts (only `admin.conf` renewed, say): the
@@ -643,6 +693,7 @@ impl Job<'_> {
         components: &[Component],
         before: &Inventory,
         node_name: Option<&str>,
+        backup: Option<&Path>,
         observer: &mut dyn Observer,
     ) -> Result<Option<coordination::Held>, String> {
         let config = self.config;
@@ -664,6 +715,7 @@ impl Job<'_> {
             .clone()
             .unwrap_or_else(|| config.paths().kubeconfigs.join("admin.conf"));
         let stop = self.stop_check();
+        let observer = std::cell::RefCell::new(observer);
         let mut tell = |waiting: &coordination::Waiting| {
             let line = match waiting {
                 coordination::Waiting::HeldBy {
@@ -679,7 +731,7 @@ impl Job<'_> {
             };
             events::lease_waiting(&names, &line);
             crate::daemon::systemd::status(&line);
-            observer.lease(&line);
+            observer.borrow_mut().lease(&line);
         };
         let api = coordination::KubeApi::from_kubeconfig(&kubeconfig, Duration::from_secs(5));
         let first = match &api {
@@ -695,18 +747,54 @@ impl Job<'_> {
         let unreachable = match first {
             Ok(held) => return Ok(Some(held)),
             Err(coordination::NotAcquired::Unreachable(m)) => m,
+            Err(coordination::NotAcquired::Refused(m)) => {
+                // The API refused the kubeconfig this renewal just rewrote: take the Lease with
+                // the credentials it replaced; the proof after the restart judges the new ones
+                // (and rolls them back).
+                let previous = backup
+                    .map(|b| b.join(store::backup_relative(&kubeconfig, &config.kubernetes_dir)))
+                    .filter(|p| p.exists());
+                let Some(previous) = previous else {
+                    return Err(format!("the cluster API refused: {m}"));
+                };
+                let old =
+                    coordination::KubeApi::from_kubeconfig(&previous, Duration::from_secs(5))?;
+                observer.borrow_mut().lease(&format!(
+                    "the cluster API refused the renewed {} ({m}); taking the restart Lease with \
+                     its previous credentials ({})",
+                    kubeconfig.display(),
+                    previous.display()
+                ));
+                return coordination::acquire(
+                    std::sync::Arc::new(old),
+                    &settings,
+                    false,
+                    &mut tell,
+                    &stop,
+                )
+                .map(Some)
+                .map_err(|e| e.to_string());
+            }
             Err(e) => return Err(e.to_string()),
         };
         let expired = self.apiserver_expired(components, before);
         let nodes = self.control_plane_nodes(components);
+        // "proceed" covers an API that does not answer, not a kubeconfig that cannot be read
+        let policy = if api.is_ok() {
+            config.when_api_unreachable
+        } else {
+            crate::config::WhenUnreachable::Wait
+        };
         if let Some(why) = coordination::without_lease(
             expired,
             nodes.as_ref().map(|(n, source)| (*n, source.as_str())),
-            config.when_api_unreachable,
+            policy,
         ) {
             let line = format!("the cluster API does not answer ({unreachable}); {why}");
             events::lease_bypassed(&names, &line);
-            observer.lease(&format!("restarting without the Lease: {line}"));
+            observer
+                .borrow_mut()
+                .lease(&format!("restarting without the Lease: {line}"));
             return Ok(None);
         }
         let Ok(api) = api else {

@@ -18,12 +18,14 @@ pub enum LockError {
     Busy(String),
     /// The state dir or the lock file cannot be used.
     Io(String),
+    /// Users other than root may write in the state dir (see [`super::trust`]).
+    Untrusted(String),
 }
 
 impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LockError::Busy(m) | LockError::Io(m) => f.write_str(m),
+            LockError::Busy(m) | LockError::Io(m) | LockError::Untrusted(m) => f.write_str(m),
         }
     }
 }
@@ -42,6 +44,9 @@ fn open(state_dir: &Path) -> Result<File, LockError> {
 
 /// Takes the lock, or says that another run holds it.
 pub fn try_acquire(state_dir: &Path) -> Result<NodeLock, LockError> {
+    // in a dir others may write, `lock` could be their link to any file, and a journal theirs
+    super::trust::check_dir(state_dir, super::trust::Me::current())
+        .map_err(LockError::Untrusted)?;
     let file = open(state_dir)?;
     match file.try_lock() {
         Ok(()) => Ok(NodeLock { _file: file }),

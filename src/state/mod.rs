@@ -7,3 +7,4 @@ pub mod journal;
 pub mod lock;
 pub mod pending;
 pub mod store;
+pub mod trust;

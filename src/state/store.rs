@@ -68,6 +68,20 @@ pub fn remove_temp_files(path: &Path) {
     }
 }
 
+/// Removes every temp file of ours in `dir` (a run killed while staging leaves them, and they
+/// may hold private keys). Only under the node lock: no other run is writing then.
+pub fn remove_temp_files_in(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(TEMP_MARK) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Removes the previous version kept beside `path` (see [`keep_previous`]), if any.
 pub fn remove_previous(path: &Path) -> Result<(), String> {
     remove_if_there(&previous_path(path)?)
@@ -158,10 +172,24 @@ pub fn stage(path: &Path, data: &[u8], new_mode: u32) -> Result<Staged, String> 
 pub fn stage_all<'a>(
     changes: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
 ) -> Result<Vec<Staged>, String> {
+    let changes: Vec<(&Path, &[u8])> = changes.into_iter().collect();
+    // a link may point anywhere: each file goes only where nobody but root may write (`trust`)
+    let me = super::trust::Me::current();
+    for (path, _) in &changes {
+        let target = resolve(path)?;
+        if target.to_str().is_none() {
+            return Err(super::trust::not_utf8(&target));
+        }
+        super::trust::check_dir(parent(&target), me)
+            .map_err(|e| format!("{}: not written: {e}", path.display()))?;
+    }
     let mut staged = Vec::new();
     for (path, data) in changes {
         match stage(path, data, 0o600) {
-            Ok(s) => staged.push(s),
+            Ok(s) => {
+                staged.push(s);
+                crate::failpoint::hit_nth("renew.after-stage", staged.len());
+            }
             Err(e) => {
                 discard(&staged);
                 return Err(e);
@@ -343,6 +371,19 @@ pub fn restore(dir: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(originals)
+}
+
+/// Removes the half-built backups (`<stamp>.partial`) a killed run left in `backups`: they may
+/// hold copies of private keys and no journal names them. Only under the node lock.
+pub fn remove_partial_backups(backups: &Path) {
+    let Ok(rd) = fs::read_dir(backups) else {
+        return;
+    };
+    for dir in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+        if dir.is_dir() && dir.extension().is_some_and(|e| e == "partial") {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 /// Deletes the oldest complete backups beyond `keep`, and any partial one (a backup that failed

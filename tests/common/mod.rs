@@ -361,11 +361,27 @@ pub fn have(tool: &str, tests: &str) -> bool {
 
 /// A TCP port that is free on 127.0.0.1 when asked.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768-60999 by default): a port from that range may
+    // be taken, while a component restarts, as the local port of some outgoing connection (a
+    // probe, the CRI), and the component's restart then fails to bind. And never the same port
+    // twice in one test process: a node of a parallel test frees its ports while it restarts.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(1)
+        ^ std::process::id();
+    loop {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let port = 20_000 + (seed >> 8) % 12_000;
+        let port = u16::try_from(port).unwrap();
+        let mut given = GIVEN.lock().unwrap();
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        given.push(port);
+        return port;
+    }
 }
 
 /// 127.0.0.1:`port`.
@@ -764,3 +780,4 @@ pub fn spawn_etcd_of_manifest(dir: &Path) -> (Guard, Vec<SocketAddr>) {
     }
     (Guard(child), addresses)
 }
+pub mod standin_node;

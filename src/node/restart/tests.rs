@@ -203,6 +203,8 @@ struct FakeProbes {
     proofs: RefCell<Vec<Result<Vec<String>, crate::node::proof::ProofError>>>,
     /// How many proof attempts were made.
     proof_attempts: RefCell<u32>,
+    /// Components that may not stop now, with why.
+    refusing: Vec<(&'static str, &'static str)>,
 }
 
 impl Probes for FakeProbes {
@@ -215,6 +217,12 @@ impl Probes for FakeProbes {
     }
     fn serves_current(&self, c: &Component) -> Result<bool, String> {
         Ok(self.serving_current.contains(&c.name.as_str()))
+    }
+    fn may_stop(&self, c: &Component) -> Result<Option<String>, String> {
+        match self.refusing.iter().find(|(n, _)| *n == c.name) {
+            Some((_, why)) => Err((*why).to_string()),
+            None => Ok(None),
+        }
     }
     fn prove_credentials(&self) -> Result<Vec<String>, crate::node::proof::ProofError> {
         *self.proof_attempts.borrow_mut() += 1;
@@ -233,6 +241,7 @@ fn healthy() -> FakeProbes {
         serving_current: vec![],
         proofs: RefCell::new(Vec::new()),
         proof_attempts: RefCell::new(0),
+        refusing: Vec::new(),
     }
 }
 
@@ -361,6 +370,30 @@ async fn unreachable_runtime_touches_nothing() {
         .unwrap_err();
     assert!(matches!(err, Failure::Runtime(_)), "{err:?}");
     assert!(err.to_string().contains("nothing was restarted"), "{err}");
+    assert_eq!(snapshot(&n.manifests()), before);
+    assert!(!parking_dir(&n.manifests()).exists(), "parking dir created");
+    assert!(!crate::state::journal::path(&n.state).exists());
+}
+
+#[tokio::test]
+async fn an_etcd_that_may_not_stop_stops_nothing_at_all() {
+    let n = node();
+    let before = snapshot(&n.manifests());
+    let kubelet = FakeKubelet::new(&n.manifests(), "cp-1");
+    let old = kubelet.ids("kube-apiserver");
+    let probes = FakeProbes {
+        refusing: vec![("etcd", "refusing to restart etcd: cp-3 is not healthy")],
+        ..healthy()
+    };
+    let components = all_components(&n.manifests()).unwrap();
+    let err = restart(&kubelet, &probes, &components, &n.state, &settings(None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Failure::Refused(_)), "{err:?}");
+    assert!(err.to_string().contains("cp-3 is not healthy"), "{err}");
+    assert!(err.to_string().contains("nothing was restarted"), "{err}");
+    // kube-apiserver comes first in the order, yet was not touched either
+    assert_eq!(kubelet.ids("kube-apiserver"), old);
     assert_eq!(snapshot(&n.manifests()), before);
     assert!(!parking_dir(&n.manifests()).exists(), "parking dir created");
     assert!(!crate::state::journal::path(&n.state).exists());

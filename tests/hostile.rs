@@ -1,0 +1,1074 @@
+//! The hostile-input corpus (issue 12): files that are broken, huge, malicious or in the wrong
+//! place, and directories other users may write. Every case runs the binary — `check`, and
+//! `renew all --no-restart` (plus `restart` or a config where it matters) — on a generated node
+//! and asserts: no panic (exit code not 101, no "panicked"), no hang (each run is killed after
+//! 30 s), a message naming the file and what is wrong, the exit code the README documents, and,
+//! when a renewal is refused, a kubernetes dir byte- and mode-identical to before, with no backup
+//! and no journal left.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use kube_cert_renewer::demo::nodegen::{self, GeneratedCa, LeafTemplate, NodeSpec};
+use kube_cert_renewer::pki::keys::KeyAlgorithm;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// How long one run of the binary may take before the test calls it a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Ran {
+    code: i32,
+    out: String,
+    err: String,
+    took: Duration,
+}
+
+impl Ran {
+    /// stdout and stderr together (check's problems go to stdout, refusals to stderr).
+    fn said(&self) -> String {
+        format!("{}{}", self.out, self.err)
+    }
+}
+
+/// A generated node (ECDSA P-256, leaves 100 days from expiry: `check` exits 0) in a temp dir:
+/// `<tmp>/k` is the kubernetes dir, `<tmp>/state` the state dir.
+struct Node {
+    tmp: tempfile::TempDir,
+    now: OffsetDateTime,
+    /// The kubernetes dir (below `tmp`, or elsewhere for the non-UTF-8 case).
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+impl Node {
+    fn new() -> Node {
+        Node::with(|_| {})
+    }
+
+    fn with(edit: impl FnOnce(&mut NodeSpec)) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("k");
+        let state = tmp.path().join("state");
+        Node::generate(tmp, dir, state, edit)
+    }
+
+    fn generate(
+        tmp: tempfile::TempDir,
+        dir: PathBuf,
+        state: PathBuf,
+        edit: impl FnOnce(&mut NodeSpec),
+    ) -> Node {
+        let now = now();
+        let mut spec = NodeSpec::new(now, 100);
+        spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+        spec.manifests = false;
+        edit(&mut spec);
+        nodegen::generate(&dir, &spec).unwrap();
+        Node {
+            tmp,
+            now,
+            dir,
+            state,
+        }
+    }
+
+    fn pki(&self, name: &str) -> PathBuf {
+        self.dir.join("pki").join(name)
+    }
+
+    /// Runs the binary on this node (its dirs, `--now`) with `config` as the config file's text
+    /// (`None`: defaults) and `args` after the global options; fails on a panic or a hang.
+    fn exec(&self, config: Option<&str>, args: &[&OsStr]) -> Ran {
+        let config_path = match config {
+            Some(text) => {
+                let path = self.tmp.path().join("config.toml");
+                std::fs::write(&path, text).unwrap();
+                path
+            }
+            None => PathBuf::from("/nonexistent/kube-cert-renewer.toml"),
+        };
+        let mut all: Vec<OsString> = vec![
+            "--config".into(),
+            config_path.into(),
+            "--now".into(),
+            self.now.format(&Rfc3339).unwrap().into(),
+            "--kubernetes-dir".into(),
+            self.dir.clone().into(),
+            "--state-dir".into(),
+            self.state.clone().into(),
+            // never a real runtime: the restart part must be refused before anything changes
+            "--runtime-endpoint".into(),
+            "unix:///nonexistent/kcr-hostile.sock".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_os_string()));
+        run_bounded(&all)
+    }
+
+    fn run(&self, config: Option<&str>, args: &[&str]) -> Ran {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.exec(config, &args)
+    }
+
+    fn check(&self) -> Ran {
+        self.run(None, &["check"])
+    }
+
+    fn renew(&self) -> Ran {
+        self.run(None, &["renew", "all", "--no-restart"])
+    }
+
+    /// Everything below the kubernetes dir and the state dir, as it is now.
+    fn tree(&self) -> Tree {
+        let mut t = tree(&self.dir);
+        t.extend(tree(&self.state));
+        t
+    }
+
+    /// `check` reports `file` unreadable saying `why` (exit 2, "unreadable" in the README).
+    fn assert_check_unreadable(&self, file: &Path, why: &str) -> Ran {
+        let before = self.tree();
+        let ran = self.check();
+        assert_eq!(ran.code, 2, "check must say unreadable (exit 2): {ran:?}");
+        assert_names(&ran, file, why);
+        assert_eq!(before, self.tree(), "check must never write");
+        ran
+    }
+
+    /// A run that must be refused with `code`: the message names `file` and says `why`, and
+    /// nothing changed.
+    fn assert_refused(&self, args: &[&str], code: i32, file: &Path, why: &str) -> Ran {
+        let before = self.tree();
+        let ran = self.run(None, args);
+        assert_eq!(
+            ran.code, code,
+            "{args:?} must be refused with {code}: {ran:?}"
+        );
+        assert_names(&ran, file, why);
+        self.assert_unchanged(&before, &ran);
+        ran
+    }
+
+    /// Nothing changed: the tree as `before`, no backup, no journal.
+    fn assert_unchanged(&self, before: &Tree, ran: &Ran) {
+        let mut after = self.tree();
+        // taking the node lock may create the state dir and its lock file: not a change
+        after.retain(|p, _| !p.starts_with(&self.state) || before.contains_key(p));
+        assert_eq!(
+            before, &after,
+            "a refusal must leave everything byte- and mode-identical: {ran:?}"
+        );
+        let backups = self.state.join("backups");
+        assert!(
+            std::fs::read_dir(&backups).map_or(true, |mut d| d.next().is_none()),
+            "a refusal must leave no backup: {ran:?}"
+        );
+        assert!(!self.state.join("journal.json").exists(), "{ran:?}");
+    }
+}
+
+/// Runs the binary with `args`, killing it after [`HANG`]; fails on a panic or a hang.
+fn run_bounded(args: &[OsString]) -> Ran {
+    let out_dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (out_dir.path().join("out"), out_dir.path().join("err"));
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("run kube-cert-renewer");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kube-cert-renewer {args:?} hung (killed after {HANG:?}): {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = started.elapsed();
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned();
+    let ran = Ran {
+        code: status.code().unwrap_or(-1),
+        out: read(&out_path),
+        err: read(&err_path),
+        took,
+    };
+    assert!(
+        ran.code != 101 && !ran.err.contains("panicked"),
+        "kube-cert-renewer {args:?} panicked: {ran:?}"
+    );
+    assert!(ran.code >= 0, "killed by a signal: {ran:?}");
+    ran
+}
+
+/// After `renew --no-restart`, `check` says the restart is pending (exit 1) and nothing else.
+fn assert_restart_pending(node: &Node) {
+    let ran = node.check();
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(ran.out.contains("kube-cert-renewer restart"), "{ran:?}");
+    assert!(!ran.out.contains("Problems:"), "{ran:?}");
+}
+
+/// The message names `file` and says `why`.
+fn assert_names(ran: &Ran, file: &Path, why: &str) {
+    let said = ran.said();
+    let name = file.display().to_string();
+    assert!(
+        said.contains(&name),
+        "the message must name {name}: {ran:?}"
+    );
+    assert!(said.contains(why), "the message must say {why:?}: {ran:?}");
+}
+
+/// A file's bytes (as a hash: the corpus holds 100 MB files) and mode; a link's target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    File { sha256: String, mode: u32, uid: u32 },
+    Link(PathBuf),
+    Dir { mode: u32, uid: u32 },
+    Other { mode: u32 },
+}
+
+type Tree = BTreeMap<PathBuf, Item>;
+
+/// Everything below `dir`, links not followed.
+fn tree(dir: &Path) -> Tree {
+    let mut out = Tree::new();
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return out;
+    };
+    let item = if meta.file_type().is_symlink() {
+        Item::Link(std::fs::read_link(dir).unwrap())
+    } else if meta.is_dir() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            out.extend(tree(&entry.unwrap().path()));
+        }
+        Item::Dir {
+            mode: meta.mode(),
+            uid: meta.uid(),
+        }
+    } else if meta.is_file() {
+        let data = std::fs::read(dir).unwrap();
+        Item::File {
+            sha256: kube_cert_renewer::state::journal::sha256(&data),
+            mode: meta.mode(),
+            uid: meta.uid(),
+        }
+    } else {
+        Item::Other { mode: meta.mode() }
+    };
+    out.insert(dir.to_path_buf(), item);
+    out
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Root is needed to chown to another user, to mount a tmpfs and to know root still writes
+/// read-only files; without it the case cannot run ([`cannot_run`]).
+fn am_root(what: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0");
+    if !root {
+        cannot_run(&format!("{what} needs root"));
+    }
+    root
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+}
+
+/// The DER of the first PEM block of a file.
+fn der_of(pem_file: &Path) -> Vec<u8> {
+    let data = std::fs::read(pem_file).unwrap();
+    kube_cert_renewer::pki::pem::parse(&data).unwrap()[0]
+        .der
+        .clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken certificate and key files
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn broken_certificate_files_are_unreadable_rows_and_refused_renewals() {
+    let pem = |label: &str, der: &[u8]| kube_cert_renewer::pki::pem::encode(label, der);
+    let probe = Node::new();
+    let cert_pem = std::fs::read_to_string(probe.pki("apiserver.crt")).unwrap();
+    let key_pem = std::fs::read_to_string(probe.pki("apiserver.key")).unwrap();
+    let der = der_of(&probe.pki("apiserver.crt"));
+    // a DER-looking start (SEQUENCE, two length bytes), then noise
+    let garbage_der: Vec<u8> = [0x30, 0x82, 0x01, 0x00]
+        .into_iter()
+        .chain((0..256u32).map(|i| (i * 37 + 11) as u8))
+        .collect();
+    // one flipped bit in the signature: parses, but no CA verifies it
+    let mut flipped = der.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x01;
+    let lines: Vec<&str> = cert_pem.lines().collect();
+    let cut_inside = format!(
+        "{}\n{}\n{}\n",
+        lines[0],
+        lines[1..lines.len() / 2].join("\n"),
+        lines[lines.len() - 1]
+    );
+    // (what, the file's bytes, what the message says)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty file", Vec::new(), "no PEM data"),
+        (
+            "text garbage",
+            b"this is not a certificate\n".repeat(40),
+            "no PEM data",
+        ),
+        (
+            "binary garbage",
+            (0..4096u32).map(|i| (i * 7 + 0x81) as u8).collect(),
+            "not PEM text (binary data)",
+        ),
+        (
+            "garbage DER in a PEM envelope",
+            pem("CERTIFICATE", &garbage_der).into_bytes(),
+            "not a valid X.509 certificate",
+        ),
+        (
+            "truncated PEM (no END line)",
+            cert_pem.as_bytes()[..cert_pem.len() / 2].to_vec(),
+            "truncated (no END line)",
+        ),
+        (
+            "PEM cut short inside its envelope",
+            cut_inside.into_bytes(),
+            "not a valid X.509 certificate",
+        ),
+        (
+            "bad base64",
+            cert_pem.replacen('M', "*", 3).into_bytes(),
+            "bad base64",
+        ),
+        ("DER where PEM is expected", der.clone(), "DER, not PEM"),
+        (
+            "a private key where the certificate belongs",
+            key_pem.clone().into_bytes(),
+            "no CERTIFICATE block",
+        ),
+        (
+            "an encrypted-key header",
+            format!(
+                "-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n{}",
+                lines[1..].join("\n")
+            )
+            .into_bytes(),
+            "PEM headers",
+        ),
+    ];
+    drop(probe);
+    for (what, bytes, why) in cases {
+        let node = Node::new();
+        let file = node.pki("apiserver.crt");
+        std::fs::write(&file, &bytes).unwrap();
+        let ran = node.assert_check_unreadable(&file, why);
+        assert!(
+            ran.out.contains("!UNREADABLE! apiserver"),
+            "{what}: {ran:?}"
+        );
+        // the rest of the node is still reported
+        assert!(ran.out.contains("admin.conf"), "{what}: {ran:?}");
+        let ran = node.assert_refused(&["renew", "all", "--no-restart"], 1, &file, why);
+        assert!(
+            ran.err.contains("renewal refused, nothing was changed"),
+            "{what}: {ran:?}"
+        );
+        // the same file in a kubeconfig's client-certificate-data
+        let conf = node.dir.join("scheduler.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let b64 = |d: &[u8]| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(d)
+        };
+        let old = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+            .unwrap()
+            .to_string();
+        if !bytes.is_empty() {
+            std::fs::write(&conf, text.replace(&old, &b64(&bytes))).unwrap();
+            let ran = node.check();
+            assert_eq!(ran.code, 2, "{what} in scheduler.conf: {ran:?}");
+            assert_names(&ran, &conf, why);
+        }
+    }
+    // one bit flipped in the signature: it parses, but no CA verifies it (README: "a leaf no
+    // known CA signed" is check's 1, and a refusal of the renewal)
+    let node = Node::new();
+    let file = node.pki("apiserver.crt");
+    std::fs::write(&file, pem("CERTIFICATE", &flipped)).unwrap();
+    let ran = node.check();
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert_names(&ran, &file, "is not signed by any known CA");
+    node.assert_refused(
+        &["renew", "all", "--no-restart"],
+        1,
+        &file,
+        "is not signed by any known CA",
+    );
+}
+
+#[test]
+fn broken_key_files_refuse_the_renewal_naming_the_key() {
+    let probe = Node::new();
+    let cert_pem = std::fs::read(probe.pki("apiserver.crt")).unwrap();
+    let key_der = der_of(&probe.pki("apiserver.key"));
+    let other_key = std::fs::read(probe.pki("front-proxy-client.key")).unwrap();
+    drop(probe);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", b"garbage\n".to_vec(), "no PRIVATE KEY block"),
+        ("DER where PEM is expected", key_der, "not PEM text"),
+        (
+            "a certificate where the key belongs",
+            cert_pem,
+            "no PRIVATE KEY block",
+        ),
+        ("another certificate's key", other_key, "does not match"),
+    ];
+    for (what, bytes, why) in cases {
+        let node = Node::new();
+        let key = node.pki("apiserver.key");
+        std::fs::write(&key, &bytes).unwrap();
+        // check reports certificates; it does not read keys (README, `check`)
+        let ran = node.check();
+        assert_eq!(ran.code, 0, "{what}: {ran:?}");
+        let ran = node.assert_refused(&["renew", "all", "--no-restart"], 1, &key, why);
+        assert!(ran.err.contains("apiserver"), "{what}: {ran:?}");
+    }
+}
+
+#[test]
+fn a_ca_file_holding_a_leaf_is_not_a_ca() {
+    // the leaf alone, then the leaf with its own key as the CA key (a consistent pair)
+    for with_its_key in [false, true] {
+        let node = Node::new();
+        let ca = node.pki("ca.crt");
+        std::fs::copy(node.pki("apiserver.crt"), &ca).unwrap();
+        if with_its_key {
+            std::fs::copy(node.pki("apiserver.key"), node.pki("ca.key")).unwrap();
+        }
+        node.assert_check_unreadable(&ca, "is not a CA");
+        node.assert_refused(&["renew", "all", "--no-restart"], 1, &ca, "is not a CA");
+    }
+}
+
+#[test]
+fn a_certificate_with_ten_thousand_sans_is_read_and_renewed_faithfully() {
+    if !have("openssl", "hostile") {
+        return;
+    }
+    const SANS: usize = 10_000;
+    let node = Node::new();
+    let spec = {
+        let mut s = NodeSpec::new(node.now, 100);
+        s.key_algorithm = KeyAlgorithm::EcdsaP256;
+        s
+    };
+    let ca = GeneratedCa::load(&node.dir.join("pki"), "ca").unwrap();
+    let template = LeafTemplate {
+        cn: "kube-apiserver".into(),
+        org: None,
+        sans: (0..SANS)
+            .map(|i| format!("host-{i}.example.internal"))
+            .collect(),
+        server: true,
+        client: false,
+    };
+    let (cert, key) = nodegen::make_leaf(&template, &ca, &spec).unwrap();
+    let file = node.pki("apiserver.crt");
+    std::fs::write(&file, &cert).unwrap();
+    std::fs::write(node.pki("apiserver.key"), &key).unwrap();
+    let size = cert.len();
+
+    let ran = node.check();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        ran.took < Duration::from_secs(5),
+        "check took {:?}",
+        ran.took
+    );
+    let old = node.tmp.path().join("old.crt");
+    std::fs::copy(&file, &old).unwrap();
+    let ran = node.run(None, &["renew", "apiserver", "--no-restart"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        ran.took < Duration::from_secs(10),
+        "renew took {:?}",
+        ran.took
+    );
+    // every SAN kept, in order (openssl is the oracle)
+    assert_eq!(identity_text(&file), identity_text(&old));
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        file.to_str().unwrap(),
+        "-noout",
+        "-ext",
+        "subjectAltName",
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("DNS:").count(), SANS);
+    assert_ne!(openssl_serial(&file), openssl_serial(&old));
+    eprintln!(
+        "hostile: {SANS} SANs ({size} bytes of PEM): check and renew in {:?}",
+        ran.took
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files that never end: huge, a FIFO, a device
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_100_mb_file_a_fifo_and_a_device_are_refused_without_reading_them() {
+    const BIG: u64 = 100 << 20;
+    for target in ["apiserver.crt", "apiserver.key", "admin.conf"] {
+        let node = Node::new();
+        let file = if target.ends_with(".conf") {
+            node.dir.join(target)
+        } else {
+            node.pki(target)
+        };
+        // a real file, then 100 MB (a sparse tail: writing it costs nothing)
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        f.set_len(BIG).unwrap();
+        drop(f);
+        // (check reads no keys, but a key it could not read makes the pair unusable)
+        let ran = node.assert_check_unreadable(&file, "104857600 bytes");
+        assert!(
+            ran.took < Duration::from_secs(3),
+            "{target}: check took {:?}",
+            ran.took
+        );
+        let ran = node.assert_refused(
+            &["renew", "all", "--no-restart"],
+            1,
+            &file,
+            "104857600 bytes",
+        );
+        assert!(
+            ran.took < Duration::from_secs(3),
+            "{target}: renew took {:?}",
+            ran.took
+        );
+    }
+    // a FIFO nobody writes (opening it would block forever) and /dev/zero (never ends)
+    for (target, kind) in [
+        ("apiserver.crt", "fifo"),
+        ("apiserver.key", "/dev/zero"),
+        ("ca.key", "fifo"),
+    ] {
+        let node = Node::new();
+        let file = node.pki(target);
+        std::fs::remove_file(&file).unwrap();
+        if kind == "fifo" {
+            let ok = Command::new("mkfifo")
+                .arg(&file)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mkfifo {}", file.display());
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        }
+        node.assert_check_unreadable(&file, "not a regular file");
+        node.assert_refused(
+            &["renew", "all", "--no-restart"],
+            1,
+            &file,
+            "not a regular file",
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile YAML
+// ---------------------------------------------------------------------------------------------
+
+/// A "billion laughs" document: 9 levels of 9 aliases each, 9^9 ≈ 387 million nodes expanded.
+fn alias_bomb() -> String {
+    let mut s = String::from("x-lol0: &l0 \"lol\"\n");
+    for i in 1..10 {
+        let refs = vec![format!("*l{}", i - 1); 9].join(", ");
+        s.push_str(&format!("x-lol{i}: &l{i} [{refs}]\n"));
+    }
+    s
+}
+
+#[test]
+fn a_kubeconfig_alias_bomb_is_refused_at_once() {
+    for place in ["top", "preferences", "user"] {
+        let node = Node::new();
+        let conf = node.dir.join("admin.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let bomb = alias_bomb();
+        let hostile = match place {
+            // extra top-level keys (ignored by the reader), the bomb in the ignored value, and
+            // the bomb where the reader looks
+            "top" => format!("{bomb}{text}"),
+            "preferences" => text.replace(
+                "preferences: {}\n",
+                &format!(
+                    "preferences:\n{}",
+                    bomb.lines().map(|l| format!("  {l}\n")).collect::<String>()
+                ),
+            ),
+            _ => format!(
+                "{bomb}{}",
+                text.replace("  user:\n", "  user:\n    x-lol: *l9\n")
+            ),
+        };
+        std::fs::write(&conf, &hostile).unwrap();
+        let ran = node.assert_check_unreadable(&conf, "not a valid kubeconfig (YAML)");
+        assert!(
+            ran.took < Duration::from_secs(3),
+            "{place}: check took {:?}",
+            ran.took
+        );
+        let ran = node.assert_refused(
+            &["renew", "all", "--no-restart"],
+            1,
+            &conf,
+            "not a valid kubeconfig (YAML)",
+        );
+        assert!(
+            ran.took < Duration::from_secs(3),
+            "{place}: renew took {:?}",
+            ran.took
+        );
+    }
+}
+
+#[test]
+fn duplicate_yaml_keys_in_a_kubeconfig_are_refused() {
+    let probe = Node::new();
+    let other_cert = std::fs::read(probe.pki("front-proxy-client.crt")).unwrap();
+    drop(probe);
+    let b64 = |d: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(d)
+    };
+    for key in ["current-context", "client-certificate-data", "users"] {
+        let node = Node::new();
+        let conf = node.dir.join("admin.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let hostile = match key {
+            "current-context" => text.replace(
+                "current-context:",
+                "current-context: elsewhere\ncurrent-context:",
+            ),
+            // a second certificate under the same key: which one would Go use?
+            "client-certificate-data" => text.replace(
+                "    client-key-data:",
+                &format!(
+                    "    client-certificate-data: {}\n    client-key-data:",
+                    b64(&other_cert)
+                ),
+            ),
+            _ => format!("{text}users: []\n"),
+        };
+        assert_ne!(hostile, text);
+        std::fs::write(&conf, &hostile).unwrap();
+        node.assert_check_unreadable(&conf, "duplicate");
+        node.assert_refused(&["renew", "all", "--no-restart"], 1, &conf, "duplicate");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links, names, modes, filesystems
+// ---------------------------------------------------------------------------------------------
+
+/// A link in pki pointing outside the kubernetes dir is followed, as kubeadm and the
+/// components follow it: `check` reads through it, `renew` replaces the file it points at and
+/// keeps the link — but only where nobody but root may write: a target directory others can
+/// write is refused, naming it.
+#[test]
+fn a_link_out_of_pki_is_followed_only_into_a_directory_root_alone_writes() {
+    for open in [false, true] {
+        let node = Node::new();
+        let outside = node.tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        for name in ["apiserver.crt", "apiserver.key"] {
+            std::fs::rename(node.pki(name), outside.join(name)).unwrap();
+            std::os::unix::fs::symlink(outside.join(name), node.pki(name)).unwrap();
+        }
+        let ran = node.check();
+        assert_eq!(ran.code, 0, "check reads through the link: {ran:?}");
+        if open {
+            chmod(&outside, 0o777);
+            let before = tree(&outside);
+            let ran = node.assert_refused(
+                &["renew", "all", "--no-restart"],
+                1,
+                &outside,
+                "writable by every user (mode 0777",
+            );
+            assert!(ran.err.contains("not written"), "{ran:?}");
+            assert_eq!(before, tree(&outside), "the link's target must not change");
+            continue;
+        }
+        let old = std::fs::read(outside.join("apiserver.crt")).unwrap();
+        let ran = node.renew();
+        assert_eq!(ran.code, 0, "{ran:?}");
+        assert!(
+            std::fs::symlink_metadata(node.pki("apiserver.crt"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link stays a link"
+        );
+        assert_ne!(std::fs::read(outside.join("apiserver.crt")).unwrap(), old);
+        assert_eq!(mode_of(&outside.join("apiserver.key")), 0o600);
+        assert_restart_pending(&node);
+    }
+}
+
+/// A manifests dir that is a link is read through it (kubelet reads its staticPodPath the
+/// same way); a renewal that would restart is still refused before writing when the runtime
+/// does not answer, and `restart` changes nothing.
+#[test]
+fn a_manifests_dir_that_is_a_link_is_read_through_it_and_nothing_changes() {
+    let node = Node::with(|s| s.manifests = true);
+    let real = node.tmp.path().join("elsewhere");
+    std::fs::rename(node.dir.join("manifests"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, node.dir.join("manifests")).unwrap();
+    let ran = node.check();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let before = {
+        let mut t = node.tree();
+        t.extend(tree(&real));
+        t
+    };
+    let ran = node.run(None, &["renew", "all"]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.err.contains("renewal not started, nothing was changed")
+            && ran.err.contains("/nonexistent/kcr-hostile.sock"),
+        "{ran:?}"
+    );
+    // (no Lease: with the default `coordinate = true` a restart first waits up to
+    // lease_wait_secs for a cluster API that is not there, before it asks the runtime)
+    let ran2 = node.run(Some("coordinate = false\n"), &["restart"]);
+    assert_eq!(ran2.code, 1, "{ran2:?}");
+    assert!(
+        ran2.said().contains("/nonexistent/kcr-hostile.sock"),
+        "{ran2:?}"
+    );
+    let mut after = node.tree();
+    after.extend(tree(&real));
+    after.retain(|p, _| !p.starts_with(&node.state) || before.contains_key(p));
+    assert_eq!(before, after, "{ran:?}\n{ran2:?}");
+    assert!(!node.dir.join(".kube-cert-renewer-parked").exists());
+}
+
+#[test]
+fn non_utf8_names_are_shown_and_do_not_stop_anything() {
+    // files with names that are not UTF-8 in pki, watched through extra_paths
+    let node = Node::new();
+    let garbage = node
+        .dir
+        .join("pki")
+        .join(OsStr::from_bytes(b"bad-\xff\xfe.crt"));
+    std::fs::write(&garbage, b"not a certificate\n").unwrap();
+    let copy = node
+        .dir
+        .join("pki")
+        .join(OsStr::from_bytes(b"copy-\xe9.crt"));
+    std::fs::copy(node.pki("apiserver.crt"), &copy).unwrap();
+    let config = format!("extra_paths = [\"{}/pki/*.crt\"]\n", node.dir.display());
+    for output in ["text", "json", "prometheus"] {
+        let ran = node.run(Some(&config), &["check", "-o", output]);
+        assert_eq!(ran.code, 2, "{output}: {ran:?}");
+        // (prometheus only counts read errors, as x509-certificate-exporter does)
+        assert!(
+            output == "prometheus" || ran.out.contains("bad-\u{fffd}\u{fffd}.crt"),
+            "{output}: {ran:?}"
+        );
+        assert!(ran.out.contains("copy-\u{fffd}.crt"), "{output}: {ran:?}");
+    }
+    let ran = node.renew();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(garbage.exists() && copy.exists());
+
+    // the whole node below a directory whose name is not UTF-8
+    let tmp = tempfile::tempdir().unwrap();
+    let odd = tmp.path().join(OsStr::from_bytes(b"n\xf6de"));
+    let node = Node::generate(tmp, odd.join("k"), odd.join("state"), |_| {});
+    let ran = node.check();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    // the journal records paths as JSON text: renew and restart refuse to start, naming the
+    // directory, before anything is written
+    for args in [&["renew", "all", "--no-restart"][..], &["restart"]] {
+        let ran = node.assert_refused(args, 3, &odd, "the path is not UTF-8");
+        assert!(ran.err.contains("refusing to work there"), "{ran:?}");
+    }
+}
+
+#[test]
+fn read_only_files_are_renewed_and_keep_their_modes() {
+    if !am_root("the read-only-files case (root writes files of mode 0444)") {
+        return;
+    }
+    let node = Node::new();
+    let modes = [
+        ("pki/apiserver.crt", 0o444),
+        ("pki/apiserver.key", 0o400),
+        ("pki/etcd/server.crt", 0o440),
+        ("admin.conf", 0o400),
+    ];
+    for (file, mode) in modes {
+        chmod(&node.dir.join(file), mode);
+    }
+    let before = snapshot(&node.dir);
+    let ran = node.renew();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    for (file, mode) in modes {
+        let path = node.dir.join(file);
+        assert_ne!(
+            std::fs::read(&path).unwrap(),
+            before[&path],
+            "{file} renewed"
+        );
+        assert_eq!(mode_of(&path), mode, "{file} keeps its mode");
+    }
+    assert_restart_pending(&node);
+}
+
+#[test]
+fn a_state_dir_on_another_filesystem_works() {
+    if !am_root("the state-dir-on-a-tmpfs case") {
+        return;
+    }
+    // the mount point in a temp dir of its own: unmounted (dropped) after the node, before
+    // its own dir goes
+    let mount_dir = tempfile::tempdir().unwrap();
+    let mount = mount_dir.path().to_path_buf();
+    let Some(_tmpfs) = Tmpfs::mount(&mount, "8m") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("k");
+    let node = Node::generate(tmp, dir, mount.join("state"), |_| {});
+    assert_ne!(
+        std::fs::metadata(&node.dir).unwrap().dev(),
+        std::fs::metadata(&mount).unwrap().dev()
+    );
+    for _ in 0..2 {
+        let ran = node.renew();
+        assert_eq!(ran.code, 0, "{ran:?}");
+        assert!(
+            ran.out.contains(&mount.display().to_string()),
+            "backup on the tmpfs: {ran:?}"
+        );
+    }
+    assert!(!node.state.join("journal.json").exists());
+    assert_restart_pending(&node);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories other users may write
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_state_or_kubernetes_dir_another_user_may_write_is_refused() {
+    if !am_root("the untrusted-directories case (chown to uid 65534)") {
+        return;
+    }
+    // (which dir, how it is opened up, what the message says)
+    let cases: [(&str, &str, &str); 7] = [
+        ("state", "0777", "writable by every user (mode 0777"),
+        ("state", "65534", "owned by uid 65534"),
+        ("k", "0777", "writable by every user (mode 0777"),
+        ("k", "65534", "owned by uid 65534"),
+        ("k/pki", "0777", "writable by every user (mode 0777"),
+        ("k/pki/etcd", "g+w 65534", "writable by group 65534"),
+        ("k/manifests", "1777", "writable by every user (mode 1777"),
+    ];
+    for (which, how, why) in cases {
+        let node = Node::with(|s| s.manifests = true);
+        let dir = node.tmp.path().join(which);
+        std::fs::create_dir_all(&dir).unwrap();
+        match how {
+            "0777" => chmod(&dir, 0o777),
+            "1777" => chmod(&dir, 0o1777),
+            "65534" => chown(&dir, 65534),
+            _ => {
+                std::os::unix::fs::lchown(&dir, Some(0), Some(65534)).unwrap();
+                chmod(&dir, 0o775);
+            }
+        }
+        for args in [
+            &["renew", "all", "--no-restart"][..],
+            &["renew", "all", "--dry-run"],
+            &["restart"],
+        ] {
+            let ran = node.assert_refused(args, 3, &dir, why);
+            assert!(
+                ran.err.contains("refusing to work there"),
+                "{which} {how}: {ran:?}"
+            );
+        }
+        // check only reads: it still reports
+        let ran = node.check();
+        assert_eq!(ran.code, 0, "{which} {how}: {ran:?}");
+    }
+}
+
+/// What an open state dir would allow: a journal planted by another user that makes root copy
+/// the user's file over one of root's. With the dir open, no command acts on it; the same
+/// journal in a dir only root writes is acted on (proving the case is real).
+#[test]
+fn a_journal_planted_in_an_open_state_dir_is_not_acted_on() {
+    if !am_root("the planted-journal case") {
+        return;
+    }
+    use kube_cert_renewer::state::{journal, store};
+    let node = Node::new();
+    let victim = node.pki("ca.key");
+    let precious = std::fs::read(&victim).unwrap();
+    // the attacker's "backup" of ca.key, holding the attacker's bytes
+    let backup = store::backup(
+        &node.state.join("backups"),
+        "planted",
+        &node.dir,
+        std::slice::from_ref(&victim),
+    )
+    .unwrap();
+    std::fs::write(backup.join("pki/ca.key"), b"the attacker's key\n").unwrap();
+    let intent = journal::restore_intent(&backup).unwrap();
+    journal::record(&node.state, &intent).unwrap();
+    chmod(&node.state, 0o777);
+    let before = node.tree();
+    for args in [&["renew", "all", "--no-restart"][..], &["restart"]] {
+        let ran = node.run(None, args);
+        assert_eq!(ran.code, 3, "{args:?}: {ran:?}");
+        assert_names(&ran, &node.state, "writable by every user");
+        assert_eq!(std::fs::read(&victim).unwrap(), precious);
+    }
+    // check only reads: it says on stderr why the journal is left alone (its exit code is
+    // about the certificates; a parked manifest would still show as one)
+    let ran = node.check();
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(ran.err.contains("pending recovery not done"), "{ran:?}");
+    assert_names(&ran, &node.state, "writable by every user");
+    assert_eq!(before, node.tree(), "{ran:?}");
+    assert_eq!(std::fs::read(&victim).unwrap(), precious);
+    // the control: in a dir only root writes, the journal is acted on
+    chmod(&node.state, 0o700);
+    let ran = node.check();
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"the attacker's key\n",
+        "{ran:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration out of range
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_numeric_config_key_just_outside_its_range_is_exit_3_naming_it() {
+    let node = Node::new();
+    // each key at the first value outside its range, on both sides where there are two
+    let cases: &[(&str, &str)] = &[
+        ("warn_days = 36501", "warn_days"),
+        ("critical_days = 36501\nwarn_days = 36500", "critical_days"),
+        ("warn_days = 6", "critical_days"),
+        ("ca_warn_days = 36501", "ca_warn_days"),
+        ("ca_critical_days = 366", "ca_critical_days"),
+        ("renew_before_days = 36501", "renew_before_days"),
+        ("validity_days = 0", "validity_days"),
+        ("validity_days = 36501", "validity_days"),
+        ("keep_backups = 0", "keep_backups"),
+        ("keep_backups = 1001", "keep_backups"),
+        ("restart_poll_ms = 99", "restart_poll_ms"),
+        ("restart_poll_ms = 251", "restart_poll_ms"),
+        ("restart_stop_timeout_secs = 0", "restart_stop_timeout_secs"),
+        (
+            "restart_stop_timeout_secs = 3601",
+            "restart_stop_timeout_secs",
+        ),
+        (
+            "restart_start_timeout_secs = 0",
+            "restart_start_timeout_secs",
+        ),
+        (
+            "restart_start_timeout_secs = 3601",
+            "restart_start_timeout_secs",
+        ),
+        ("restart_settle_secs = 300", "restart_settle_secs"),
+        ("lease_duration_secs = 2", "lease_duration_secs"),
+        ("lease_duration_secs = 3601", "lease_duration_secs"),
+        ("lease_wait_secs = 604801", "lease_wait_secs"),
+        ("lease_settle_secs = 3601", "lease_settle_secs"),
+        ("control_plane_nodes = 1001", "control_plane_nodes"),
+        // not numbers of the key's type at all
+        ("warn_days = -1", "warn_days"),
+        ("critical_days = 4294967296", "critical_days"),
+        ("keep_backups = 18446744073709551616", "keep_backups"),
+        ("restart_poll_ms = 1e3", "restart_poll_ms"),
+        ("validity_days = nan", "validity_days"),
+    ];
+    for (text, key) in cases {
+        for args in [
+            &["check"][..],
+            &["renew", "all", "--no-restart"],
+            &["schedule"],
+        ] {
+            let ran = node.run(Some(&format!("{text}\n")), args);
+            assert_eq!(ran.code, 3, "{text} ({args:?}): {ran:?}");
+            assert!(
+                ran.err.contains(key) && ran.err.contains("config.toml"),
+                "{text} ({args:?}) must name {key} and the file: {ran:?}"
+            );
+        }
+    }
+    // at the edges, inside: accepted
+    let edges = "warn_days = 36500\ncritical_days = 36500\nca_warn_days = 36500\n\
+                 ca_critical_days = 0\nrenew_before_days = 36500\nvalidity_days = 36500\n\
+                 keep_backups = 1000\nrestart_poll_ms = 250\nrestart_stop_timeout_secs = 3600\n\
+                 restart_start_timeout_secs = 3600\nrestart_settle_secs = 3599\n\
+                 lease_duration_secs = 3600\nlease_wait_secs = 604800\nlease_settle_secs = 3600\n\
+                 control_plane_nodes = 1000\n";
+    let ran = node.run(Some(edges), &["check"]);
+    assert!(ran.code != 3, "{ran:?}");
+}
