@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::standin_node::{containerd, text};
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,17 +33,12 @@ const COMPONENTS: [&str; 4] = [
     "kube-scheduler",
 ];
 
-fn containerd() -> Option<PathBuf> {
-    match std::env::var_os("KCR_CONTAINERD_SOCKET") {
-        Some(s) if Path::new(&s).exists() => Some(PathBuf::from(s)),
-        _ => {
-            common::cannot_run(
-                "KCR_CONTAINERD_SOCKET is not set to a running containerd's socket: the \
-                 three-node tests cannot run (tests/support/containerd-env.sh starts one)",
-            );
-            None
-        }
-    }
+/// Where a test's nodes live.
+fn cluster_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("kcr-cluster.")
+        .tempdir()
+        .unwrap()
 }
 
 /// One control-plane node: its kubernetes dir, state, config, and its kubelet stand-in.
@@ -315,25 +312,13 @@ fn serve_fake_api(first: &Node, store: LeaseStore) -> fake_api::Served {
     .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn three_nodes_renewed_in_one_window_never_restart_together_and_etcd_keeps_quorum() {
     let Some(socket) = containerd() else { return };
     if !common::have("etcd", "the three-node cluster test") {
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("kcr-cluster.")
-        .tempdir()
-        .unwrap();
+    let tmp = cluster_dir();
     let store = LeaseStore::new();
     // the nodes must exist before the API's certificate can be signed by their CA: make them,
     // then point their Lease at the API once it listens
@@ -545,10 +530,7 @@ fn api_down_and_own_apiserver_certificate_expired_restarts_without_the_lease() {
     if !common::have("etcd", "the API-down test") {
         return;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("kcr-cluster.")
-        .tempdir()
-        .unwrap();
+    let tmp = cluster_dir();
     let dead = format!("https://127.0.0.1:{}", common::free_port());
     let mut nodes = make_cluster(
         tmp.path(),
@@ -584,10 +566,7 @@ fn api_down_and_own_apiserver_certificate_expired_restarts_without_the_lease() {
 #[test]
 fn api_down_with_valid_certificates_waits_then_leaves_the_restart_pending() {
     let Some(socket) = containerd() else { return };
-    let tmp = tempfile::Builder::new()
-        .prefix("kcr-cluster.")
-        .tempdir()
-        .unwrap();
+    let tmp = cluster_dir();
     let dead = format!("https://127.0.0.1:{}", common::free_port());
     let nodes = make_cluster(
         tmp.path(),
@@ -631,10 +610,7 @@ fn api_down_with_valid_certificates_waits_then_leaves_the_restart_pending() {
 #[test]
 fn the_daemon_shows_the_wait_for_the_lease_in_its_status_and_events() {
     let Some(socket) = containerd() else { return };
-    let tmp = tempfile::Builder::new()
-        .prefix("kcr-cluster.")
-        .tempdir()
-        .unwrap();
+    let tmp = cluster_dir();
     let dead = format!("https://127.0.0.1:{}", common::free_port());
     let nodes = make_cluster(
         tmp.path(),

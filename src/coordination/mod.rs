@@ -476,8 +476,11 @@ impl Held {
     /// Lease expires by itself).
     pub fn release(mut self, settle: Duration, stop: &dyn Fn() -> bool) -> Vec<String> {
         sleep_unless(settle, stop);
-        let (last, mut problems) = self.stop_renewing();
-        let mut current = last;
+        let Some((mut current, mut problems)) = self.stop_renewing() else {
+            return vec![
+                "the Lease renewer stopped unexpectedly; the Lease expires by itself".into(),
+            ];
+        };
         for _ in 0..5 {
             let now = OffsetDateTime::now_utc();
             match self.api.replace(&lease::released(&current, now)) {
@@ -500,23 +503,10 @@ impl Held {
         problems
     }
 
-    fn stop_renewing(&mut self) -> (Lease, Vec<String>) {
+    /// Stops the renewer; the Lease as last written, or `None` when the renewer died.
+    fn stop_renewing(&mut self) -> Option<(Lease, Vec<String>)> {
         self.stop.take();
-        match self.renewer.take().map(|r| r.join()) {
-            Some(Ok(result)) => result,
-            _ => (
-                Lease {
-                    object: serde_json::Value::Null,
-                    resource_version: String::new(),
-                    holder: None,
-                    duration_secs: None,
-                    renew_time: None,
-                    acquire_time: None,
-                    transitions: 0,
-                },
-                vec!["the Lease renewer stopped unexpectedly".into()],
-            ),
-        }
+        self.renewer.take().and_then(|r| r.join().ok())
     }
 }
 

@@ -604,10 +604,10 @@ impl Job<'_> {
             Ok(Ok(Err(e))) => failed(e),
             Ok(Err(why)) => {
                 // The restart was dropped at an await point: finish what its journal says.
-                let recovered = journal::recover(state_dir)
-                    .map(|m| m.unwrap_or_else(|| "nothing was left to put back".into()))
-                    .unwrap_or_else(|e| format!("putting things back failed: {e}"));
-                failed(format!("interrupted by {why}: {recovered}"))
+                failed(format!(
+                    "interrupted by {why}: {}",
+                    finish_journal(state_dir)
+                ))
             }
         };
         // Not healthy (or not known to be): the Lease is not released but left to expire
@@ -673,12 +673,10 @@ impl Job<'_> {
                 return RestartStep::NotNeeded { notes };
             }
             Ok(Ok(Err(e))) | Err(e) => e,
-            Ok(Err(why)) => {
-                let recovered = journal::recover(&state_dir)
-                    .map(|m| m.unwrap_or_else(|| "nothing was left to undo".into()))
-                    .unwrap_or_else(|e| format!("undoing failed: {e}"));
-                format!("interrupted by {why} while proving the renewed kubeconfigs: {recovered}")
-            }
+            Ok(Err(why)) => format!(
+                "interrupted by {why} while proving the renewed kubeconfigs: {}",
+                finish_journal(&state_dir)
+            ),
         };
         events::renewal_failed(&error);
         RestartStep::Failed { notes, error }
@@ -896,6 +894,13 @@ impl Job<'_> {
         };
         move || flag.as_ref().is_some_and(|f| *f.borrow())
     }
+}
+
+/// After an interruption dropped a step at an await point: what the journal's recovery did.
+fn finish_journal(state_dir: &Path) -> String {
+    journal::recover(state_dir)
+        .map(|m| m.unwrap_or_else(|| "nothing was left to undo".into()))
+        .unwrap_or_else(|e| format!("undoing it failed: {e}"))
 }
 
 /// The components a restart is wanted for: fed by `renewed` or waiting in `pending`; with
