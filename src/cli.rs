@@ -50,7 +50,8 @@ const AFTER_LONG_HELP: &str = "Files: /etc/kube-cert-renewer/config.toml (every 
 the example in the package lists them with their defaults), /var/lib/kube-cert-renewer (backups \
 of every replaced file, the intent journal, the restart-pending record, the daemon's memory, the \
 lock). Exit codes: 0 ok; 1 attention needed, or a renewal/restart refused or failed; 2 (check) \
-critical, expired, unreadable, or a manifest parked; 3 the command could not run. Events: \
+critical, expired, unreadable, or a manifest parked; 3 the command could not run; 4 (recover) \
+a CA or sa.key is gone from the node and every snapshot. Events: \
 journalctl -u kube-cert-renewer, explained by `journalctl -x`. The units: \
 kube-cert-renewer.service (the daemon), or kube-cert-renewer-renew.timer (a monthly `renew \
 --due`, without a daemon).";
@@ -72,6 +73,11 @@ pub enum Command {
     /// Run as the node's service: renew in the maintenance window, watch every certificate,
     /// renew at once what gets critical, restart safely, alert through the journal.
     Run(RunArgs),
+    /// Bring back missing kubeadm files (one key or the whole /etc/kubernetes): restored from
+    /// the snapshots, else re-issued from the CAs as kubeadm would; then restart and verify.
+    Recover(RecoverArgs),
+    /// Take a snapshot of the node's kubeadm files now (the daemon keeps them fresh).
+    Snapshot(SnapshotArgs),
     /// Show the next maintenance windows of this node and what would be due at each.
     Schedule(ScheduleArgs),
     /// Build a throwaway kubeadm-shaped node in a temp dir and run the product on it.
@@ -128,6 +134,40 @@ pub struct RenewArgs {
     /// Validity of the new certificates in days (config `validity_days`, default 365).
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub validity: Option<u32>,
+}
+
+/// Options of `recover`.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Say what would be restored, re-issued or left missing, and check it, without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Draw only from this snapshot (a name `--list` shows, or its directory).
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub from: Option<String>,
+    /// List the snapshots and exit.
+    #[arg(long, conflicts_with_all = ["dry_run", "from", "new_ca"])]
+    pub list: bool,
+    /// A kubeadm config file (InitConfiguration/ClusterConfiguration) for what a certificate
+    /// re-issued from scratch needs: extra SANs, the control-plane endpoint, the DNS domain.
+    #[arg(long, value_name = "FILE")]
+    pub kubeadm_config: Option<PathBuf>,
+    /// Generate this CA (`ca`, `etcd-ca`, `front-proxy-ca`) or the `sa` key pair here when it is
+    /// gone from the node and every snapshot. Every node of the cluster must then trust the new
+    /// one: read the procedure `recover` prints without it first.
+    #[arg(long, value_name = "NAME")]
+    pub new_ca: Vec<String>,
+    /// Do not restart the control plane afterwards.
+    #[arg(long)]
+    pub no_restart: bool,
+}
+
+/// Options of `snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Take it even when files of the newest snapshot are missing now (removed on purpose).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Output formats of `check`.
@@ -358,6 +398,80 @@ pub fn restart(job: &Job, args: &RestartArgs) -> Result<i32, String> {
     Ok(if report.problems.is_empty() { 0 } else { 1 })
 }
 
+/// Exit code of `recover` when a CA or `sa.key` is gone from the node and every snapshot.
+pub const EXIT_SECRET_GONE: i32 = 4;
+
+/// Runs `recover`; returns the exit code: 0 everything missing is back (and restarted healthy);
+/// 1 refused, failed, or something left missing; 4 a CA or `sa.key` is gone everywhere (the
+/// procedure is printed, nothing written).
+pub fn recover(job: &Job, args: &RecoverArgs) -> Result<i32, String> {
+    use crate::recover::run::{RecoverError, Request};
+    if args.list {
+        let all = crate::state::snapshot::list(&job.config.state_dir)?;
+        if all.is_empty() {
+            println!(
+                "No snapshot in {}.",
+                crate::state::snapshot::dir(&job.config.state_dir).display()
+            );
+        }
+        for s in all {
+            println!("{}\t{} files\t{}", s.name, s.files.len(), s.dir.display());
+        }
+        return Ok(0);
+    }
+    let request = Request {
+        dry_run: args.dry_run,
+        from: args.from.clone(),
+        kubeadm_config: args.kubeadm_config.clone(),
+        new_cas: args.new_ca.iter().cloned().collect(),
+    };
+    match job.recover_files(&request, !args.no_restart, &mut Print) {
+        Ok(report) => {
+            print!("{}", runs::recover_text(&report));
+            if let Some(e) = runs::restart_error(&report.restart) {
+                eprintln!("kube-cert-renewer: {e}");
+                return Ok(1);
+            }
+            Ok(if report.outcome.unrecoverable.is_empty() {
+                0
+            } else {
+                1
+            })
+        }
+        Err(RecoverError::Stopped(outcome)) => {
+            eprint!("{}", runs::recover_stopped_text(&outcome));
+            Ok(EXIT_SECRET_GONE)
+        }
+        Err(RecoverError::Refused(reasons)) => {
+            eprintln!("kube-cert-renewer: recovery refused, nothing was written:");
+            for r in reasons {
+                eprintln!("  {r}");
+            }
+            Ok(1)
+        }
+        Err(RecoverError::Failed(e)) => {
+            eprintln!("kube-cert-renewer: recovery failed: {e}");
+            Ok(1)
+        }
+        Err(RecoverError::CannotRun(e)) => Err(e),
+    }
+}
+
+/// Runs `snapshot`: 0 taken or unchanged, 1 not taken (files missing), 3 snapshots are off.
+pub fn snapshot(job: &Job, args: &SnapshotArgs) -> Result<i32, String> {
+    match job.refresh_snapshot(args.force) {
+        None => Err("snapshots are turned off (config `snapshots = false`)".into()),
+        Some(Ok(line)) => {
+            println!("{line}");
+            Ok(0)
+        }
+        Some(Err(e)) => {
+            eprintln!("kube-cert-renewer: {e}");
+            Ok(1)
+        }
+    }
+}
+
 /// Runs the kubelet stand-in until SIGINT/SIGTERM.
 #[cfg(feature = "test-support")]
 fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String> {
@@ -416,7 +530,10 @@ pub fn main() -> i32 {
     };
     let now = cli.now.unwrap_or_else(OffsetDateTime::now_utc);
     let endpoint = cli.runtime_endpoint.as_deref();
-    if matches!(cli.command, Command::Renew(_) | Command::Restart(_)) {
+    if matches!(
+        cli.command,
+        Command::Renew(_) | Command::Restart(_) | Command::Recover(_)
+    ) {
         // a run by hand tells the journal what it did, as the daemon does (its own output is
         // for the person at the terminal)
         let _ = crate::daemon::events::init_logging(crate::daemon::events::LogTo::JournalOnly);
@@ -440,6 +557,17 @@ pub fn main() -> i32 {
         Command::Restart(args) => effective_config(&cli).and_then(|c| {
             let _lock = locked(&c)?;
             restart(&by_hand(&c, endpoint, now), args)
+        }),
+        Command::Recover(args) => effective_config(&cli).and_then(|c| {
+            if args.list {
+                return recover(&by_hand(&c, endpoint, now), args);
+            }
+            let _lock = locked(&c)?;
+            recover(&by_hand(&c, endpoint, now), args)
+        }),
+        Command::Snapshot(args) => effective_config(&cli).and_then(|c| {
+            let _lock = locked(&c)?;
+            snapshot(&by_hand(&c, endpoint, now), args)
         }),
         #[cfg(feature = "test-support")]
         Command::KubeletStandin(args) => standin(endpoint, args),

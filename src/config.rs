@@ -104,6 +104,13 @@ pub struct Config {
     /// How many control-plane nodes the cluster has; 0 = find out (the local etcd's members).
     /// 1 lets a restart go on without the Lease when the API does not answer.
     pub control_plane_nodes: u32,
+    /// Keep snapshots of the node's kubeadm files in the state dir (`recover` rebuilds a node
+    /// from them). They hold the cluster's CA keys: turn off where keys must not be copied.
+    pub snapshots: bool,
+    /// How many snapshot generations to keep.
+    pub keep_snapshots: usize,
+    /// Let the daemon run `recover` by itself when files go missing (never generates a CA).
+    pub auto_recover: bool,
 }
 
 /// What to do when the Lease cannot be asked for (config `when_api_unreachable`).
@@ -168,6 +175,9 @@ impl Default for Config {
             lease_settle_secs: 10,
             when_api_unreachable: WhenUnreachable::Wait,
             control_plane_nodes: 0,
+            snapshots: true,
+            keep_snapshots: 5,
+            auto_recover: false,
         }
     }
 }
@@ -250,6 +260,12 @@ impl Config {
             return invalid(format!(
                 "keep_backups must be 1 to 1000, not {}",
                 self.keep_backups
+            ));
+        }
+        if !(1..=1000).contains(&self.keep_snapshots) {
+            return invalid(format!(
+                "keep_snapshots must be 1 to 1000, not {}",
+                self.keep_snapshots
             ));
         }
         if self.control_plane_nodes > 1000 {

@@ -15,6 +15,8 @@
 //!   TLS health probes;
 //! - [`state`]: what survives a crash — atomic writes and backups, the intent journal, the
 //!   restart-pending record, the node lock;
+//! - [`recover`]: rebuilding deleted kubeadm files from snapshots, else from the CAs with
+//!   kubeadm's profiles;
 //! - [`coordination`]: the cluster-wide Lease that lets one control-plane node restart at a time;
 //! - [`report`]: `check`'s tables, JSON and metrics;
 //! - [`daemon`]: `run` — the calendar window, the watch, systemd and journald;
@@ -31,6 +33,7 @@ pub mod demo;
 pub mod failpoint;
 pub mod node;
 pub mod pki;
+pub mod recover;
 pub mod renew;
 pub mod report;
 pub mod state;

@@ -535,3 +535,92 @@ fn the_daemon_waits_for_a_manual_run_to_finish_and_writes_its_metrics() {
     );
     drop(daemon);
 }
+
+/// The daemon keeps a snapshot of the node, alerts (its own MESSAGE_ID, the STATUS= line) when
+/// kubeadm files go missing, and with `auto_recover = true` brings them back by itself.
+#[test]
+fn the_daemon_snapshots_alerts_missing_files_and_recovers_them() {
+    let node = Node::new(100);
+    std::fs::write(node.config(), "restart_poll_ms = 100\n").unwrap();
+    let key = node.dir().join("pki/apiserver.key");
+    let original = std::fs::read(&key).unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let mut daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    daemon.wait_said("snapshot taken", Duration::from_secs(20));
+    let snapshots = node.state().join("snapshots");
+    assert_eq!(std::fs::read_dir(&snapshots).unwrap().count(), 1);
+
+    std::fs::remove_file(&key).unwrap();
+    let status = notify.wait_for("STATUS= with MISSING", Duration::from_secs(30), |m| {
+        m.lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("MISSING: 1 kubeadm file"))
+    });
+    assert!(status.contains("kube-cert-renewer recover"), "{status}");
+    daemon.wait_said(
+        "kubeadm file(s) missing from the node",
+        Duration::from_secs(10),
+    );
+    assert!(
+        daemon.said().contains(&key.display().to_string()),
+        "{}",
+        daemon.said()
+    );
+    assert!(
+        !key.exists(),
+        "auto_recover is off by default: nothing recovered"
+    );
+    assert_eq!(
+        std::fs::read_dir(&snapshots).unwrap().count(),
+        1,
+        "no snapshot of a damaged node"
+    );
+    daemon.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // auto_recover: the key comes back, byte for byte, from the snapshot
+    std::fs::write(
+        node.config(),
+        "restart_poll_ms = 100\nauto_recover = true\n",
+    )
+    .unwrap();
+    let again = node.tmp.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let mut notify = NotifySocket::bind(&again);
+    let daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon2.log"),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !key.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "not recovered: {}",
+            daemon.said()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read(&key).unwrap(), original);
+    daemon.wait_said("restored from snapshot", Duration::from_secs(10));
+    let mut daemon = daemon;
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon keeps running after a recovery: {}",
+        daemon.said()
+    );
+    daemon.signal("-TERM");
+}

@@ -42,11 +42,17 @@ pub enum Kind {
     LeaseWaiting,
     /// A restart goes on without the Lease (the API does not answer and an exception applies).
     LeaseBypassed,
+    /// kubeadm files are missing from the node (deleted), not merely expiring.
+    FilesMissing,
+    /// Missing files were brought back (restored from a snapshot or re-issued).
+    Recovered,
+    /// A recovery was refused, failed, or stopped because a CA or `sa.key` is gone everywhere.
+    RecoveryFailed,
 }
 
 impl Kind {
     /// Every kind, for the catalog and its test.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Expiring,
         Kind::Critical,
         Kind::Expired,
@@ -59,6 +65,9 @@ impl Kind {
         Kind::ConfigInvalid,
         Kind::LeaseWaiting,
         Kind::LeaseBypassed,
+        Kind::FilesMissing,
+        Kind::Recovered,
+        Kind::RecoveryFailed,
     ];
 
     /// The stable journal `MESSAGE_ID` (128 bits, hex, as systemd's catalog wants them).
@@ -76,6 +85,9 @@ impl Kind {
             Kind::ConfigInvalid => "bad79c2970464c8aade6aef919804bdf",
             Kind::LeaseWaiting => "3645b827b0a74b128d2f8daab4797442",
             Kind::LeaseBypassed => "721d6050c17d4240bfb2f6fd06701826",
+            Kind::FilesMissing => "0b9c1d7e5a2f4c6e8d3b7a1f9e4c2d60",
+            Kind::Recovered => "6f3e8a2c1b7d4e9f8a5c3d2b1e7f6a49",
+            Kind::RecoveryFailed => "c84d2e7f1a9b4c3d8e6f5a2b7c1d9e03",
         }
     }
 
@@ -94,6 +106,9 @@ impl Kind {
             Kind::ConfigInvalid => "config-invalid",
             Kind::LeaseWaiting => "lease-waiting",
             Kind::LeaseBypassed => "lease-bypassed",
+            Kind::FilesMissing => "files-missing",
+            Kind::Recovered => "recovered",
+            Kind::RecoveryFailed => "recovery-failed",
         }
     }
 }
@@ -111,6 +126,45 @@ pub struct CertAlert {
     pub days_left: i64,
     /// The CA that signed it, when known.
     pub ca: Option<String>,
+}
+
+/// kubeadm files are gone from the node (`missing`: one line each, naming the file).
+pub fn files_missing(missing: &[String], reminder: bool) {
+    let kind = Kind::FilesMissing;
+    let action = if reminder { "reminder" } else { "alert" };
+    error!(
+        message_id = kind.message_id(),
+        cert_path = %missing.join(","), action = action, outcome = kind.name(),
+        "{} kubeadm file(s) missing from the node: {}; `kube-cert-renewer recover` brings them back",
+        missing.len(),
+        missing.join(", ")
+    );
+}
+
+/// Missing files were brought back.
+pub fn recovered(outcome: &crate::recover::run::Outcome) {
+    let kind = Kind::Recovered;
+    for step in &outcome.steps {
+        let files: Vec<String> = step.files.iter().map(|f| f.display().to_string()).collect();
+        info!(
+            message_id = kind.message_id(),
+            cert_name = %step.name, cert_path = %files.join(","), action = "recover",
+            outcome = kind.name(),
+            "{} {}: {}",
+            step.name, step.how, files.join(", ")
+        );
+    }
+}
+
+/// A recovery did not happen (refused, failed, or stopped for a secret gone everywhere).
+pub fn recovery_failed(error: &crate::recover::run::RecoverError) {
+    let kind = Kind::RecoveryFailed;
+    error!(
+        message_id = kind.message_id(),
+        action = "recover",
+        outcome = kind.name(),
+        "recovery: {error}"
+    );
 }
 
 /// A certificate crossed into (or, as a daily `reminder`, is still in) the state of `kind`:

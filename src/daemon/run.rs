@@ -93,6 +93,35 @@ struct Look {
     inventory: Inventory,
     certs: Vec<Watched>,
     pending: pending::Pending,
+    /// kubeadm files gone from the node: those of the newest snapshot that no longer exist,
+    /// and kubeadm's CAs and certificates the inventory finds missing.
+    missing: Vec<String>,
+}
+
+/// The kubeadm files missing from the node (see [`Look::missing`]).
+fn missing_files(config: &Config, inventory: &Inventory) -> Vec<String> {
+    let mut missing: Vec<String> = inventory
+        .cas
+        .iter()
+        .chain(&inventory.leaves)
+        .filter(|e| e.state == inventory::State::Missing)
+        .map(|e| e.source.cert_path().display().to_string())
+        .collect();
+    if config.snapshots
+        && let Ok(all) = crate::state::snapshot::list(&config.state_dir)
+        && let Some(newest) = all.first()
+    {
+        missing.extend(
+            newest
+                .files
+                .keys()
+                .filter(|p| std::fs::symlink_metadata(p).is_err())
+                .map(|p| p.display().to_string()),
+        );
+    }
+    missing.sort();
+    missing.dedup();
+    missing
 }
 
 /// Reads the node: every certificate (with whether this product would renew it) and the
@@ -139,10 +168,12 @@ fn look(config: &Config, now: OffsetDateTime) -> Look {
         })
         .collect();
     let pending = pending::load(&config.state_dir).unwrap_or_default();
+    let missing = missing_files(config, &inventory);
     Look {
         inventory,
         certs,
         pending,
+        missing,
     }
 }
 
@@ -155,6 +186,12 @@ fn status_line(
     now: OffsetDateTime,
 ) -> String {
     let mut parts = Vec::new();
+    if !look.missing.is_empty() {
+        parts.push(format!(
+            "MISSING: {} kubeadm file(s), run `kube-cert-renewer recover`",
+            look.missing.len()
+        ));
+    }
     if let Some(next) = decision.next_window {
         parts.push(format!("next window {}", calendar.local_human(next)));
     }
@@ -210,6 +247,8 @@ enum Done {
     Renewal(Result<job::RenewReport, job::JobError>),
     /// A restart of pending components ran.
     Restart(Result<job::RestartReport, job::JobError>),
+    /// A recovery of missing files ran (`auto_recover`).
+    Recovery(Result<job::RecoverReport, crate::recover::run::RecoverError>),
     /// The stop request came while waiting for the lock.
     Stopped,
 }
@@ -219,6 +258,7 @@ enum Done {
 enum Work {
     Renew(RenewRequest),
     RestartPending,
+    Recover,
 }
 
 /// Runs `work` on its own thread, holding the node lock (waiting for a manual run to finish
@@ -242,7 +282,7 @@ fn spawn_job(
                     events::renewal_failed(&refused.to_string());
                     let _ = tx.send(match work {
                         Work::Renew(_) => Done::Renewal(Err(refused)),
-                        Work::RestartPending => Done::Restart(Err(refused)),
+                        Work::RestartPending | Work::Recover => Done::Restart(Err(refused)),
                     });
                     return;
                 }
@@ -272,6 +312,11 @@ fn spawn_job(
         let done = match work {
             Work::Renew(request) => Done::Renewal(job.renew(&request, &mut Quiet)),
             Work::RestartPending => Done::Restart(job.restart_pending(&mut Quiet)),
+            Work::Recover => Done::Recovery(job.recover_files(
+                &crate::recover::run::Request::default(),
+                true,
+                &mut Quiet,
+            )),
         };
         let _ = tx.send(done);
     });
@@ -322,6 +367,13 @@ fn outcome_of(done: &Done) -> (bool, usize) {
             events::restart_failed(&[], &e.to_string());
             (false, 0)
         }
+        Done::Recovery(Ok(report)) => (
+            report.outcome.unrecoverable.is_empty()
+                && !matches!(report.restart, RestartStep::Failed { .. }),
+            report.outcome.steps.len(),
+        ),
+        // said in the journal by the job (recovery-failed)
+        Done::Recovery(Err(_)) => (false, 0),
         Done::Stopped => (false, 0),
     }
 }
@@ -364,6 +416,10 @@ pub fn run(start: Start) -> Result<i32, String> {
         }
         let mut ready = false;
         let mut last_status = String::new();
+        // missing files: alerted when the set changes, reminded daily; auto-recovered at most
+        // once an hour (a recovery that cannot finish must not loop)
+        let mut missing_alerted: (Vec<String>, Option<OffsetDateTime>) = (Vec::new(), None);
+        let mut recovered_at: Option<OffsetDateTime> = None;
         let mut stopping = false;
         'evaluate: loop {
             // a job ordered by this evaluation runs first, then the node is looked at again
@@ -381,6 +437,18 @@ pub fn run(start: Start) -> Result<i32, String> {
             }
             memory = decision.memory.clone();
             alert_pending(&look_now.pending, &mut memory, t);
+            if look_now.missing.is_empty() {
+                missing_alerted = (Vec::new(), None);
+                refresh_snapshot(&config, t);
+            } else if missing_alerted.0 != look_now.missing
+                || missing_alerted.1.is_none_or(|at| t - at >= time::Duration::DAY)
+            {
+                events::files_missing(&look_now.missing, missing_alerted.0 == look_now.missing);
+                missing_alerted = (look_now.missing.clone(), Some(t));
+            }
+            let recover_now = config.auto_recover
+                && !look_now.missing.is_empty()
+                && recovered_at.is_none_or(|at| t - at >= time::Duration::HOUR);
             if !ready {
                 // started: the first look is done (a job it orders may take minutes, longer
                 // than systemd waits for a start)
@@ -389,6 +457,14 @@ pub fn run(start: Start) -> Result<i32, String> {
                 ready = true;
             }
             let work = match &decision.renew {
+                _ if recover_now && !stopping => {
+                    events::note(&format!(
+                        "auto_recover: {} kubeadm file(s) missing, recovering",
+                        look_now.missing.len()
+                    ));
+                    recovered_at = Some(t);
+                    Some(Work::Recover)
+                }
                 Some(order) if !stopping => {
                     events::note(&format!(
                         "{}: renewing what expires within {} days{}",
@@ -416,6 +492,7 @@ pub fn run(start: Start) -> Result<i32, String> {
                 systemd::status(&format!("working: {}", match &work {
                     Work::Renew(_) => "renewal",
                     Work::RestartPending => "pending restart",
+                    Work::Recover => "recovery of missing files",
                 }));
                 systemd::beat();
                 let mut done_rx =
@@ -539,6 +616,31 @@ pub fn run(start: Start) -> Result<i32, String> {
         events::note("stopped");
         Ok(0)
     })
+}
+
+/// Takes a snapshot of the node when it changed (the node is whole: nothing missing), under the
+/// node lock; a manual run holding the lock is left alone (the next look takes it).
+fn refresh_snapshot(config: &Config, now: OffsetDateTime) {
+    if !config.snapshots {
+        return;
+    }
+    let Ok(_lock) = lock::try_acquire(&config.state_dir) else {
+        return;
+    };
+    let taken = crate::state::snapshot::take(
+        &config.paths(),
+        &config.kubernetes_dir,
+        now,
+        config.keep_snapshots,
+        false,
+    );
+    match taken {
+        Ok(crate::state::snapshot::Taken::Created(dir)) => {
+            events::note(&format!("snapshot taken: {}", dir.display()))
+        }
+        Ok(_) => {}
+        Err(e) => events::note(&format!("snapshot not taken: {e}")),
+    }
 }
 
 /// Says in the journal which components still wait for their restart: when first seen, then

@@ -76,6 +76,18 @@ impl CertFacts {
         }
     }
 
+    /// True when this certificate names `issuer` as its issuer, byte for byte (what Go and
+    /// openssl match when they build a chain; a signature alone is not enough for them).
+    pub fn names_issuer(&self, issuer: &CertFacts) -> bool {
+        let (Ok((_, leaf)), Ok((_, ca))) = (
+            X509Certificate::from_der(&self.der),
+            X509Certificate::from_der(&issuer.der),
+        ) else {
+            return false;
+        };
+        leaf.issuer().as_raw() == ca.subject().as_raw()
+    }
+
     /// True when this certificate's signature verifies with `issuer`'s public key.
     pub fn is_signed_by(&self, issuer: &CertFacts) -> bool {
         let Ok((_, leaf)) = X509Certificate::from_der(&self.der) else {

@@ -8,4 +8,5 @@ pub mod keys;
 pub mod kubeadm;
 pub mod kubeconfig;
 pub mod pem;
+pub mod profile;
 pub mod reissue;

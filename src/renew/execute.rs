@@ -29,6 +29,9 @@ pub struct Change {
     /// The certificate it belongs to (kubeadm's name): the files of one certificate (its key and
     /// itself) change together or not at all.
     pub group: String,
+    /// The mode of a file that does not exist yet (a recovery creates it); an existing file
+    /// keeps its own.
+    pub new_mode: u32,
 }
 
 /// What happened (or, in a dry run, would happen) to one certificate.
@@ -239,7 +242,7 @@ fn build(
     .map_err(|e| format!("{}: {e}", item.source.describe()))?;
     // Validate before anything is written: chain, key, faithful copy.
     let new_facts = CertFacts::from_der(&new_der)?;
-    if !new_facts.is_signed_by(&ca.facts) {
+    if !new_facts.is_signed_by(&ca.facts) || !new_facts.names_issuer(&ca.facts) {
         return Err(format!(
             "{}: the new certificate does not verify against {}",
             item.name,
@@ -263,12 +266,14 @@ fn build(
                 path: cert.clone(),
                 data: cert_pem.into_bytes(),
                 group: item.name.clone(),
+                new_mode: 0o644,
             });
             if !item.reuse_key {
                 changes.push(Change {
                     path: key.clone(),
                     data: new_pair_pem,
                     group: item.name.clone(),
+                    new_mode: 0o600,
                 });
             }
         }
@@ -286,6 +291,7 @@ fn build(
                 path: path.clone(),
                 data: rewritten.into_bytes(),
                 group: item.name.clone(),
+                new_mode: 0o600,
             });
         }
         _ => {
@@ -432,36 +438,79 @@ pub fn execute(
     if dry_run || changes.is_empty() {
         return Ok(outcome);
     }
+    let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
+    let written = write_changes(&changes, &renewed, paths, backup_base, keep_backups, now)?;
+    outcome.warnings.extend(written.warnings);
+    outcome.backup = Some(written.backup);
+    Ok(outcome)
+}
+
+/// What [`write_changes`] did.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The backup of every file replaced (empty when every file was new).
+    pub backup: PathBuf,
+    /// Things the operator should know (old backups not pruned).
+    pub warnings: Vec<String>,
+}
+
+/// Writes `changes` as one journaled step: each new version staged beside its file (a full disk
+/// stops here, nothing changed), a backup of every file replaced, the journal, then one rename
+/// per file; `renewed` (kubeadm's names) are recorded as waiting for a restart. A file that
+/// does not exist yet is created (undoing removes it). Shared by `renew` and `recover`.
+pub fn write_changes(
+    changes: &[Change],
+    renewed: &[String],
+    paths: &NodePaths,
+    backup_base: &Path,
+    keep_backups: usize,
+    now: OffsetDateTime,
+) -> Result<Written, RenewError> {
     let refused = |e: String| RenewError::Refused(vec![e]);
-    for c in &changes {
+    for c in changes {
         // leftovers of a crash before this run's journal existed (they may hold keys)
         store::remove_temp_files(&c.path);
     }
     let mut intents = Vec::new();
-    for c in &changes {
-        let old = read(&c.path).map_err(refused)?;
+    let mut replaced = Vec::new();
+    for c in changes {
+        let old = match std::fs::read(&c.path) {
+            Ok(data) => Some(data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(refused(format!("{}: cannot read: {e}", c.path.display()))),
+        };
+        if old.is_some() {
+            replaced.push(c.path.clone());
+        }
         intents.push(FileIntent {
             path: c.path.clone(),
-            old_sha256: journal::sha256(&old),
+            old_sha256: old.as_deref().map(journal::sha256).unwrap_or_default(),
             new_sha256: journal::sha256(&c.data),
             group: c.group.clone(),
-            previous: Some(store::previous_path(&c.path).map_err(refused)?),
+            previous: match old {
+                Some(_) => Some(store::previous_path(&c.path).map_err(refused)?),
+                None => None,
+            },
         });
     }
     // Every new file is written beside its target first: a full disk or a directory that
     // refuses new files stops the run here, with nothing changed.
-    let staged = store::stage_all(changes.iter().map(|c| (c.path.as_path(), &c.data[..])))
-        .map_err(|e| refused(format!("{e}; nothing was changed")))?;
+    let staged = store::stage_all(
+        changes
+            .iter()
+            .map(|c| (c.path.as_path(), &c.data[..], c.new_mode)),
+    )
+    .map_err(|e| refused(format!("{e}; nothing was changed")))?;
     let backups = paths.state.join("backups");
-    let backup = store::backup(&backups, &stamp(now), backup_base, &outcome.files)
+    let backup = store::backup(&backups, &stamp(now), backup_base, &replaced)
         .and_then(|backup| {
             failpoint::hit("renew.after-backup");
             journal::record(
                 &paths.state,
                 &Intent::Renew {
                     backup: backup.clone(),
-                    files: intents,
-                    renewed: outcome.renewed.iter().map(|r| r.name.clone()).collect(),
+                    files: intents.clone(),
+                    renewed: renewed.to_vec(),
                     at: crate::report::rfc3339(now),
                 },
             )
@@ -484,15 +533,16 @@ pub fn execute(
         };
         RenewError::Failed(format!("{e}; {state}"))
     };
-    for (i, s) in staged.iter().enumerate() {
-        store::keep_previous(&s.target)
-            .and_then(|_| store::swap_in(s))
-            .map_err(undo)?;
+    for (i, (s, intent)) in staged.iter().zip(&intents).enumerate() {
+        let kept = match intent.previous {
+            Some(_) => store::keep_previous(&s.target).map(|_| ()),
+            None => Ok(()),
+        };
+        kept.and_then(|()| store::swap_in(s)).map_err(undo)?;
         failpoint::hit_nth("renew.after-write", i + 1);
     }
     failpoint::hit("renew.before-journal-clear");
-    let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
-    let finished = crate::state::pending::add(&paths.state, &renewed, &crate::report::rfc3339(now))
+    let finished = crate::state::pending::add(&paths.state, renewed, &crate::report::rfc3339(now))
         .and_then(|()| {
             failpoint::hit("renew.after-pending");
             staged
@@ -506,11 +556,9 @@ pub fn execute(
              see the renewal complete and finish it"
         )));
     }
+    let mut warnings = Vec::new();
     if let Err(e) = store::prune_backups(&backups, keep_backups, Some(&backup)) {
-        outcome
-            .warnings
-            .push(format!("old backups not pruned: {e}"));
+        warnings.push(format!("old backups not pruned: {e}"));
     }
-    outcome.backup = Some(backup);
-    Ok(outcome)
+    Ok(Written { backup, warnings })
 }

@@ -217,6 +217,19 @@ pub struct Checked {
     pub notes: Vec<String>,
 }
 
+/// The report of a recovery job.
+#[derive(Debug, Clone)]
+pub struct RecoverReport {
+    /// The files part: what was restored, re-issued, left missing.
+    pub outcome: crate::recover::run::Outcome,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// The restart of what the recovered certificates feed.
+    pub restart: RestartStep,
+    /// What happened to the snapshot taken afterwards.
+    pub snapshot: Option<String>,
+}
+
 impl Job<'_> {
     /// Reads the node for `check`. Only reads, except that it first finishes what an
     /// interrupted run left when it can take the lock; when another run holds it, that run
@@ -302,7 +315,7 @@ impl Job<'_> {
         } else {
             None
         };
-        let renewal = match execute::execute(
+        let mut renewal = match execute::execute(
             &plan,
             &signers,
             &paths,
@@ -323,6 +336,11 @@ impl Job<'_> {
         };
         if !request.dry_run {
             events::renewed(&renewal);
+            if renewal.backup.is_some()
+                && let Some(Err(e)) = self.refresh_snapshot(false)
+            {
+                renewal.warnings.push(e);
+            }
         }
         observer.renewed(&renewal, request.dry_run);
         let renewed: Vec<String> = renewal.renewed.iter().map(|r| r.name.clone()).collect();
@@ -382,6 +400,94 @@ impl Job<'_> {
             observer,
         );
         Ok(report(step))
+    }
+
+    /// Takes a snapshot of the node's kubeadm files when the config keeps them (after every
+    /// change the product makes, and when the daemon sees one); says what happened.
+    pub fn refresh_snapshot(&self, force: bool) -> Option<Result<String, String>> {
+        if !self.config.snapshots {
+            return None;
+        }
+        let paths = self.config.paths();
+        let taken = crate::state::snapshot::take(
+            &paths,
+            &self.config.kubernetes_dir,
+            self.now,
+            self.config.keep_snapshots,
+            force,
+        );
+        Some(taken.and_then(|t| match t {
+            crate::state::snapshot::Taken::Created(dir) => {
+                Ok(format!("snapshot taken: {}", dir.display()))
+            }
+            crate::state::snapshot::Taken::Unchanged(dir) => {
+                Ok(format!("snapshot unchanged: {}", dir.display()))
+            }
+            crate::state::snapshot::Taken::Skipped(why) => {
+                Err(format!("snapshot not taken: {why}"))
+            }
+        }))
+    }
+
+    /// Brings back the node's missing kubeadm files (from snapshots, else re-issued from the
+    /// CAs), then restarts what they feed unless told not to. The caller holds the node lock
+    /// and has run [`recover`].
+    pub fn recover_files(
+        &self,
+        request: &crate::recover::run::Request,
+        restart: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<RecoverReport, crate::recover::run::RecoverError> {
+        use crate::recover::run::RecoverError;
+        crate::state::trust::check_node(self.config).map_err(RecoverError::CannotRun)?;
+        let outcome = crate::recover::run::recover(self.config, request, self.now);
+        match &outcome {
+            Ok(o) if !request.dry_run && !o.steps.is_empty() => events::recovered(o),
+            Err(e) => events::recovery_failed(e),
+            _ => {}
+        }
+        let outcome = outcome?;
+        let mut report = RecoverReport {
+            dry_run: request.dry_run,
+            restart: RestartStep::NotNeeded { notes: Vec::new() },
+            snapshot: None,
+            outcome,
+        };
+        if request.dry_run {
+            if !report.outcome.recovered.is_empty() {
+                report.restart = RestartStep::NotDone {
+                    components: in_restart_order(wanted_components(
+                        self.config.restart,
+                        &report.outcome.recovered,
+                        &pending::Pending::default(),
+                    )),
+                };
+            }
+            return Ok(report);
+        }
+        if !report.outcome.steps.is_empty() && report.outcome.unrecoverable.is_empty() {
+            report.snapshot = self
+                .refresh_snapshot(false)
+                .map(|r| r.unwrap_or_else(|e| e));
+        }
+        let pending = pending::load(&self.config.state_dir).unwrap_or_default();
+        if pending.is_empty() {
+            return Ok(report);
+        }
+        if !restart {
+            report.restart = RestartStep::NotDone {
+                components: in_restart_order(pending.keys().cloned().collect()),
+            };
+            return Ok(report);
+        }
+        report.restart = match self.restart_pending(observer) {
+            Ok(r) => r.restart,
+            Err(e) => RestartStep::Failed {
+                notes: Vec::new(),
+                error: e.to_string(),
+            },
+        };
+        Ok(report)
     }
 
     /// Restarts the named static pods, or kubeadm's four (`names` empty). A component whose

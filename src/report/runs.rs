@@ -179,3 +179,59 @@ pub fn restart_problems(report: &RestartReport) -> Vec<String> {
         .map(|p| format!("cannot restart {p}"))
         .collect()
 }
+
+/// What `recover` prints on stdout: each file brought back and how, what is left missing and
+/// what to do, the notes (where the node's facts came from), then the restart.
+pub fn recover_text(report: &crate::renew::job::RecoverReport) -> String {
+    let mut out = String::new();
+    let o = &report.outcome;
+    if o.steps.is_empty() && o.unrecoverable.is_empty() {
+        out.push_str("Nothing is missing: nothing to recover.\n");
+    } else if !o.steps.is_empty() {
+        out.push_str(if report.dry_run {
+            "Recovery plan (dry run: nothing is written):\n"
+        } else {
+            "Recovered:\n"
+        });
+        for step in &o.steps {
+            let files: Vec<String> = step.files.iter().map(|f| f.display().to_string()).collect();
+            let _ = writeln!(out, "  {:<26} {}", step.name, step.how);
+            if !files.is_empty() {
+                let _ = writeln!(out, "  {:<26}   {}", "", files.join(", "));
+            }
+        }
+    }
+    if !o.unrecoverable.is_empty() {
+        out.push_str("Left missing (nothing here can bring them back):\n");
+        for u in &o.unrecoverable {
+            let _ = writeln!(out, "  {}: {}", u.path.display(), u.why);
+        }
+    }
+    if !o.notes.is_empty() {
+        out.push_str("Notes:\n");
+        for n in &o.notes {
+            let _ = writeln!(out, "  {n}");
+        }
+    }
+    if let Some(backup) = &o.backup {
+        let _ = writeln!(out, "Backup of the files replaced: {}", backup.display());
+    }
+    if let Some(s) = &report.snapshot {
+        let _ = writeln!(out, "{s}");
+    }
+    out.push_str(&restart_step_text(&report.restart, report.dry_run));
+    out
+}
+
+/// What `recover` prints on stderr when a CA or `sa.key` is gone everywhere: what is gone, and
+/// the cluster-level procedure for each.
+pub fn recover_stopped_text(outcome: &crate::recover::run::Outcome) -> String {
+    let mut out = String::from(
+        "kube-cert-renewer: recovery stopped, nothing was written: a cluster-level secret is \
+         gone from this node and from every snapshot, and is never invented silently.\n",
+    );
+    for (stop, procedure) in &outcome.stops {
+        let _ = writeln!(out, "\n{}: {}\n  {procedure}", stop.name, stop.what);
+    }
+    out
+}

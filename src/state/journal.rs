@@ -14,7 +14,8 @@ use crate::state::store;
 pub struct FileIntent {
     /// The file (symlinks resolved: the file really written).
     pub path: PathBuf,
-    /// SHA-256 (hex) of the bytes before the renewal (kept in the backup).
+    /// SHA-256 (hex) of the bytes before the renewal (kept in the backup); empty when the file
+    /// did not exist (a recovery creates it, and undoing removes it).
     pub old_sha256: String,
     /// SHA-256 (hex) of the bytes the renewal writes.
     pub new_sha256: String,
@@ -365,6 +366,8 @@ fn undo_group(
     enum Old<'a> {
         Kept(&'a Path),
         Staged(store::Staged),
+        /// The file did not exist before (a recovery created it): undone by removing it.
+        Absent,
     }
     fn forget(undos: &[Undo]) {
         for u in undos {
@@ -386,6 +389,7 @@ fn undo_group(
                 .filter(|p| std::fs::read(p).is_ok_and(|data| sha256(&data) == f.old_sha256));
             let old = match kept {
                 Some(previous) => Old::Kept(previous),
+                None if f.old_sha256.is_empty() => Old::Absent,
                 None => {
                     let (copy, _) = copies
                         .iter()
@@ -434,6 +438,7 @@ fn undo_group(
         let done = match &u.old {
             Old::Kept(previous) => store::put_back(previous, &u.file.path),
             Old::Staged(staged) => store::swap_in(staged),
+            Old::Absent => store::remove_if_there(&u.file.path),
         };
         if let Err(e) = done {
             let redone: Vec<String> = undos[..i]

@@ -168,14 +168,15 @@ pub fn stage(path: &Path, data: &[u8], new_mode: u32) -> Result<Staged, String> 
     }
 }
 
-/// Stages every change, or none: on the first error the temp files already written are removed.
+/// Stages every change (path, bytes, mode if the file is new), or none: on the first error the
+/// temp files already written are removed.
 pub fn stage_all<'a>(
-    changes: impl IntoIterator<Item = (&'a Path, &'a [u8])>,
+    changes: impl IntoIterator<Item = (&'a Path, &'a [u8], u32)>,
 ) -> Result<Vec<Staged>, String> {
-    let changes: Vec<(&Path, &[u8])> = changes.into_iter().collect();
+    let changes: Vec<(&Path, &[u8], u32)> = changes.into_iter().collect();
     // a link may point anywhere: each file goes only where nobody but root may write (`trust`)
     let me = super::trust::Me::current();
-    for (path, _) in &changes {
+    for (path, _, _) in &changes {
         let target = resolve(path)?;
         if target.to_str().is_none() {
             return Err(super::trust::not_utf8(&target));
@@ -184,8 +185,8 @@ pub fn stage_all<'a>(
             .map_err(|e| format!("{}: not written: {e}", path.display()))?;
     }
     let mut staged = Vec::new();
-    for (path, data) in changes {
-        match stage(path, data, 0o600) {
+    for (path, data, new_mode) in changes {
+        match stage(path, data, new_mode) {
             Ok(s) => {
                 staged.push(s);
                 crate::failpoint::hit_nth("renew.after-stage", staged.len());
