@@ -195,3 +195,31 @@ fn renew_refreshes_the_snapshot_and_a_damaged_node_is_never_snapshotted() {
         0o700
     );
 }
+
+#[test]
+fn a_snapshot_manifest_naming_a_file_elsewhere_is_never_written_there() {
+    let node = Node::new();
+    assert!(node.run(&["snapshot"]).status.success());
+    let out = node.run(&["recover", "--list"]);
+    let list = String::from_utf8_lossy(&out.stdout).to_string();
+    let snap = PathBuf::from(list.lines().next().unwrap().split('\t').nth(2).unwrap());
+    // a MANIFEST line (root's file, but still) pointing outside the node's kubeadm dirs
+    let outside = node.tmp.path().join("outside.txt");
+    let escape = node.dir().join("pki/../../escaped.txt");
+    std::fs::write(snap.join("planted"), b"planted").unwrap();
+    let mut manifest = std::fs::read_to_string(snap.join("MANIFEST")).unwrap();
+    manifest.push_str(&format!("planted\t{}\n", outside.display()));
+    manifest.push_str(&format!("planted\t{}\n", escape.display()));
+    std::fs::write(snap.join("MANIFEST"), manifest).unwrap();
+    std::fs::remove_file(node.dir().join("pki/apiserver.key")).unwrap();
+    let out = node.run(&["recover", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(node.dir().join("pki/apiserver.key").exists());
+    assert!(!outside.exists(), "written outside the node's dirs");
+    assert!(!node.tmp.path().join("escaped.txt").exists());
+    assert!(
+        said(&out).contains("outside the node's kubeadm dirs"),
+        "{}",
+        said(&out)
+    );
+}

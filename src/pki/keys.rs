@@ -204,7 +204,9 @@ fn der_element(data: &[u8]) -> Result<(u8, &[u8], usize), String> {
     Ok((tag, content, header + len))
 }
 
-fn der_encode(tag: u8, content: &[u8]) -> Vec<u8> {
+/// One DER element: `tag`, its definite length, `content` (shared by the key encoder and the
+/// certificate profiles, which build their extensions by hand).
+pub(crate) fn der_encode(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let len = content.len();
     if len < 0x80 {

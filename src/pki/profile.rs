@@ -23,7 +23,7 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue, Issuer, KeyPair,
+    CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue, KeyPair,
     SubjectPublicKeyInfo,
 };
 use x509_parser::extensions::ParsedExtension;
@@ -266,23 +266,7 @@ pub fn ca_profile(ca: CaSpec) -> Profile {
 
 // ---- DER building blocks for the extensions, written as Go's crypto/x509 writes them.
 
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
+use crate::pki::keys::der_encode as der_tlv;
 
 const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 const OID_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
@@ -430,12 +414,7 @@ pub fn issue_leaf(
     }
     let spki = SubjectPublicKeyInfo::from_der(subject_spki_der)
         .map_err(|e| format!("bad subject public key: {e}"))?;
-    let issuer = Issuer::from_ca_cert_der(&signer.cert_der.into(), signer.key)
-        .map_err(|e| format!("cannot use the CA certificate: {e}"))?;
-    let cert = params
-        .signed_by(&spki, &issuer)
-        .map_err(|e| format!("signing failed: {e}"))?;
-    Ok(cert.der().to_vec())
+    crate::pki::reissue::sign(&params, &spki, signer)
 }
 
 /// Self-signs a CA certificate for `profile` with `key`, valid from `now` − 5 min for `days`

@@ -185,10 +185,19 @@ pub fn reissue(
             .custom_extensions
             .push(CustomExtension::from_oid_content(&[2, 5, 29, 14], content));
     }
+    sign(&params, &spki, signer)
+}
+
+/// Signs `params` for the subject key `spki` with `signer` (DER).
+pub fn sign(
+    params: &CertificateParams,
+    spki: &SubjectPublicKeyInfo,
+    signer: &Signer<'_>,
+) -> Result<Vec<u8>, String> {
     let issuer = Issuer::from_ca_cert_der(&signer.cert_der.into(), signer.key)
         .map_err(|e| format!("cannot use the CA certificate: {e}"))?;
     let cert = params
-        .signed_by(&spki, &issuer)
+        .signed_by(spki, &issuer)
         .map_err(|e| format!("signing failed: {e}"))?;
     Ok(cert.der().to_vec())
 }

@@ -878,6 +878,42 @@ pub fn plan_leaves(
     }
 }
 
+/// Plans a re-issue by `ca`, or — when that CA has no key here — records the file as one only
+/// a snapshot could have brought back.
+fn push_reissue(
+    plan: &mut Plan,
+    name: &str,
+    place: &Place,
+    ca_spec: CaSpec,
+    ca: &EffectiveCa,
+    template: Template,
+    why: String,
+) {
+    if ca.key_pem.is_none() {
+        let path = place
+            .files()
+            .first()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        plan.unrecoverable.push(Unrecoverable {
+            path,
+            why: format!(
+                "{name}: its CA {} is externally managed (no key here) and no snapshot has a \
+                 usable copy: get it from whoever manages that CA",
+                ca_spec.name
+            ),
+        });
+        return;
+    }
+    plan.actions.push(Action::Reissue {
+        name: name.to_string(),
+        place: place.clone(),
+        ca: ca_spec.name,
+        template,
+        why,
+    });
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan_pair(
     name: &str,
@@ -901,24 +937,7 @@ fn plan_pair(
         None => None,
     };
     let reissue = |plan: &mut Plan, template: Template, why: String| {
-        if ca.key_pem.is_none() {
-            plan.unrecoverable.push(Unrecoverable {
-                path: cert_path.to_path_buf(),
-                why: format!(
-                    "{name}: its CA {} is externally managed (no key here) and no snapshot has \
-                     a usable copy: get it from whoever manages that CA",
-                    ca_spec.name
-                ),
-            });
-            return;
-        }
-        plan.actions.push(Action::Reissue {
-            name: name.to_string(),
-            place: place.clone(),
-            ca: ca_spec.name,
-            template,
-            why,
-        });
+        push_reissue(plan, name, place, ca_spec, ca, template, why)
     };
     let snapshot_template = || {
         observed.copies(cert_path).find_map(|(from, data, _)| {
@@ -1023,24 +1042,7 @@ fn plan_kubeconfig(
     plan: &mut Plan,
 ) {
     let reissue = |plan: &mut Plan, template: Template, why: String| {
-        if ca.key_pem.is_none() {
-            plan.unrecoverable.push(Unrecoverable {
-                path: path.to_path_buf(),
-                why: format!(
-                    "{name}: its CA {} is externally managed (no key here) and no snapshot has \
-                     a usable copy",
-                    ca_spec.name
-                ),
-            });
-            return;
-        }
-        plan.actions.push(Action::Reissue {
-            name: name.to_string(),
-            place: place.clone(),
-            ca: ca_spec.name,
-            template,
-            why,
-        });
+        push_reissue(plan, name, place, ca_spec, ca, template, why)
     };
     if let Some(data) = observed.present(path) {
         if ca.new {

@@ -3,7 +3,7 @@
 //! renewal: staged, backed up, renamed; undone as a whole after a crash).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use time::OffsetDateTime;
 
@@ -129,17 +129,38 @@ fn observe(layout: &Layout, snapshots: &[SnapshotFiles]) -> Observed {
     }
 }
 
-/// Reads the snapshots to draw from: all (newest first), or the one `--from` names.
-fn load_snapshots(state: &Path, from: Option<&str>) -> Result<Vec<SnapshotFiles>, String> {
+/// Reads the snapshots to draw from: all (newest first), or the one `--from` names. Only files
+/// whose original place is one of the node's kubeadm dirs (`dirs`) are taken: a MANIFEST line
+/// naming anything else is not a file a snapshot makes, and is left out with a note.
+fn load_snapshots(
+    state: &Path,
+    from: Option<&str>,
+    dirs: &[PathBuf],
+    notes: &mut Vec<String>,
+) -> Result<Vec<SnapshotFiles>, String> {
     let chosen = match from {
         Some(name) => vec![snapshot::find(state, name)?],
         None => snapshot::list(state)?,
+    };
+    let allowed = |p: &Path| {
+        p.is_absolute()
+            && p.components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+            && p.parent().is_some_and(|d| dirs.iter().any(|a| a == d))
     };
     chosen
         .iter()
         .map(|s| {
             let mut files = BTreeMap::new();
             for original in s.files.keys() {
+                if !allowed(original) {
+                    notes.push(format!(
+                        "snapshot {}: {} is outside the node's kubeadm dirs; left out",
+                        s.name,
+                        original.display()
+                    ));
+                    continue;
+                }
                 if let Some(copy) = s.read(original)? {
                     files.insert(original.clone(), copy);
                 }
@@ -510,10 +531,17 @@ pub fn recover(
 ) -> Result<Outcome, RecoverError> {
     let paths = config.paths();
     let layout = Layout::of(&paths);
-    let snapshots = load_snapshots(&paths.state, request.from.as_deref())
+    let mut broken = snapshot::broken(&paths.state);
+    let dirs = [
+        config.kubernetes_dir.clone(),
+        paths.pki.clone(),
+        paths.pki.join("etcd"),
+        paths.kubeconfigs.clone(),
+        paths.manifests.clone(),
+    ];
+    let snapshots = load_snapshots(&paths.state, request.from.as_deref(), &dirs, &mut broken)
         .map_err(|e| RecoverError::Refused(vec![e]))?;
     let observed = observe(&layout, &snapshots);
-    let broken = snapshot::broken(&paths.state);
     let mut secrets = plan::plan_secrets(&layout, &observed, &request.new_cas);
     let mut outcome = Outcome {
         notes: broken,
