@@ -197,6 +197,8 @@ pub fn recover(config: &Config) -> Result<Option<String>, JobError> {
         crate::state::store::remove_temp_files_in(&dir);
     }
     crate::state::store::remove_partial_backups(&config.state_dir.join("backups"));
+    // a snapshot half-copied when the run died holds CA keys too
+    crate::state::store::remove_partial_backups(&crate::state::snapshot::dir(&config.state_dir));
     Ok(done)
 }
 
