@@ -111,6 +111,9 @@ pub struct Config {
     pub keep_snapshots: usize,
     /// Let the daemon run `recover` by itself when files go missing (never generates a CA).
     pub auto_recover: bool,
+    /// How long files must stay missing before `auto_recover` acts: time for an operator who
+    /// removed them on purpose to say so (`snapshot --force`) or stop the daemon.
+    pub auto_recover_after_secs: u64,
 }
 
 /// What to do when the Lease cannot be asked for (config `when_api_unreachable`).
@@ -178,6 +181,7 @@ impl Default for Config {
             snapshots: true,
             keep_snapshots: 5,
             auto_recover: false,
+            auto_recover_after_secs: 600,
         }
     }
 }
@@ -260,6 +264,12 @@ impl Config {
             return invalid(format!(
                 "keep_backups must be 1 to 1000, not {}",
                 self.keep_backups
+            ));
+        }
+        if self.auto_recover_after_secs > 86_400 {
+            return invalid(format!(
+                "auto_recover_after_secs must be at most a day (86400), not {}",
+                self.auto_recover_after_secs
             ));
         }
         if !(1..=1000).contains(&self.keep_snapshots) {

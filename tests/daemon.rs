@@ -591,7 +591,7 @@ fn the_daemon_snapshots_alerts_missing_files_and_recovers_them() {
     // auto_recover: the key comes back, byte for byte, from the snapshot
     std::fs::write(
         node.config(),
-        "restart_poll_ms = 100\nauto_recover = true\n",
+        "restart_poll_ms = 100\nauto_recover = true\nauto_recover_after_secs = 2\n",
     )
     .unwrap();
     let again = node.tmp.path().join("again");

@@ -96,10 +96,21 @@ struct Look {
     /// kubeadm files gone from the node: those of the newest snapshot that no longer exist,
     /// and kubeadm's CAs and certificates the inventory finds missing.
     missing: Vec<String>,
+    /// Every file of the newest snapshot is gone (what `kubeadm reset` leaves): alerted, never
+    /// recovered automatically.
+    wiped: bool,
 }
 
-/// The kubeadm files missing from the node (see [`Look::missing`]).
-fn missing_files(config: &Config, inventory: &Inventory) -> Vec<String> {
+/// The kubeadm files missing from the node (see [`Look::missing`]), and whether every file of
+/// the newest snapshot is gone. Nothing while a run is unfinished (a restart parks manifests).
+fn missing_files(config: &Config, inventory: &Inventory) -> (Vec<String>, bool) {
+    if crate::state::journal::pending(&config.state_dir)
+        .map(|p| p.is_some())
+        .unwrap_or(true)
+    {
+        return (Vec::new(), false);
+    }
+    let mut wiped = false;
     let mut missing: Vec<String> = inventory
         .cas
         .iter()
@@ -111,17 +122,18 @@ fn missing_files(config: &Config, inventory: &Inventory) -> Vec<String> {
         && let Ok(all) = crate::state::snapshot::list(&config.state_dir)
         && let Some(newest) = all.first()
     {
-        missing.extend(
-            newest
-                .files
-                .keys()
-                .filter(|p| std::fs::symlink_metadata(p).is_err())
-                .map(|p| p.display().to_string()),
-        );
+        let gone: Vec<String> = newest
+            .files
+            .keys()
+            .filter(|p| std::fs::symlink_metadata(p).is_err())
+            .map(|p| p.display().to_string())
+            .collect();
+        wiped = !gone.is_empty() && gone.len() == newest.files.len();
+        missing.extend(gone);
     }
     missing.sort();
     missing.dedup();
-    missing
+    (missing, wiped)
 }
 
 /// Reads the node: every certificate (with whether this product would renew it) and the
@@ -168,12 +180,13 @@ fn look(config: &Config, now: OffsetDateTime) -> Look {
         })
         .collect();
     let pending = pending::load(&config.state_dir).unwrap_or_default();
-    let missing = missing_files(config, &inventory);
+    let (missing, wiped) = missing_files(config, &inventory);
     Look {
         inventory,
         certs,
         pending,
         missing,
+        wiped,
     }
 }
 
@@ -282,7 +295,10 @@ fn spawn_job(
                     events::renewal_failed(&refused.to_string());
                     let _ = tx.send(match work {
                         Work::Renew(_) => Done::Renewal(Err(refused)),
-                        Work::RestartPending | Work::Recover => Done::Restart(Err(refused)),
+                        Work::RestartPending => Done::Restart(Err(refused)),
+                        Work::Recover => Done::Recovery(Err(
+                            crate::recover::run::RecoverError::CannotRun(refused.to_string()),
+                        )),
                     });
                     return;
                 }
@@ -419,7 +435,11 @@ pub fn run(start: Start) -> Result<i32, String> {
         // missing files: alerted when the set changes, reminded daily; auto-recovered at most
         // once an hour (a recovery that cannot finish must not loop)
         let mut missing_alerted: (Vec<String>, Option<OffsetDateTime>) = (Vec::new(), None);
+        let mut missing_since: Option<OffsetDateTime> = None;
         let mut recovered_at: Option<OffsetDateTime> = None;
+        let grace = time::Duration::seconds(
+            i64::try_from(config.auto_recover_after_secs).unwrap_or(i64::MAX),
+        );
         let mut stopping = false;
         'evaluate: loop {
             // a job ordered by this evaluation runs first, then the node is looked at again
@@ -439,6 +459,7 @@ pub fn run(start: Start) -> Result<i32, String> {
             alert_pending(&look_now.pending, &mut memory, t);
             if look_now.missing.is_empty() {
                 missing_alerted = (Vec::new(), None);
+                missing_since = None;
                 refresh_snapshot(&config, t);
             } else if missing_alerted.0 != look_now.missing
                 || missing_alerted.1.is_none_or(|at| t - at >= time::Duration::DAY)
@@ -446,8 +467,14 @@ pub fn run(start: Start) -> Result<i32, String> {
                 events::files_missing(&look_now.missing, missing_alerted.0 == look_now.missing);
                 missing_alerted = (look_now.missing.clone(), Some(t));
             }
+            if !look_now.missing.is_empty() && missing_since.is_none() {
+                missing_since = Some(t);
+            }
+            let recover_due = missing_since.map(|since| since + grace);
             let recover_now = config.auto_recover
                 && !look_now.missing.is_empty()
+                && !look_now.wiped
+                && recover_due.is_some_and(|due| t >= due)
                 && recovered_at.is_none_or(|at| t - at >= time::Duration::HOUR);
             if !ready {
                 // started: the first look is done (a job it orders may take minutes, longer
@@ -551,6 +578,13 @@ pub fn run(start: Start) -> Result<i32, String> {
             let mut wake = decision.next_wake;
             if decision.restart_pending {
                 wake = wake.min(t + time::Duration::MINUTE);
+            }
+            if config.auto_recover
+                && !look_now.wiped
+                && let Some(due) = recover_due
+                && due > t
+            {
+                wake = wake.min(due);
             }
             let wait = (wake - now())
                 .try_into()

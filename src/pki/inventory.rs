@@ -332,9 +332,16 @@ fn parse_pem_cert_bundle(data: &[u8]) -> Result<Vec<CertFacts>, String> {
     parse_cert_bundle(data)
 }
 
+/// The certificates of a CA file's bytes, which must all be CAs.
+pub fn ca_bundle(data: &[u8]) -> Result<Vec<CertFacts>, String> {
+    let bundle = parse_cert_bundle(data)?;
+    only_cas(&bundle)?;
+    Ok(bundle)
+}
+
 /// A CA file must hold CA certificates only: a leaf there would sign nothing that verifies, or,
 /// with its own key beside it, sign certificates no client accepts.
-fn only_cas(bundle: &[CertFacts]) -> Result<(), String> {
+pub fn only_cas(bundle: &[CertFacts]) -> Result<(), String> {
     for (i, cert) in bundle.iter().enumerate() {
         if !cert.is_ca() {
             let which = if bundle.len() > 1 {
@@ -545,14 +552,18 @@ fn read_pem_leaf(pki: &Path, spec: &LeafSpec, base: &str) -> Entry {
     )
 }
 
-fn no_local_etcd(pki: &Path) -> bool {
-    let etcd_files = [
-        "etcd/ca.crt",
-        "etcd/server.crt",
-        "etcd/peer.crt",
-        "etcd/healthcheck-client.crt",
-    ];
-    !etcd_files.iter().any(|f| exists(&pki.join(f)))
+/// No etcd with TLS of this node's own: none of [`kubeadm::LOCAL_ETCD_FILES`] and no etcd
+/// manifest naming certificates (an external etcd's CA certificate and client pair may still
+/// be here; a plain-HTTP etcd of kubeadm ≤ 1.9 has none).
+fn no_local_etcd(pki: &Path, manifests: &Path) -> bool {
+    let manifest_tls = read_bounded(&manifests.join("etcd.yaml"))
+        .ok()
+        .flatten()
+        .is_some_and(|m| kubeadm::etcd_manifest_uses_tls(&m));
+    !kubeadm::LOCAL_ETCD_FILES
+        .iter()
+        .any(|f| exists(&pki.join(f)))
+        && !manifest_tls
 }
 
 /// The files whose names are not UTF-8 that the last component of `pattern` matches: the glob
@@ -686,7 +697,7 @@ fn read_extra_file(path: &Path, out: &mut Vec<Entry>) {
 /// Reads the whole node.
 pub fn scan(paths: &NodePaths, options: &Options) -> Inventory {
     let pki = &paths.pki;
-    let etcd_absent = no_local_etcd(pki);
+    let etcd_absent = no_local_etcd(pki, &paths.manifests);
     let mut cas = Vec::new();
     let mut ca_files = Vec::new();
     for spec in kubeadm::CAS {

@@ -129,6 +129,26 @@ pub fn matches_spki(pair: &KeyPair, spki_der: &[u8]) -> bool {
     }
 }
 
+/// True when `key_pem` is the private key of one certificate of `bundle` (a CA file may hold
+/// several during a rotation).
+pub fn key_matches_bundle(key_pem: &[u8], bundle: &[crate::pki::cert::CertFacts]) -> bool {
+    parse_private_key(key_pem)
+        .is_ok_and(|k| bundle.iter().any(|c| matches_spki(&k.pair, &c.spki_der)))
+}
+
+/// True when `pub_pem` (PEM `PUBLIC KEY`, as `sa.pub`) is the public half of `key_pem`.
+pub fn public_matches(pub_pem: &[u8], key_pem: &[u8]) -> bool {
+    let Ok(blocks) = pem::parse(pub_pem) else {
+        return false;
+    };
+    let Ok(key) = parse_private_key(key_pem) else {
+        return false;
+    };
+    blocks
+        .iter()
+        .any(|b| b.label == "PUBLIC KEY" && matches_spki(&key.pair, &b.der))
+}
+
 /// A fresh random key of `algorithm`.
 pub fn generate(algorithm: KeyAlgorithm) -> Result<KeyPair, String> {
     let result = match algorithm {

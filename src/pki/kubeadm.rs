@@ -110,6 +110,23 @@ pub const LEAVES: [LeafSpec; 11] = [
     conf("super-admin.conf", true),
 ];
 
+/// Files (relative to the pki dir) whose presence shows the node runs etcd itself (stacked,
+/// with TLS): its serving, peer and healthcheck certificates and its CA's key. Not
+/// `etcd/ca.crt` alone — kubeadm's external-etcd setup copies that onto the node too.
+pub const LOCAL_ETCD_FILES: [&str; 4] = [
+    "etcd/ca.key",
+    "etcd/server.crt",
+    "etcd/peer.crt",
+    "etcd/healthcheck-client.crt",
+];
+
+/// True when an etcd static-pod manifest runs etcd with TLS (kubeadm ≥ 1.10): then its
+/// certificates belong on the node. kubeadm ≤ 1.9 ran etcd on plain HTTP, without any.
+pub fn etcd_manifest_uses_tls(manifest: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(manifest);
+    text.contains("--cert-file") || text.contains("--peer-cert-file")
+}
+
 /// The kubelet's kubeconfig: not renewed by kubeadm (the kubelet rotates its own client cert),
 /// but we report it, and renew an embedded one on explicit request.
 pub const KUBELET_CONF: &str = "kubelet.conf";

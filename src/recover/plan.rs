@@ -13,8 +13,9 @@ use time::OffsetDateTime;
 
 use crate::config::NodePaths;
 use crate::pki::cert::CertFacts;
-use crate::pki::inventory::parse_cert_bundle;
+use crate::pki::inventory::{ca_bundle, parse_cert_bundle};
 use crate::pki::keys;
+use crate::pki::keys::{key_matches_bundle, public_matches};
 use crate::pki::kubeadm::{self, CaSpec, LeafFile};
 use crate::pki::kubeconfig::{self, ClientCert};
 use crate::pki::pem;
@@ -61,13 +62,23 @@ impl Observed {
         }
     }
 
-    /// The snapshots that have `path`, newest first, with their copy.
+    /// The snapshots that have `path`, newest first, with their copy — only when the newest
+    /// snapshot has it: the newest says which files the node should have (a file removed on
+    /// purpose and recorded with `snapshot --force` is not brought back from an older one);
+    /// older generations only supply content the newest's copy cannot (expired, another CA).
     fn copies<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = (&'a str, &'a [u8], u32)> {
-        self.snapshots.iter().filter_map(move |s| {
-            s.files
-                .get(path)
-                .map(|(d, mode)| (s.name.as_str(), d.as_slice(), *mode))
-        })
+        let expected = self
+            .snapshots
+            .first()
+            .is_some_and(|newest| newest.files.contains_key(path));
+        self.snapshots
+            .iter()
+            .filter(move |_| expected)
+            .filter_map(move |s| {
+                s.files
+                    .get(path)
+                    .map(|(d, mode)| (s.name.as_str(), d.as_slice(), *mode))
+            })
     }
 }
 
@@ -329,22 +340,6 @@ pub struct Secrets {
     pub stacked_etcd: bool,
 }
 
-fn ca_bundle(data: &[u8]) -> Result<Vec<CertFacts>, String> {
-    let bundle = parse_cert_bundle(data)?;
-    if let Some(c) = bundle.iter().find(|c| !c.is_ca()) {
-        return Err(format!("{} is not a CA certificate", c.subject));
-    }
-    Ok(bundle)
-}
-
-fn key_matches_bundle(key_pem: &[u8], bundle: &[CertFacts]) -> bool {
-    keys::parse_private_key(key_pem).is_ok_and(|k| {
-        bundle
-            .iter()
-            .any(|c| keys::matches_spki(&k.pair, &c.spki_der))
-    })
-}
-
 /// The leaves kubeadm signs with `spec`, as (name, place).
 fn leaves_of(layout: &Layout, spec: CaSpec) -> Vec<(&'static str, Place)> {
     kubeadm::LEAVES
@@ -377,19 +372,13 @@ fn first_cert(data: &[u8]) -> Option<CertFacts> {
 /// The first phase: the three CAs and `sa`.
 pub fn plan_secrets(layout: &Layout, observed: &Observed, new_cas: &BTreeSet<String>) -> Secrets {
     let mut out = Secrets::default();
-    // etcd runs here with TLS (kubeadm ≥ 1.10, stacked): its certificates exist or existed, or
-    // its manifest names them (an etcd manifest alone may be plain-HTTP etcd, kubeadm ≤ 1.9)
-    let etcd_files = [
-        layout.pki.join("etcd/ca.crt"),
-        layout.pki.join("etcd/ca.key"),
-        layout.pki.join("etcd/server.crt"),
-        layout.pki.join("etcd/peer.crt"),
-    ];
+    // etcd runs here with TLS (kubeadm ≥ 1.10, stacked): its own certificates or its CA's key
+    // exist or existed, or its manifest names them. Not `etcd/ca.crt` alone: kubeadm's external
+    // etcd puts that (and apiserver-etcd-client) on the node too; and an etcd manifest alone
+    // may be plain-HTTP etcd (kubeadm ≤ 1.9).
+    let etcd_files = kubeadm::LOCAL_ETCD_FILES.map(|f| layout.pki.join(f));
     let manifest = layout.etcd_manifest();
-    let uses_tls = |data: &[u8]| {
-        let text = String::from_utf8_lossy(data);
-        text.contains("--cert-file") || text.contains("--peer-cert-file")
-    };
+    let uses_tls = kubeadm::etcd_manifest_uses_tls;
     out.stacked_etcd = etcd_files
         .iter()
         .any(|f| observed.present(f).is_some() || observed.copies(f).next().is_some())
@@ -608,18 +597,6 @@ pub fn public_pem(key_pem: &[u8]) -> Result<Vec<u8>, String> {
     .into_bytes())
 }
 
-fn public_matches(pub_pem: &[u8], key_pem: &[u8]) -> bool {
-    let Ok(blocks) = pem::parse(pub_pem) else {
-        return false;
-    };
-    let Ok(key) = keys::parse_private_key(key_pem) else {
-        return false;
-    };
-    blocks
-        .iter()
-        .any(|b| b.label == "PUBLIC KEY" && keys::matches_spki(&key.pair, &b.der))
-}
-
 fn plan_sa(layout: &Layout, observed: &Observed, new_cas: &BTreeSet<String>, plan: &mut Plan) {
     let (key_path, pub_path) = layout.sa();
     for p in [&key_path, &pub_path] {
@@ -780,7 +757,6 @@ pub fn plan_leaves(
         let Some(place) = layout.leaf_place(name) else {
             continue;
         };
-        handled.extend(place.files().into_iter().map(Path::to_path_buf));
         let anywhere = place
             .files()
             .iter()
@@ -794,6 +770,9 @@ pub fn plan_leaves(
         if name == kubeadm::KUBELET_CONF && !anywhere && !fresh {
             continue;
         }
+        // (skipped ones above — external etcd's client certificate — are restored verbatim
+        // below when the newest snapshot has them)
+        handled.extend(place.files().into_iter().map(Path::to_path_buf));
         if let Some(why) = place
             .files()
             .iter()
@@ -819,14 +798,17 @@ pub fn plan_leaves(
         }
     }
     // every other file a snapshot has (manifests, kubeadm's config…), verbatim
-    let mut others: BTreeMap<&Path, (&str, &[u8], u32)> = BTreeMap::new();
-    for s in &observed.snapshots {
-        for (path, (data, mode)) in &s.files {
-            others
-                .entry(path.as_path())
-                .or_insert((s.name.as_str(), data.as_slice(), *mode));
-        }
-    }
+    let others: BTreeMap<&Path, (&str, &[u8], u32)> = observed
+        .snapshots
+        .first()
+        .map(|newest| {
+            newest
+                .files
+                .iter()
+                .map(|(p, (d, mode))| (p.as_path(), (newest.name.as_str(), d.as_slice(), *mode)))
+                .collect()
+        })
+        .unwrap_or_default();
     for (path, (from, data, mode)) in others {
         if handled.contains(path) {
             continue;

@@ -148,29 +148,42 @@ fn load_snapshots(
                 .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
             && p.parent().is_some_and(|d| dirs.iter().any(|a| a == d))
     };
-    chosen
-        .iter()
-        .map(|s| {
-            let mut files = BTreeMap::new();
-            for original in s.files.keys() {
-                if !allowed(original) {
-                    notes.push(format!(
-                        "snapshot {}: {} is outside the node's kubeadm dirs; left out",
-                        s.name,
-                        original.display()
-                    ));
-                    continue;
-                }
-                if let Some(copy) = s.read(original)? {
+    let mut out = Vec::new();
+    'snapshots: for s in &chosen {
+        let mut files = BTreeMap::new();
+        for original in s.files.keys() {
+            if !allowed(original) {
+                notes.push(format!(
+                    "snapshot {}: {} is outside the node's kubeadm dirs; left out",
+                    s.name,
+                    original.display()
+                ));
+                continue;
+            }
+            match s.read(original) {
+                Ok(Some(copy)) => {
                     files.insert(original.clone(), copy);
                 }
+                Ok(None) => {}
+                // one damaged snapshot does not keep the others from being used
+                Err(e) => {
+                    notes.push(format!("snapshot {} is unusable: {e}", s.name));
+                    continue 'snapshots;
+                }
             }
-            Ok(SnapshotFiles {
-                name: s.name.clone(),
-                files,
-            })
-        })
-        .collect()
+        }
+        out.push(SnapshotFiles {
+            name: s.name.clone(),
+            files,
+        });
+    }
+    if let (Some(name), true) = (from, out.is_empty()) {
+        return Err(format!(
+            "snapshot {name} cannot be used: {}",
+            notes.join("; ")
+        ));
+    }
+    Ok(out)
 }
 
 /// The procedure for a cluster-level secret gone everywhere: what it is, what a new one breaks,
@@ -726,7 +739,6 @@ pub fn recover(
             crate::state::store::resolve(&c.path).map_err(|e| RecoverError::Refused(vec![e]))?;
     }
     create_dirs(&changes).map_err(|e| RecoverError::Refused(vec![e]))?;
-    let replaces = changes.iter().any(|c| c.path.exists());
     match execute::write_changes(
         &changes,
         &outcome.recovered,
@@ -737,8 +749,7 @@ pub fn recover(
     ) {
         Ok(written) => {
             outcome.notes.extend(written.warnings);
-            // a recovery mostly creates files: the backup matters only when it replaced some
-            outcome.backup = replaces.then_some(written.backup);
+            outcome.backup = written.backup;
             Ok(outcome)
         }
         Err(RenewError::Refused(r)) => Err(RecoverError::Refused(r)),

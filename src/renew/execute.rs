@@ -441,15 +441,16 @@ pub fn execute(
     let renewed: Vec<String> = outcome.renewed.iter().map(|r| r.name.clone()).collect();
     let written = write_changes(&changes, &renewed, paths, backup_base, keep_backups, now)?;
     outcome.warnings.extend(written.warnings);
-    outcome.backup = Some(written.backup);
+    outcome.backup = written.backup;
     Ok(outcome)
 }
 
 /// What [`write_changes`] did.
 #[derive(Debug, Clone)]
 pub struct Written {
-    /// The backup of every file replaced (empty when every file was new).
-    pub backup: PathBuf,
+    /// The backup of every file replaced (none when every file was new: a recovery that only
+    /// creates files keeps no empty backup, which would push a real one out).
+    pub backup: Option<PathBuf>,
     /// Things the operator should know (old backups not pruned).
     pub warnings: Vec<String>,
 }
@@ -474,11 +475,7 @@ pub fn write_changes(
     let mut intents = Vec::new();
     let mut replaced = Vec::new();
     for c in changes {
-        let old = match std::fs::read(&c.path) {
-            Ok(data) => Some(data),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(refused(format!("{}: cannot read: {e}", c.path.display()))),
-        };
+        let old = crate::pki::inventory::read_bounded(&c.path).map_err(refused)?;
         if old.is_some() {
             replaced.push(c.path.clone());
         }
@@ -557,8 +554,19 @@ pub fn write_changes(
         )));
     }
     let mut warnings = Vec::new();
+    if replaced.is_empty() {
+        // it held nothing (the journal needed its name); no generation of backups is used up
+        let _ = std::fs::remove_dir_all(&backup);
+        return Ok(Written {
+            backup: None,
+            warnings,
+        });
+    }
     if let Err(e) = store::prune_backups(&backups, keep_backups, Some(&backup)) {
         warnings.push(format!("old backups not pruned: {e}"));
     }
-    Ok(Written { backup, warnings })
+    Ok(Written {
+        backup: Some(backup),
+        warnings,
+    })
 }

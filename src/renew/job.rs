@@ -140,6 +140,8 @@ pub struct RenewReport {
     pub kubelet_needs_restart: bool,
     /// The restart part.
     pub restart: RestartStep,
+    /// Why no snapshot was taken afterwards, when one was due and could not be.
+    pub snapshot_problem: Option<String>,
 }
 
 /// The report of a restart job (`restart`, or the daemon finishing a pending restart).
@@ -277,9 +279,27 @@ impl Job<'_> {
         )
     }
 
-    /// Renews what `request` asks for, then restarts what needs it (unless told not to). The
-    /// caller holds the node lock and has run [`recover`].
+    /// Renews what `request` asks for, then restarts what needs it (unless told not to); then
+    /// the snapshot is refreshed — after the restart, so that renewed files a failed restart
+    /// rolled back never become the newest snapshot. The caller holds the node lock and has run
+    /// [`recover`].
     pub fn renew(
+        &self,
+        request: &RenewRequest,
+        observer: &mut dyn Observer,
+    ) -> Result<RenewReport, JobError> {
+        let mut report = self.renew_and_restart(request, observer)?;
+        let written = !report.dry_run && report.renewal.backup.is_some();
+        if written
+            && !matches!(report.restart, RestartStep::Failed { .. })
+            && let Some(Err(e)) = self.refresh_snapshot(false)
+        {
+            report.snapshot_problem = Some(e);
+        }
+        Ok(report)
+    }
+
+    fn renew_and_restart(
         &self,
         request: &RenewRequest,
         observer: &mut dyn Observer,
@@ -317,7 +337,7 @@ impl Job<'_> {
         } else {
             None
         };
-        let mut renewal = match execute::execute(
+        let renewal = match execute::execute(
             &plan,
             &signers,
             &paths,
@@ -338,11 +358,6 @@ impl Job<'_> {
         };
         if !request.dry_run {
             events::renewed(&renewal);
-            if renewal.backup.is_some()
-                && let Some(Err(e)) = self.refresh_snapshot(false)
-            {
-                renewal.warnings.push(e);
-            }
         }
         observer.renewed(&renewal, request.dry_run);
         let renewed: Vec<String> = renewal.renewed.iter().map(|r| r.name.clone()).collect();
@@ -355,6 +370,7 @@ impl Job<'_> {
             dry_run: request.dry_run,
             kubelet_needs_restart,
             restart,
+            snapshot_problem: None,
         };
         if request.dry_run || !request.restart {
             let named = wanted_components(config.restart, &renewed, &pending_before);

@@ -168,6 +168,9 @@ pub fn renew_report_tail(report: &RenewReport) -> String {
         );
     }
     out.push_str(&restart_step_text(&report.restart, report.dry_run));
+    if let Some(problem) = &report.snapshot_problem {
+        let _ = writeln!(out, "warning: {problem}");
+    }
     out
 }
 

@@ -5,7 +5,7 @@
 //! `recover` rebuilds the node from them.
 //!
 //! A snapshot is a backup directory ([`store::backup`]: complete or absent, modes and owners
-//! kept, a `MANIFEST` of original paths) under `<state>/snapshots/<stamp>/`, 0700 like the
+//! kept, a `MANIFEST` of original paths) under `<state>/snapshots/<seq>-<stamp>/`, 0700 like the
 //! whole state dir: these are the cluster's CA keys at rest, as secret as `/etc/kubernetes/pki`.
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ pub fn dir(state: &Path) -> PathBuf {
 /// One snapshot on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Its name (the UTC stamp it was taken at), what `recover --from` takes.
+    /// Its name (`<sequence>-<UTC stamp>`), what `recover --from` takes.
     pub name: String,
     /// Its directory.
     pub dir: PathBuf,
@@ -177,6 +177,59 @@ pub enum Taken {
     Skipped(String),
 }
 
+/// Why the node's cluster secrets must not be snapshotted now: a CA key that does not parse or
+/// matches no certificate of its file, an `sa.key` that does not parse or does not match
+/// `sa.pub`. Such a copy would push the good generations out, and a key once lost from every
+/// generation is lost (a crash that left a 0-byte `ca.key`, another cluster's key copied in).
+fn damaged_secret(paths: &NodePaths) -> Option<String> {
+    use crate::pki::inventory::{ca_bundle, read_bounded};
+    use crate::pki::keys;
+    let read = |p: &Path| read_bounded(p).ok().flatten();
+    for spec in kubeadm::CAS {
+        let cert = paths.pki.join(format!("{}.crt", spec.base));
+        let key = paths.pki.join(format!("{}.key", spec.base));
+        let (Some(cert_pem), Some(key_pem)) = (read(&cert), read(&key)) else {
+            continue;
+        };
+        let whole = ca_bundle(&cert_pem).is_ok_and(|b| keys::key_matches_bundle(&key_pem, &b));
+        if !whole {
+            return Some(format!(
+                "{} does not match {} (or does not parse)",
+                key.display(),
+                cert.display()
+            ));
+        }
+    }
+    let sa_key = paths.pki.join("sa.key");
+    if let Some(key_pem) = read(&sa_key) {
+        let public = read(&paths.pki.join("sa.pub"));
+        let whole = keys::parse_private_key(&key_pem).is_ok()
+            && public.is_none_or(|p| keys::public_matches(&p, &key_pem));
+        if !whole {
+            return Some(format!(
+                "{} does not parse or does not match sa.pub",
+                sa_key.display()
+            ));
+        }
+    }
+    None
+}
+
+/// The next snapshot's name: a sequence number, then the UTC stamp. Snapshots are ordered by the
+/// number, never by the clock (one taken while the clock ran ahead must not stay "newest").
+fn next_name(all: &[Snapshot], now: OffsetDateTime) -> String {
+    let last = all
+        .iter()
+        .filter_map(|s| s.name.split('-').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    format!(
+        "{:06}-{}",
+        last.saturating_add(1),
+        crate::renew::execute::stamp(now)
+    )
+}
+
 /// The SHA-256 of each file, or the first error.
 fn hashes(files: &[PathBuf]) -> Result<BTreeMap<PathBuf, String>, String> {
     files
@@ -199,6 +252,16 @@ pub fn take(
     keep: usize,
     force: bool,
 ) -> Result<Taken, String> {
+    if journal::pending(&paths.state)?.is_some() {
+        return Ok(Taken::Skipped(
+            "an interrupted run is not finished yet (the next command finishes it)".into(),
+        ));
+    }
+    if let Some(why) = damaged_secret(paths) {
+        return Ok(Taken::Skipped(format!(
+            "{why}: a damaged secret is never snapshotted over good copies"
+        )));
+    }
     let files = node_files(paths, kubernetes_dir);
     if files.len() > MAX_FILES {
         return Err(format!(
@@ -244,8 +307,7 @@ pub fn take(
         }
     }
     let root = dir(&paths.state);
-    let stamp = crate::renew::execute::stamp(now);
-    let created = store::backup(&root, &stamp, kubernetes_dir, &files)?;
+    let created = store::backup(&root, &next_name(&all, now), kubernetes_dir, &files)?;
     // a file that changed while it was copied would make a snapshot of two moments
     let after = hashes(&files)?;
     if after != now_hashes {
@@ -265,9 +327,9 @@ mod tests {
         std::fs::create_dir_all(k.join("pki/etcd")).unwrap();
         std::fs::create_dir_all(k.join("manifests")).unwrap();
         std::fs::write(k.join("pki/ca.crt"), b"ca").unwrap();
-        std::fs::write(k.join("pki/ca.key"), b"key").unwrap();
+        std::fs::write(k.join("pki/apiserver.key"), b"key").unwrap();
         std::fs::write(k.join("pki/etcd/ca.crt"), b"etcd").unwrap();
-        std::fs::write(k.join("pki/.ca.key.kcr-prev"), b"hidden").unwrap();
+        std::fs::write(k.join("pki/.apiserver.key.kcr-prev"), b"hidden").unwrap();
         std::fs::write(k.join("admin.conf"), b"admin").unwrap();
         std::fs::write(k.join("manifests/etcd.yaml"), b"pod").unwrap();
         NodePaths {
@@ -290,9 +352,12 @@ mod tests {
         let snap = &list(&paths.state).unwrap()[0];
         assert_eq!(snap.dir, first);
         assert_eq!(snap.files.len(), 5, "{:?}", snap.files.keys());
-        assert_eq!(snap.read(&k.join("pki/ca.key")).unwrap().unwrap().0, b"key");
+        assert_eq!(
+            snap.read(&k.join("pki/apiserver.key")).unwrap().unwrap().0,
+            b"key"
+        );
         assert!(
-            snap.read(&k.join("pki/.ca.key.kcr-prev"))
+            snap.read(&k.join("pki/.apiserver.key.kcr-prev"))
                 .unwrap()
                 .is_none()
         );
@@ -305,10 +370,10 @@ mod tests {
             take(&paths, &k, t(120), 2, false).unwrap(),
             Taken::Created(_)
         ));
-        std::fs::remove_file(k.join("pki/ca.key")).unwrap();
+        std::fs::remove_file(k.join("pki/apiserver.key")).unwrap();
         let skipped = take(&paths, &k, t(180), 2, false).unwrap();
         assert!(
-            matches!(&skipped, Taken::Skipped(why) if why.contains("ca.key")),
+            matches!(&skipped, Taken::Skipped(why) if why.contains("apiserver.key")),
             "{skipped:?}"
         );
         assert!(matches!(

@@ -339,6 +339,17 @@ pub fn backup_entries(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
             let (rel, original) = line
                 .split_once('\t')
                 .ok_or_else(|| format!("{}: malformed line {line:?}", manifest.display()))?;
+            // a copy lives inside its backup: a relative path of plain names, no `..`, no root
+            let inside = !rel.is_empty()
+                && Path::new(rel)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                return Err(format!(
+                    "{}: {rel:?} is not a path inside the backup",
+                    manifest.display()
+                ));
+            }
             Ok((dir.join(rel), PathBuf::from(original)))
         })
         .collect()
