@@ -1041,6 +1041,10 @@ fn every_numeric_config_key_just_outside_its_range_is_exit_3_naming_it() {
         ("lease_wait_secs = 604801", "lease_wait_secs"),
         ("lease_settle_secs = 3601", "lease_settle_secs"),
         ("control_plane_nodes = 1001", "control_plane_nodes"),
+        ("keep_snapshots = 0", "keep_snapshots"),
+        ("keep_snapshots = 1001", "keep_snapshots"),
+        ("auto_recover_after_secs = 86401", "auto_recover_after_secs"),
+        ("snapshots = 1", "snapshots"),
         // not numbers of the key's type at all
         ("warn_days = -1", "warn_days"),
         ("critical_days = 4294967296", "critical_days"),
@@ -1068,7 +1072,8 @@ fn every_numeric_config_key_just_outside_its_range_is_exit_3_naming_it() {
                  keep_backups = 1000\nrestart_poll_ms = 250\nrestart_stop_timeout_secs = 3600\n\
                  restart_start_timeout_secs = 3600\nrestart_settle_secs = 3599\n\
                  lease_duration_secs = 3600\nlease_wait_secs = 604800\nlease_settle_secs = 3600\n\
-                 control_plane_nodes = 1000\n";
+                 control_plane_nodes = 1000\nkeep_snapshots = 1000\n\
+                 auto_recover_after_secs = 86400\n";
     let ran = node.run(Some(edges), &["check"]);
     assert!(ran.code != 3, "{ran:?}");
 }
