@@ -207,6 +207,18 @@ wait $pid
 # a renewal by hand that is refused
 printf 'garbage\n' > "$K/pki/front-proxy-client.crt"
 "$BIN" --config /nonexistent --kubernetes-dir "$K" --state-dir "$S" renew front-proxy-client --no-restart
+# a key goes missing: the daemon alerts at its first look
+rm "$K/pki/apiserver.key"
+printf '\n' > "$CFG"
+"$BIN" --config "$CFG" --kubernetes-dir "$K" --state-dir "$S" run --log-to journal &
+pid=$!
+sleep 2
+kill -TERM $pid
+wait $pid
+# a recovery by hand refused (an unreadable certificate), then one that brings the key back
+"$BIN" --config /nonexistent --kubernetes-dir "$K" --state-dir "$S" recover --no-restart
+rm "$K/pki/front-proxy-client.crt"
+"$BIN" --config /nonexistent --kubernetes-dir "$K" --state-dir "$S" recover --no-restart
 exit 0
 "#,
     )
@@ -317,6 +329,36 @@ exit 0
     assert!(
         refused.iter().any(|e| field(e, "OUTCOME") == "refused"
             && field(e, "MESSAGE").contains("front-proxy-client.crt")),
+        "{}",
+        dump()
+    );
+    // the missing key: alerted by the daemon (error), a refused recovery, then a recovery
+    let missing = of(Kind::FilesMissing);
+    assert!(
+        missing
+            .iter()
+            .any(|e| field(e, "CERT_PATH").contains("pki/apiserver.key")
+                && field(e, "PRIORITY") == "3"
+                && field(e, "OUTCOME") == "files-missing"),
+        "{}",
+        dump()
+    );
+    let failed = of(Kind::RecoveryFailed);
+    assert!(
+        failed
+            .iter()
+            .any(|e| field(e, "MESSAGE").contains("front-proxy-client.crt")
+                && field(e, "PRIORITY") == "3"),
+        "{}",
+        dump()
+    );
+    let recovered = of(Kind::Recovered);
+    assert!(
+        recovered
+            .iter()
+            .any(|e| field(e, "CERT_NAME") == "apiserver"
+                && field(e, "CERT_PATH").contains("pki/apiserver.key")
+                && field(e, "PRIORITY") == "5"),
         "{}",
         dump()
     );
