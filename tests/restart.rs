@@ -322,6 +322,10 @@ fn the_demo_renews_and_restarts_on_the_stand_in() {
     let after = serial("kube-apiserver now serves the certificate with serial ");
     assert_ne!(before, after, "{log}");
     assert!(log.contains("every manifest is back in place"), "{log}");
+    // the deleted pki/ came back from the snapshot the renewal took, and is what is served
+    assert!(log.contains("an operator's mistake"), "{log}");
+    assert!(log.contains("restored from snapshot 000001-"), "{log}");
+    assert!(!log.contains("re-issued"), "{log}");
 }
 
 #[test]

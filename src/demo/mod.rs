@@ -127,6 +127,21 @@ pub fn run(keep: bool, now: OffsetDateTime, runtime_endpoint: Option<&str>) -> R
     if let Some(e) = runs::restart_error(&renewed.restart) {
         return Err(e.to_string());
     }
+    // the renewal refreshed the node's snapshot: a deleted pki/ comes back from it
+    let pki = kubernetes_dir.join("pki");
+    println!(
+        "\n== rm -r {}   (an operator's mistake)\n== kube-cert-renewer recover\n",
+        pki.display()
+    );
+    std::fs::remove_dir_all(&pki).map_err(|e| format!("{}: {e}", pki.display()))?;
+    let recovered = job
+        .recover_files(
+            &crate::recover::run::Request::default(),
+            standin.is_some(),
+            &mut Print,
+        )
+        .map_err(|e| e.to_string())?;
+    print!("{}", runs::recover_text(&recovered));
     drop(_lock);
     if let Some(running) = standin {
         let served = wait_served(&kubernetes_dir, spec.apiserver_port)?;

@@ -721,10 +721,19 @@ pub fn recover(
     if !errors.is_empty() {
         return Err(RecoverError::Refused(errors));
     }
-    // the certificates whose files change: the components that read them restart
+    // The certificates whose files change: the components that read them restart. A copy
+    // restored from the newest snapshot is what they loaded (the snapshot is refreshed after
+    // every change), so only re-issued ones and copies from an older generation need it.
+    let newest = snapshot::list(&paths.state)
+        .ok()
+        .and_then(|all| all.first().map(|s| s.name.clone()));
     outcome.recovered = plan
         .actions
         .iter()
+        .filter(|a| match a {
+            Action::Restore { from, .. } => Some(from) != newest.as_ref(),
+            _ => true,
+        })
         .map(Action::name)
         .filter(|n| kubeadm::component_of(n).is_some())
         .map(str::to_string)

@@ -44,10 +44,12 @@ expected=$(cat <<'EOF'
 /usr/share/licenses/kube-cert-renewer/LICENSE
 /usr/share/man/man8/kube-cert-renewer-check.8.gz
 /usr/share/man/man8/kube-cert-renewer-demo.8.gz
+/usr/share/man/man8/kube-cert-renewer-recover.8.gz
 /usr/share/man/man8/kube-cert-renewer-renew.8.gz
 /usr/share/man/man8/kube-cert-renewer-restart.8.gz
 /usr/share/man/man8/kube-cert-renewer-run.8.gz
 /usr/share/man/man8/kube-cert-renewer-schedule.8.gz
+/usr/share/man/man8/kube-cert-renewer-snapshot.8.gz
 /usr/share/man/man8/kube-cert-renewer.8.gz
 /usr/share/zsh/site-functions/_kube-cert-renewer
 EOF
