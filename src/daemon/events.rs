@@ -141,8 +141,17 @@ pub fn files_missing(missing: &[String], reminder: bool) {
     );
 }
 
-/// Missing files were brought back.
+/// Missing files were brought back; those nothing could bring back are said as a failure.
 pub fn recovered(outcome: &crate::recover::run::Outcome) {
+    for u in &outcome.unrecoverable {
+        let failed = Kind::RecoveryFailed;
+        error!(
+            message_id = failed.message_id(),
+            cert_path = %u.path.display(), action = "recover", outcome = failed.name(),
+            "recovery: {} is still missing: {}",
+            u.path.display(), u.why
+        );
+    }
     let kind = Kind::Recovered;
     for step in &outcome.steps {
         let files: Vec<String> = step.files.iter().map(|f| f.display().to_string()).collect();

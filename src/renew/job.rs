@@ -460,7 +460,9 @@ impl Job<'_> {
         crate::state::trust::check_node(self.config).map_err(RecoverError::CannotRun)?;
         let outcome = crate::recover::run::recover(self.config, request, self.now);
         match &outcome {
-            Ok(o) if !request.dry_run && !o.steps.is_empty() => events::recovered(o),
+            Ok(o) if !request.dry_run && (!o.steps.is_empty() || !o.unrecoverable.is_empty()) => {
+                events::recovered(o)
+            }
             Err(e) => events::recovery_failed(e),
             _ => {}
         }
