@@ -62,15 +62,19 @@ impl Observed {
         }
     }
 
+    /// Whether the node should have `path`: the newest snapshot has it (see [`Self::copies`]).
+    fn expected(&self, path: &Path) -> bool {
+        self.snapshots
+            .first()
+            .is_some_and(|newest| newest.files.contains_key(path))
+    }
+
     /// The snapshots that have `path`, newest first, with their copy — only when the newest
     /// snapshot has it: the newest says which files the node should have (a file removed on
     /// purpose and recorded with `snapshot --force` is not brought back from an older one);
     /// older generations only supply content the newest's copy cannot (expired, another CA).
     fn copies<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = (&'a str, &'a [u8], u32)> {
-        let expected = self
-            .snapshots
-            .first()
-            .is_some_and(|newest| newest.files.contains_key(path));
+        let expected = self.expected(path);
         self.snapshots
             .iter()
             .filter(move |_| expected)
@@ -523,9 +527,15 @@ fn plan_ca(
             // the newest snapshot whose pair is whole and signed what survives
             let mut stale = None;
             let found = observed.snapshots.iter().find_map(|s| {
+                if !observed.expected(&cert_path) {
+                    return None;
+                }
                 let (cert, cert_mode) = s.files.get(&cert_path)?;
                 let bundle = ca_bundle(cert).ok()?;
-                let key = s.files.get(&key_path);
+                let key = s
+                    .files
+                    .get(&key_path)
+                    .filter(|_| observed.expected(&key_path));
                 if let Some((key, _)) = key
                     && !key_matches_bundle(key, &bundle)
                 {
@@ -632,6 +642,7 @@ fn plan_sa(layout: &Layout, observed: &Observed, new_cas: &BTreeSet<String>, pla
                     let mut files = vec![(key_path.clone(), key.to_vec(), mode)];
                     // sa.pub from the same snapshot, when it is missing too and matches
                     if node_pub.is_none()
+                        && observed.expected(&pub_path)
                         && let Some(s) = observed.snapshots.iter().find(|s| s.name == from)
                         && let Some((p, pmode)) = s.files.get(&pub_path)
                         && public_matches(p, key)
@@ -984,6 +995,9 @@ fn plan_pair(
         }
         (None, None) => {
             let whole = observed.snapshots.iter().find_map(|s| {
+                if !(observed.expected(cert_path) && observed.expected(key_path)) {
+                    return None;
+                }
                 let (cert, cmode) = s.files.get(cert_path)?;
                 let (key, kmode) = s.files.get(key_path)?;
                 let facts = first_cert(cert)?;
