@@ -414,9 +414,15 @@ fn s_client(tmp: &Path, port: u16, args: &[&str], request: Option<&str>) -> (boo
     )
 }
 
-/// `etcdctl endpoint health` (API v3) against `endpoint` with a client pair: Ok when healthy.
-fn etcdctl_health(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Result<String, String> {
-    let out = Command::new("etcdctl")
+/// `etcdctl` (API v3) against `endpoint` with a client pair, then `args`.
+fn etcdctl(
+    endpoint: &str,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args([
             "--endpoints",
@@ -429,13 +435,21 @@ fn etcdctl_health(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Result<
             key.to_str().unwrap(),
             "--dial-timeout",
             "3s",
-            "--command-timeout",
-            "5s",
-            "endpoint",
-            "health",
         ])
+        .args(args)
         .output()
-        .expect("run etcdctl");
+        .expect("run etcdctl")
+}
+
+/// `etcdctl endpoint health` against `endpoint` with a client pair: Ok when healthy.
+fn etcdctl_health(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Result<String, String> {
+    let out = etcdctl(
+        endpoint,
+        ca,
+        cert,
+        key,
+        &["--command-timeout", "5s", "endpoint", "health"],
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -451,23 +465,7 @@ fn etcdctl_health(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Result<
 /// `etcdctl put` then `get` of one key with a client pair: the value read back.
 fn etcdctl_put_get(endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> String {
     let base = |args: &[&str]| {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                endpoint,
-                "--cacert",
-                ca.to_str().unwrap(),
-                "--cert",
-                cert.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-                "--dial-timeout",
-                "3s",
-            ])
-            .args(args)
-            .output()
-            .expect("run etcdctl");
+        let out = etcdctl(endpoint, ca, cert, key, args);
         assert!(
             out.status.success(),
             "etcdctl {args:?}: {}{}",

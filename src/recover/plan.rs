@@ -472,11 +472,8 @@ fn plan_ca(
                 .copies(&key_path)
                 .find(|(_, key, _)| key_matches_bundle(key, &bundle));
             if let Some((from, key, mode)) = found {
-                plan.actions.push(Action::Restore {
-                    name: spec.name.to_string(),
-                    files: vec![(key_path.clone(), key.to_vec(), mode)],
-                    from: from.to_string(),
-                });
+                plan.actions
+                    .push(restore_one(spec.name, &key_path, key, mode, from));
                 out.cas
                     .insert(spec.name, effective(bundle, pem, Some(key.to_vec())));
             } else if observed.copies(&key_path).next().is_some() {
@@ -504,11 +501,8 @@ fn plan_ca(
             });
             match found {
                 Some((from, data, mode, bundle)) => {
-                    plan.actions.push(Action::Restore {
-                        name: spec.name.to_string(),
-                        files: vec![(cert_path.clone(), data.to_vec(), mode)],
-                        from: from.to_string(),
-                    });
+                    plan.actions
+                        .push(restore_one(spec.name, &cert_path, data, mode, from));
                     out.cas
                         .insert(spec.name, effective(bundle, data.to_vec(), Some(key)));
                 }
@@ -692,11 +686,9 @@ fn plan_sa(layout: &Layout, observed: &Observed, new_cas: &BTreeSet<String>, pla
                     .copies(&pub_path)
                     .find(|(_, p, _)| public_matches(p, &key) && *p == data.as_slice());
                 match copy {
-                    Some((from, p, mode)) => plan.actions.push(Action::Restore {
-                        name: "sa".into(),
-                        files: vec![(pub_path.clone(), p.to_vec(), mode)],
-                        from: from.to_string(),
-                    }),
+                    Some((from, p, mode)) => plan
+                        .actions
+                        .push(restore_one("sa", &pub_path, p, mode, from)),
                     None => plan.actions.push(Action::DerivePublic {
                         path: pub_path.clone(),
                         data,
@@ -871,6 +863,15 @@ pub fn plan_leaves(
     }
 }
 
+/// Restoring one file of `name` from the snapshot `from`.
+fn restore_one(name: &str, path: &Path, data: &[u8], mode: u32, from: &str) -> Action {
+    Action::Restore {
+        name: name.to_string(),
+        files: vec![(path.to_path_buf(), data.to_vec(), mode)],
+        from: from.to_string(),
+    }
+}
+
 /// Plans a re-issue by `ca`, or — when that CA has no key here — records the file as one only
 /// a snapshot could have brought back.
 fn push_reissue(
@@ -955,11 +956,9 @@ fn plan_pair(
                 .copies(key_path)
                 .find(|(_, key, _)| usable(&cert, key, ca, now));
             match copy {
-                Some((from, key, mode)) => plan.actions.push(Action::Restore {
-                    name: name.to_string(),
-                    files: vec![(key_path.to_path_buf(), key.to_vec(), mode)],
-                    from: from.to_string(),
-                }),
+                Some((from, key, mode)) => plan
+                    .actions
+                    .push(restore_one(name, key_path, key, mode, from)),
                 None => reissue(
                     plan,
                     Template::Cert {
@@ -978,11 +977,9 @@ fn plan_pair(
                 .copies(cert_path)
                 .find(|(_, data, _)| first_cert(data).is_some_and(|c| usable(&c, key, ca, now)));
             match copy {
-                Some((from, data, mode)) => plan.actions.push(Action::Restore {
-                    name: name.to_string(),
-                    files: vec![(cert_path.to_path_buf(), data.to_vec(), mode)],
-                    from: from.to_string(),
-                }),
+                Some((from, data, mode)) => plan
+                    .actions
+                    .push(restore_one(name, cert_path, data, mode, from)),
                 None => reissue(
                     plan,
                     snapshot_template().unwrap_or(Template::Profile),
@@ -1072,11 +1069,7 @@ fn plan_kubeconfig(
         };
         if let ClientCert::Files { .. } = creds.client {
             // kubelet.conf pointing at the kubelet's rotated certificate: no secret inside
-            plan.actions.push(Action::Restore {
-                name: name.to_string(),
-                files: vec![(path.to_path_buf(), data.to_vec(), mode)],
-                from: from.to_string(),
-            });
+            plan.actions.push(restore_one(name, path, data, mode, from));
             return;
         }
         let Some((cert, key, ca_pem)) = kubeconfig_parts(text, path) else {
@@ -1084,11 +1077,7 @@ fn plan_kubeconfig(
         };
         let ca_synced = ca_pem.is_some_and(|p| same_certs(&p, &ca.bundle_pem));
         if usable(&cert, &key, ca, now) && ca_synced {
-            plan.actions.push(Action::Restore {
-                name: name.to_string(),
-                files: vec![(path.to_path_buf(), data.to_vec(), mode)],
-                from: from.to_string(),
-            });
+            plan.actions.push(restore_one(name, path, data, mode, from));
             return;
         }
         if template.is_none() {

@@ -133,14 +133,15 @@ fn observe(layout: &Layout, snapshots: &[SnapshotFiles]) -> Observed {
 /// whose original place is one of the node's kubeadm dirs (`dirs`) are taken: a MANIFEST line
 /// naming anything else is not a file a snapshot makes, and is left out with a note.
 fn load_snapshots(
+    all: &[snapshot::Snapshot],
     state: &Path,
     from: Option<&str>,
     dirs: &[PathBuf],
     notes: &mut Vec<String>,
 ) -> Result<Vec<SnapshotFiles>, String> {
     let chosen = match from {
-        Some(name) => vec![snapshot::find(state, name)?],
-        None => snapshot::list(state)?,
+        Some(name) => std::slice::from_ref(snapshot::find_in(all, state, name)?),
+        None => all,
     };
     let allowed = |p: &Path| {
         p.is_absolute()
@@ -149,7 +150,7 @@ fn load_snapshots(
             && p.parent().is_some_and(|d| dirs.iter().any(|a| a == d))
     };
     let mut out = Vec::new();
-    'snapshots: for s in &chosen {
+    'snapshots: for s in chosen {
         let mut files = BTreeMap::new();
         for original in s.files.keys() {
             if !allowed(original) {
@@ -544,7 +545,8 @@ pub fn recover(
 ) -> Result<Outcome, RecoverError> {
     let paths = config.paths();
     let layout = Layout::of(&paths);
-    let mut broken = snapshot::broken(&paths.state);
+    let (all, mut broken) =
+        snapshot::scan(&paths.state).map_err(|e| RecoverError::Refused(vec![e]))?;
     let dirs = [
         config.kubernetes_dir.clone(),
         paths.pki.clone(),
@@ -552,8 +554,14 @@ pub fn recover(
         paths.kubeconfigs.clone(),
         paths.manifests.clone(),
     ];
-    let snapshots = load_snapshots(&paths.state, request.from.as_deref(), &dirs, &mut broken)
-        .map_err(|e| RecoverError::Refused(vec![e]))?;
+    let snapshots = load_snapshots(
+        &all,
+        &paths.state,
+        request.from.as_deref(),
+        &dirs,
+        &mut broken,
+    )
+    .map_err(|e| RecoverError::Refused(vec![e]))?;
     let observed = observe(&layout, &snapshots);
     let mut secrets = plan::plan_secrets(&layout, &observed, &request.new_cas);
     let mut outcome = Outcome {
@@ -724,9 +732,7 @@ pub fn recover(
     // The certificates whose files change: the components that read them restart. A copy
     // restored from the newest snapshot is what they loaded (the snapshot is refreshed after
     // every change), so only re-issued ones and copies from an older generation need it.
-    let newest = snapshot::list(&paths.state)
-        .ok()
-        .and_then(|all| all.first().map(|s| s.name.clone()));
+    let newest = all.first().map(|s| s.name.clone());
     outcome.recovered = plan
         .actions
         .iter()

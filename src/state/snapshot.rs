@@ -67,7 +67,9 @@ pub fn broken(state: &Path) -> Vec<String> {
     scan(state).map(|(_, broken)| broken).unwrap_or_default()
 }
 
-fn scan(state: &Path) -> Result<(Vec<Snapshot>, Vec<String>), String> {
+/// Every usable snapshot, newest first ([`list`]), and those that cannot be used ([`broken`]),
+/// from one read of the snapshots dir.
+pub fn scan(state: &Path) -> Result<(Vec<Snapshot>, Vec<String>), String> {
     let root = dir(state);
     let rd = match std::fs::read_dir(&root) {
         Ok(rd) => rd,
@@ -104,9 +106,13 @@ fn scan(state: &Path) -> Result<(Vec<Snapshot>, Vec<String>), String> {
 
 /// The snapshot `name` (a name from [`list`] or a path to one).
 pub fn find(state: &Path, name: &str) -> Result<Snapshot, String> {
-    let all = list(state)?;
+    find_in(&list(state)?, state, name).cloned()
+}
+
+/// The snapshot `name` among `all` (a name or a directory), or why there is none.
+pub fn find_in<'a>(all: &'a [Snapshot], state: &Path, name: &str) -> Result<&'a Snapshot, String> {
     let wanted = Path::new(name);
-    all.into_iter()
+    all.iter()
         .find(|s| s.name == name || s.dir == wanted)
         .ok_or_else(|| {
             format!(
