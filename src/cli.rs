@@ -80,6 +80,9 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Show the next maintenance windows of this node and what would be due at each.
     Schedule(ScheduleArgs),
+    /// The least-privilege identity for the restart Lease: print its Role and RoleBinding,
+    /// issue its kubeconfig; without options, say which identity the Lease is taken with.
+    LeaseCredentials(LeaseCredentialsArgs),
     /// Build a throwaway kubeadm-shaped node in a temp dir and run the product on it.
     Demo(DemoArgs),
     /// A kubelet stand-in for tests: runs the static pods of a manifests dir on a CRI runtime.
@@ -160,6 +163,20 @@ pub struct RecoverArgs {
     /// Do not restart the control plane afterwards.
     #[arg(long)]
     pub no_restart: bool,
+}
+
+/// Options of `lease-credentials`.
+#[derive(Debug, Args)]
+pub struct LeaseCredentialsArgs {
+    /// Print the Role and RoleBinding (YAML for `kubectl apply -f -`) that let the Lease
+    /// credential's group get, create and update the restart Lease, and nothing else.
+    #[arg(long)]
+    pub print_rbac: bool,
+    /// Issue this node's Lease credential (a client certificate of the cluster CA, CN
+    /// kube-cert-renewer:<node>, O kube-cert-renewer:lease-holders) into
+    /// <kubeconfig dir>/kube-cert-renewer.conf, which the Lease then uses by default.
+    #[arg(long)]
+    pub issue: bool,
 }
 
 /// Options of `snapshot`.
@@ -472,6 +489,57 @@ pub fn snapshot(job: &Job, args: &SnapshotArgs) -> Result<i32, String> {
     }
 }
 
+/// Runs `lease-credentials`: the RBAC on stdout (so it pipes into kubectl), what was issued or
+/// which identity takes the Lease on stderr; 0, or 1 when the Lease is taken as cluster-admin
+/// (without options).
+pub fn lease_credentials(job: &Job, args: &LeaseCredentialsArgs) -> Result<i32, String> {
+    use crate::coordination::credentials;
+    if args.print_rbac {
+        print!("{}", credentials::rbac_yaml());
+    }
+    if args.issue {
+        let issued = job.issue_lease_credentials()?;
+        eprintln!(
+            "wrote {}: {} (valid until {}){}; the restart Lease is taken with it from now on \
+             (apply the RBAC once per cluster: kube-cert-renewer lease-credentials --print-rbac \
+             | kubectl apply -f -)",
+            issued.file.display(),
+            issued.identity.subject,
+            crate::report::rfc3339(issued.not_after),
+            issued
+                .backup
+                .map(|b| format!(", the file it replaced saved in {}", b.display()))
+                .unwrap_or_default()
+        );
+        if job.config.lease_kubeconfig.is_some() {
+            eprintln!(
+                "note: the config's lease_kubeconfig still names another kubeconfig; remove it \
+                 to use {}",
+                issued.file.display()
+            );
+        }
+    }
+    if args.print_rbac || args.issue {
+        return Ok(0);
+    }
+    let kubeconfig = credentials::lease_kubeconfig(job.config);
+    let identity = credentials::identity_of(&kubeconfig)?;
+    println!(
+        "The restart Lease is taken with {} as {}",
+        kubeconfig.display(),
+        identity.subject
+    );
+    if identity.cluster_admin() {
+        println!(
+            "That is cluster-admin. Least privilege: kube-cert-renewer lease-credentials \
+             --print-rbac | kubectl apply -f - (once), then kube-cert-renewer lease-credentials \
+             --issue (on each control-plane node)"
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
 /// Runs the kubelet stand-in until SIGINT/SIGTERM.
 #[cfg(feature = "test-support")]
 fn standin(cli_endpoint: Option<&str>, args: &StandinArgs) -> Result<i32, String> {
@@ -598,6 +666,10 @@ pub fn main() -> i32 {
             Ok(0)
         }),
         Command::Demo(args) => crate::demo::run(args.keep, now, endpoint),
+        Command::LeaseCredentials(args) => effective_config(&cli).and_then(|c| {
+            let _lock = if args.issue { Some(locked(&c)?) } else { None };
+            lease_credentials(&by_hand(&c, endpoint, now), args)
+        }),
     };
     match result {
         Ok(code) => code,

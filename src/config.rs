@@ -84,7 +84,8 @@ pub struct Config {
     /// restart at once. Off only makes sense on a cluster with one control-plane node.
     pub coordinate: bool,
     /// The kubeconfig that reaches the cluster API for the Lease; default
-    /// `<kubeconfig_dir>/admin.conf` (renewed by this node itself, before the restart).
+    /// `<kubeconfig_dir>/kube-cert-renewer.conf` once `lease-credentials --issue` wrote it (least
+    /// privilege), else `<kubeconfig_dir>/admin.conf` (see `coordination::credentials`).
     pub lease_kubeconfig: Option<PathBuf>,
     /// `leaseDurationSeconds`: how long a node that stopped renewing (crashed) keeps others
     /// waiting. Renewed every third of it while held; longer than a whole restart may take

@@ -552,6 +552,22 @@ fn a_server_url_that_refuses_counts_one_that_cannot_be_reached_does_not() {
         &format!("https://localhost:{remote_port}"),
         &tmp.path().join("a.conf"),
     );
+    // kubeadm's certificate does not name localhost: that URL's server is not believed at all
+    // (as client-go would refuse it), so the local API server alone decides
+    let line = prove_kubeconfig(&conf, &pki, &[local(local_port)], Duration::from_secs(5)).unwrap();
+    eprintln!("{line}");
+    assert!(
+        line.contains("not proven at its server https://localhost:")
+            && line.contains("is not for localhost"),
+        "{line}"
+    );
+    // with the name the certificate has as its tls-server-name, as client-go needs it too
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        &format!("    server: https://localhost:{remote_port}\n"),
+        &format!("    server: https://localhost:{remote_port}\n    tls-server-name: kubernetes\n"),
+    );
+    assert!(text.contains("tls-server-name"));
+    std::fs::write(&conf, text).unwrap();
     let err =
         prove_kubeconfig(&conf, &pki, &[local(local_port)], Duration::from_secs(5)).unwrap_err();
     eprintln!("{err}");

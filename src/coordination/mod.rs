@@ -12,6 +12,7 @@
 //! in the tests), [`acquire`] waits and takes, [`Held`] renews in the background until
 //! [`Held::release`].
 
+pub mod credentials;
 pub mod lease;
 
 use std::path::{Path, PathBuf};
@@ -66,6 +67,8 @@ pub trait LeaseApi: Send + Sync {
 pub struct KubeApi {
     kubeconfig: PathBuf,
     server: String,
+    /// The cluster's `tls-server-name`, verified instead of the URL's host when set.
+    tls_server_name: Option<String>,
     ca_pem: Vec<u8>,
     identity: Identity,
     timeout: Duration,
@@ -115,6 +118,7 @@ impl KubeApi {
         Ok(KubeApi {
             kubeconfig: path.to_path_buf(),
             server,
+            tls_server_name: creds.tls_server_name,
             ca_pem,
             identity,
             timeout,
@@ -136,8 +140,15 @@ impl KubeApi {
         let targets = Target::of_url(&self.server).map_err(ApiError::Unreachable)?;
         let mut errors = Vec::new();
         let mut refused = false;
-        for target in &targets {
-            match health::request(target, &request, &trust, Some(&self.identity), self.timeout) {
+        for target in targets {
+            let target = target.verified_as(self.tls_server_name.as_deref());
+            match health::request(
+                &target,
+                &request,
+                &trust,
+                Some(&self.identity),
+                self.timeout,
+            ) {
                 Ok(probe) => return Ok((probe.status, probe.body)),
                 Err(e) => {
                     refused |= health::refused_client_certificate(&e);

@@ -31,6 +31,9 @@ pub struct LeaseWrite {
     pub holder: Option<String>,
     /// The resourceVersion it made.
     pub resource_version: u64,
+    /// Who wrote it: the subject of the client certificate (served with
+    /// [`serve_verifying_clients`]), `None` when none was presented or asked for.
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +101,7 @@ impl LeaseStore {
                 at: Instant::now(),
                 holder: Some(holder.to_string()),
                 resource_version: s.version,
+                by: None,
             };
             s.writes.push(w);
         }
@@ -105,6 +109,12 @@ impl LeaseStore {
 
     /// Handles one request as kube-apiserver would: `method` on `path` with `body`.
     pub fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        self.handle_as(method, path, body, None)
+    }
+
+    /// [`LeaseStore::handle`] for the client `by` (its certificate's subject), recorded with
+    /// each write.
+    pub fn handle_as(&self, method: &str, path: &str, body: &[u8], by: Option<&str>) -> Reply {
         let Ok(mut s) = self.state.lock() else {
             return status(500, "InternalError", "poisoned");
         };
@@ -131,7 +141,7 @@ impl LeaseStore {
                 o["metadata"]["resourceVersion"] = json!(s.version.to_string());
                 o["metadata"]["uid"] = json!("fake-uid-1");
                 s.object = Some(o.clone());
-                self.record(&mut s, &o);
+                self.record(&mut s, &o, by);
                 (201, o)
             }
             ("PUT", p) if p == object_path => {
@@ -159,7 +169,7 @@ impl LeaseStore {
                 s.version += 1;
                 o["metadata"]["resourceVersion"] = json!(s.version.to_string());
                 s.object = Some(o.clone());
-                self.record(&mut s, &o);
+                self.record(&mut s, &o, by);
                 (200, o)
             }
             _ => status(
@@ -170,7 +180,7 @@ impl LeaseStore {
         }
     }
 
-    fn record(&self, s: &mut State, o: &Value) {
+    fn record(&self, s: &mut State, o: &Value, by: Option<&str>) {
         let holder = o
             .pointer("/spec/holderIdentity")
             .and_then(Value::as_str)
@@ -180,6 +190,7 @@ impl LeaseStore {
             at: Instant::now(),
             holder,
             resource_version: s.version,
+            by: by.map(str::to_string),
         };
         s.writes.push(w);
     }
@@ -254,6 +265,30 @@ pub fn serve(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Served, String> {
+    serve_with(store, addr, cert_pem, key_pem, None)
+}
+
+/// [`serve`], asking for a client certificate signed by a CA of `client_ca_pem` (as
+/// kube-apiserver's `--client-ca-file`; a request without one is still answered) and recording
+/// its subject with each write ([`LeaseWrite::by`]), so a test can tell which identity took the
+/// Lease.
+pub fn serve_verifying_clients(
+    store: LeaseStore,
+    addr: SocketAddr,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<Served, String> {
+    serve_with(store, addr, cert_pem, key_pem, Some(client_ca_pem))
+}
+
+fn serve_with(
+    store: LeaseStore,
+    addr: SocketAddr,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: Option<&[u8]>,
+) -> Result<Served, String> {
     let chain: Vec<CertificateDer<'static>> = crate::pki::pem::parse(cert_pem)?
         .into_iter()
         .filter(|b| b.label == "CERTIFICATE")
@@ -265,10 +300,27 @@ pub fn serve(
         .ok_or("no key block")?;
     let key = PrivateKeyDer::try_from(key_block.der).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for block in crate::pki::pem::parse(pem)? {
+                roots
+                    .add(CertificateDer::from(block.der))
+                    .map_err(|e| e.to_string())?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(chain, key)
         .map_err(|e| e.to_string())?;
     let config = Arc::new(config);
@@ -335,7 +387,13 @@ fn one_exchange(
     let method = words.next().unwrap_or_default().to_string();
     let path = words.next().unwrap_or_default().to_string();
     let body = &raw[head_end..(head_end + length).min(raw.len())];
-    let (code, value) = store.handle(&method, &path, body);
+    let by = tls
+        .conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::pki::cert::CertFacts::from_der(leaf.as_ref()).ok())
+        .map(|facts| facts.subject);
+    let (code, value) = store.handle_as(&method, &path, body, by.as_deref());
     let text = value.to_string();
     let reply = format!(
         "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\

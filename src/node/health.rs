@@ -2,12 +2,23 @@
 //!
 //! A restarted component that answers `200` proves little on its own: a process that did not
 //! really restart still serves the OLD certificate. So a probe also returns the leaf the server
-//! presented, and the caller compares its serial with the file it just wrote. Trust is checked
-//! by signature against the node's own CA file only — kubeadm's serving certificates need not
-//! name `127.0.0.1`, and the system trust store has no business vouching for a cluster CA.
+//! presented, and the caller compares its serial with the file it just wrote.
+//!
+//! The server is verified as client-go verifies it (rustls's `WebPkiServerVerifier`, i.e.
+//! rustls-webpki): a chain to one of the CA certificates given (the node's CA file or a
+//! kubeconfig's `certificate-authority-data`, never the system trust store), within its validity
+//! period, an end-entity certificate (not CA:TRUE), the serverAuth extended key usage when it
+//! names usages, and a SAN matching the name the connection is for ([`Target`]: the URL's host,
+//! a kubeconfig's `tls-server-name`, or — for the local kube-apiserver dialled on loopback, which
+//! kubeadm's certificate does not name — its advertise address or `kubernetes`). So a
+//! certificate the cluster CA signed for someone else (a kubelet's client certificate, any
+//! CSR-API certificate) cannot pose as the API server or as etcd. The one exception is
+//! [`Trust::AnyServer`], for the self-signed `/healthz` of kube-controller-manager and
+//! kube-scheduler.
 //!
 //! The same client carries the few cluster API calls the product makes (the Lease, credential
-//! proofs): [`request`] takes a method, a JSON body, credentials in memory and a [`Trust`].
+//! proofs, etcd's member list): [`request`] takes a method, a JSON body, credentials in memory
+//! and a [`Trust`].
 //!
 //! The probe is synchronous and self-contained (one TCP connection, one request, one deadline)
 //! because it runs once per restart from a blocking code path; an async runtime would add
@@ -19,6 +30,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{
@@ -26,8 +38,8 @@ use rustls::pki_types::{
     ServerName, UnixTime,
 };
 use rustls::{
-    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
-    StreamOwned,
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    SignatureScheme, StreamOwned,
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -63,16 +75,28 @@ pub struct ClientCert<'a> {
     pub key: &'a Path,
 }
 
-/// GET `path` over HTTPS from `addr` (e.g. 127.0.0.1:6443). The served leaf must be signed by one
-/// of the CA certificates in `ca_file` (a PEM file that may hold a bundle) — verified by
-/// signature, no hostname check (kubeadm's apiserver cert need not name 127.0.0.1) — and the TLS
-/// handshake signature must verify with the leaf's key, so the server proves it holds the new
-/// key rather than replaying a certificate. Every failure is an Err(String) naming the address
-/// and what went wrong (connection refused, timeout, handshake failure, untrusted cert with its
-/// issuer, bad HTTP), because the message ends up in an operator's log after a failed restart.
-/// `timeout` bounds connect + handshake + whole response.
+/// GET `path` over HTTPS from `addr` (e.g. 127.0.0.1:2379), whose certificate must name that
+/// address: [`https_get_from`] with [`Target::ip`].
 pub fn https_get(
     addr: SocketAddr,
+    path: &str,
+    ca_file: &Path,
+    client: Option<ClientCert<'_>>,
+    timeout: Duration,
+) -> Result<Probe, String> {
+    https_get_from(&Target::ip(addr), path, ca_file, client, timeout)
+}
+
+/// GET `path` over HTTPS from `target`. The server must present a certificate that chains to one
+/// of the CA certificates in `ca_file` (a PEM file that may hold a bundle) and is a server's for
+/// the name `target` is verified as (see the module doc), and the TLS handshake signature must
+/// verify with the leaf's key, so the server proves it holds the new key rather than replaying a
+/// certificate. Every failure is an Err(String) naming the address and what went wrong
+/// (connection refused, timeout, handshake failure, untrusted cert with its issuer or names, bad
+/// HTTP), because the message ends up in an operator's log after a failed restart. `timeout`
+/// bounds connect + handshake + whole response.
+pub fn https_get_from(
+    target: &Target,
     path: &str,
     ca_file: &Path,
     client: Option<ClientCert<'_>>,
@@ -84,7 +108,7 @@ pub fn https_get(
             .map_err(|e| format!("cannot read CA file {}: {e}", ca_file.display()))?;
         let identity = client.map(Identity::from_files).transpose()?;
         request(
-            &Target::ip(addr),
+            target,
             &Request::get(path),
             &Trust::Cas {
                 pem: &ca_pem,
@@ -94,23 +118,25 @@ pub fn https_get(
             timeout,
         )
     };
-    call().map_err(|e| format!("https://{addr}{path}: {e}"))
+    call().map_err(|e| format!("https://{}{path}: {e}", target.addr))
 }
 
 /// Whom the server must be: what a probe or an API call trusts.
 #[derive(Debug, Clone, Copy)]
 pub enum Trust<'a> {
-    /// A leaf signed by one of the CA certificates of this PEM bundle (from the node's pki dir
-    /// or a kubeconfig's `certificate-authority-data`); `source` names it in messages.
+    /// A server certificate for the target's name, chaining to one of the CA certificates of
+    /// this PEM bundle (from the node's pki dir or a kubeconfig's
+    /// `certificate-authority-data`); `source` names it in messages.
     Cas {
         /// The PEM bundle.
         pem: &'a [u8],
         /// Where it came from (a file, a kubeconfig).
         source: &'a str,
     },
-    /// Any leaf, as long as the server proves it holds its key: kube-controller-manager and
-    /// kube-scheduler serve a self-signed certificate they make at start (kubelet's own liveness
-    /// probes do not verify it either), so there is no CA to check it against.
+    /// Any leaf, as long as the server proves it holds its key. Only for the `/healthz` of
+    /// kube-controller-manager and kube-scheduler: they serve a self-signed certificate they make
+    /// at start (kubelet's own liveness probes do not verify it either), so there is no CA to
+    /// check it against — and nothing but `ok` is believed from them.
     AnyServer,
 }
 
@@ -142,23 +168,80 @@ impl Identity {
     }
 }
 
-/// Where to connect: an address, and the host name the URL named (sent as SNI and `Host`).
+/// Where to connect, and whom the certificate must name there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The socket address connected to.
     pub addr: SocketAddr,
     /// The URL's host when it was a name (a control-plane endpoint such as
-    /// `k8s-api.example:6443`); `None` for an IP address.
+    /// `k8s-api.example:6443`), sent as SNI and `Host`; `None` for an IP address.
     pub host_name: Option<String>,
+    /// The DNS name or IP address the served certificate must carry instead of the host dialled
+    /// (`host_name`, else the address), never sent: a kubeconfig's `tls-server-name` (as
+    /// client-go verifies it), or the local kube-apiserver's identity when it is dialled on
+    /// loopback (see [`Target::local_apiserver`]).
+    pub verify_as: Option<String>,
 }
 
+/// The name a loopback connection to the local kube-apiserver is verified as when its manifest
+/// gives no other address: the Service name kubeadm puts in every API server certificate
+/// (v1.8 to today).
+pub const APISERVER_SERVICE_NAME: &str = "kubernetes";
+
 impl Target {
-    /// An IP address, no name: no SNI, so kube-apiserver serves its default certificate.
+    /// An IP address, no name: no SNI, so kube-apiserver serves its default certificate; the
+    /// certificate must name that address.
     pub fn ip(addr: SocketAddr) -> Target {
         Target {
             addr,
             host_name: None,
+            verify_as: None,
         }
+    }
+
+    /// This target, its certificate verified as `name` (a kubeconfig's `tls-server-name`) when
+    /// one is given.
+    pub fn verified_as(self, name: Option<&str>) -> Target {
+        Target {
+            verify_as: name.map(str::to_string).or(self.verify_as),
+            ..self
+        }
+    }
+
+    /// The local kube-apiserver at each of `addresses` (from its manifest: the bind address, or
+    /// the advertise address then loopback). A non-loopback address must be named by the
+    /// certificate, as it is for any client dialling it; kubeadm's certificate never names
+    /// loopback, so a loopback address is verified as the first non-loopback address of the list
+    /// (the advertise address, which kubeadm always puts in it), else as
+    /// [`APISERVER_SERVICE_NAME`].
+    pub fn local_apiserver(addresses: &[SocketAddr]) -> Vec<Target> {
+        let advertised = addresses
+            .iter()
+            .map(SocketAddr::ip)
+            .find(|ip| !ip.is_loopback())
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| APISERVER_SERVICE_NAME.to_string());
+        addresses
+            .iter()
+            .map(|addr| {
+                let target = Target::ip(*addr);
+                if addr.ip().is_loopback() {
+                    target.verified_as(Some(&advertised))
+                } else {
+                    target
+                }
+            })
+            .collect()
+    }
+
+    /// The name the served certificate must carry (see [`Target::verify_as`]).
+    pub fn expected_name(&self) -> Result<ServerName<'static>, String> {
+        let name = match (&self.verify_as, &self.host_name) {
+            (Some(name), _) | (None, Some(name)) => name.clone(),
+            (None, None) => return Ok(ServerName::IpAddress(self.addr.ip().into())),
+        };
+        ServerName::try_from(name.clone())
+            .map_err(|e| format!("{name:?} is not a valid server name: {e}"))
     }
 
     /// The targets of an `https://host[:port]` URL (a kubeconfig's `server`): a name is resolved
@@ -204,6 +287,7 @@ impl Target {
             .map(|addr| Target {
                 addr,
                 host_name: Some(host.to_string()),
+                verify_as: None,
             })
             .collect())
     }
@@ -285,10 +369,11 @@ pub fn request(
     let deadline = Instant::now() + timeout;
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(match trust {
-        Trust::Cas { pem, source } => CaVerifier::from_pem(pem, source, &provider)?,
-        Trust::AnyServer => CaVerifier::any(&provider),
-    });
+    let verifier = Arc::new(ServerVerifier::new(
+        trust,
+        target.expected_name()?,
+        &provider,
+    )?);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
@@ -550,148 +635,219 @@ fn load_identity(
     Ok((chain, key))
 }
 
-/// Trusts a served leaf exactly when one CA of the node's CA file signed it and it is within
-/// its validity period; names and usages are not checked (see the module doc).
+/// Verifies the server as client-go would (see the module doc): rustls's WebPki verifier for
+/// the chain, dates, end-entity, serverAuth and name checks, with `expected` as the name
+/// whatever SNI was sent; then turns its refusal into an operator's sentence about the
+/// certificate served.
 #[derive(Debug)]
-struct CaVerifier {
-    ca_file: String,
-    /// DER of every CA certificate in the file (re-parsed per use to keep lifetimes local);
+struct ServerVerifier {
     /// `None` trusts any leaf ([`Trust::AnyServer`]).
-    cas: Option<Vec<Vec<u8>>>,
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// Where the CAs came from, and their subjects, for messages.
+    ca_source: String,
+    ca_subjects: Vec<String>,
+    /// The name the certificate must carry.
+    expected: ServerName<'static>,
     algorithms: WebPkiSupportedAlgorithms,
     /// Why the last leaf was refused, in words for the operator; rustls's own error type would
-    /// only say "invalid peer certificate: other error".
+    /// only say "invalid peer certificate: …" without the certificate it is about.
     rejected: Mutex<Option<String>>,
 }
 
-impl CaVerifier {
-    fn from_pem(
-        text: &[u8],
-        source: &str,
-        provider: &CryptoProvider,
-    ) -> Result<CaVerifier, String> {
-        let mut cas = Vec::new();
-        for block in pem::parse(text).map_err(|e| format!("CA file {source}: {e}"))? {
+impl ServerVerifier {
+    fn new(
+        trust: &Trust<'_>,
+        expected: ServerName<'static>,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<ServerVerifier, String> {
+        let mut verifier = ServerVerifier {
+            webpki: None,
+            ca_source: String::new(),
+            ca_subjects: Vec::new(),
+            expected,
+            algorithms: provider.signature_verification_algorithms,
+            rejected: Mutex::new(None),
+        };
+        let Trust::Cas { pem, source } = trust else {
+            return Ok(verifier);
+        };
+        let mut roots = RootCertStore::empty();
+        for block in pem::parse(pem).map_err(|e| format!("CA file {source}: {e}"))? {
             if block.label != "CERTIFICATE" {
                 continue;
             }
-            X509Certificate::from_der(&block.der).map_err(|e| {
-                format!(
-                    "CA file {source}: certificate {} is not valid X.509: {e}",
-                    cas.len() + 1
-                )
+            let n = verifier.ca_subjects.len() + 1;
+            let (_, ca) = X509Certificate::from_der(&block.der).map_err(|e| {
+                format!("CA file {source}: certificate {n} is not valid X.509: {e}")
             })?;
-            cas.push(block.der);
+            verifier.ca_subjects.push(ca.subject().to_string());
+            roots
+                .add(CertificateDer::from(block.der.clone()))
+                .map_err(|e| {
+                    format!("CA file {source}: certificate {n} cannot be trusted as a CA: {e}")
+                })?;
         }
-        if cas.is_empty() {
+        if roots.is_empty() {
             return Err(format!("CA file {source} holds no CERTIFICATE block"));
         }
-        Ok(CaVerifier {
-            ca_file: source.to_string(),
-            cas: Some(cas),
-            algorithms: provider.signature_verification_algorithms,
-            rejected: Mutex::new(None),
-        })
-    }
-
-    /// Trusts any leaf (the handshake still proves the server holds its key).
-    fn any(provider: &CryptoProvider) -> CaVerifier {
-        CaVerifier {
-            ca_file: String::new(),
-            cas: None,
-            algorithms: provider.signature_verification_algorithms,
-            rejected: Mutex::new(None),
-        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| format!("CA file {source}: {e}"))?;
+        verifier.webpki = Some(webpki);
+        verifier.ca_source = source.to_string();
+        Ok(verifier)
     }
 
     fn rejection(&self) -> Option<String> {
         self.rejected.lock().ok().and_then(|r| r.clone())
     }
 
-    fn reject(&self, why: String, error: CertificateError) -> rustls::Error {
-        if let Ok(mut slot) = self.rejected.lock() {
-            *slot = Some(why);
-        }
-        rustls::Error::InvalidCertificate(error)
-    }
-
-    fn check(&self, leaf_der: &[u8], now: UnixTime) -> Result<(), (String, CertificateError)> {
-        let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|e| {
-            (
-                format!("served certificate is not valid X.509: {e}"),
-                CertificateError::BadEncoding,
-            )
-        })?;
-        let describe = || {
-            format!(
-                "served certificate (subject {}, serial {})",
-                leaf.subject(),
-                crate::pki::cert::hex(leaf.raw_serial())
-            )
+    /// Says why `leaf_der` was refused with `error`, naming the certificate and what it lacks.
+    fn explain(&self, leaf_der: &[u8], error: &rustls::Error) -> String {
+        let Ok((_, leaf)) = X509Certificate::from_der(leaf_der) else {
+            return format!("served certificate is not valid X.509: {error}");
         };
-        let Some(cas) = &self.cas else {
-            return Ok(());
-        };
-        let mut ca_subjects = Vec::new();
-        let mut signed = false;
-        for ca_der in cas {
-            let Ok((_, ca)) = X509Certificate::from_der(ca_der) else {
-                continue;
-            };
-            if leaf.verify_signature(Some(ca.public_key())).is_ok() {
-                signed = true;
-                break;
-            }
-            ca_subjects.push(ca.subject().to_string());
-        }
-        if !signed {
-            return Err((
-                format!(
-                    "untrusted certificate: {} has issuer {} but is not signed by any CA in {} \
-                     (which holds {})",
-                    describe(),
-                    leaf.issuer(),
-                    self.ca_file,
-                    ca_subjects.join("; ")
-                ),
-                CertificateError::UnknownIssuer,
-            ));
-        }
-        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let describe = format!(
+            "served certificate (subject {}, serial {})",
+            leaf.subject(),
+            crate::pki::cert::hex(leaf.raw_serial())
+        );
         let validity = leaf.validity();
-        if now_secs < validity.not_before.timestamp() {
-            return Err((
+        let expected = match &self.expected {
+            ServerName::DnsName(name) => name.as_ref().to_string(),
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            other => format!("{other:?}"),
+        };
+        let rustls::Error::InvalidCertificate(why) = error else {
+            return format!("{describe} refused: {error}");
+        };
+        match why {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
+                "untrusted certificate: {describe} has issuer {} but is not signed by any CA in \
+                 {} (which holds {})",
+                leaf.issuer(),
+                self.ca_source,
+                self.ca_subjects.join("; ")
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 format!(
-                    "{} is not valid before {} (clock skew?)",
-                    describe(),
+                    "{describe} is not for {expected}: it names {} (another server's \
+                     certificate)",
+                    names_of(&leaf)
+                )
+            }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                format!(
+                    "{describe} is not a server certificate: its extended key usage is {} \
+                     (serverAuth needed; a client certificate cannot pose as a server)",
+                    usages_of(&leaf)
+                )
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                format!("{describe} expired at {}", rfc3339(&validity.not_after))
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                format!(
+                    "{describe} is not valid before {} (clock skew?)",
                     rfc3339(&validity.not_before)
-                ),
-                CertificateError::NotValidYet,
-            ));
+                )
+            }
+            _ if leaf.is_ca() => format!(
+                "{describe} is a CA certificate (CA:TRUE): a server must present an end-entity \
+                 certificate"
+            ),
+            _ => format!("{describe} refused: {error}"),
         }
-        if now_secs > validity.not_after.timestamp() {
-            return Err((
-                format!("{} expired at {}", describe(), rfc3339(&validity.not_after)),
-                CertificateError::Expired,
-            ));
-        }
-        Ok(())
     }
 }
 
-impl ServerCertVerifier for CaVerifier {
+/// The SANs of `cert` (DNS names and IPs), for a message.
+fn names_of(cert: &X509Certificate<'_>) -> String {
+    use x509_parser::extensions::GeneralName;
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(d) => Some(d.to_string()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => <[u8; 4]>::try_from(*b)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*b)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        "no DNS name or IP address".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The extended key usages of `cert`, for a message.
+fn usages_of(cert: &X509Certificate<'_>) -> String {
+    let Ok(Some(eku)) = cert.extended_key_usage() else {
+        return "absent".to_string();
+    };
+    let eku = eku.value;
+    let mut usages = Vec::new();
+    for (set, name) in [
+        (eku.server_auth, "serverAuth"),
+        (eku.client_auth, "clientAuth"),
+        (eku.code_signing, "codeSigning"),
+        (eku.email_protection, "emailProtection"),
+        (eku.time_stamping, "timeStamping"),
+        (eku.ocsp_signing, "OCSPSigning"),
+        (eku.any, "any"),
+    ] {
+        if set {
+            usages.push(name.to_string());
+        }
+    }
+    usages.extend(eku.other.iter().map(|oid| oid.to_id_string()));
+    if usages.is_empty() {
+        "empty".to_string()
+    } else {
+        usages.join(", ")
+    }
+}
+
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        intermediates: &[CertificateDer<'_>],
+        _sni: &ServerName<'_>,
+        ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.check(end_entity.as_ref(), now) {
-            Ok(()) => Ok(ServerCertVerified::assertion()),
-            Err((why, error)) => Err(self.reject(why, error)),
-        }
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        webpki
+            .verify_server_cert(
+                end_entity,
+                intermediates,
+                &self.expected,
+                ocsp_response,
+                now,
+            )
+            .inspect_err(|error| {
+                if let Ok(mut slot) = self.rejected.lock() {
+                    *slot = Some(self.explain(end_entity.as_ref(), error));
+                }
+            })
     }
 
     fn verify_tls12_signature(

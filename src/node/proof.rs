@@ -41,12 +41,13 @@ use crate::pki::kubeconfig::{self, ClientCert};
 
 /// The kubeconfigs (kubeadm's names) whose client certificate the API server authenticates,
 /// so a renewal of them can be proven here.
-pub const PROVABLE_KUBECONFIGS: [&str; 5] = [
+pub const PROVABLE_KUBECONFIGS: [&str; 6] = [
     "admin.conf",
     "super-admin.conf",
     "controller-manager.conf",
     "scheduler.conf",
     crate::pki::kubeadm::KUBELET_CONF,
+    crate::pki::kubeadm::LEASE_KUBECONFIG,
 ];
 
 /// What the proof asks for: the API discovery root, served to every authenticated user and, on
@@ -140,6 +141,8 @@ struct Credential {
     ca_pem: Vec<u8>,
     ca_source: String,
     server: Option<String>,
+    /// The cluster's `tls-server-name`: what the server's certificate must name.
+    tls_server_name: Option<String>,
     /// "client certificate CN=…, serial …", for messages.
     describe: String,
 }
@@ -207,6 +210,7 @@ fn load(file: &Path, pki: &Path) -> Result<Credential, String> {
         ca_pem,
         ca_source,
         server: credentials.server,
+        tls_server_name: credentials.tls_server_name,
         describe,
     })
 }
@@ -232,13 +236,18 @@ pub fn prove_kubeconfig(
     let name = file.display();
     let credential =
         load(file, pki).map_err(|e| ProofError::Rejected(format!("{name}: unusable: {e}")))?;
-    let mut targets: Vec<(Target, bool)> = local.iter().map(|a| (Target::ip(*a), true)).collect();
+    let mut targets: Vec<(Target, bool)> = Target::local_apiserver(local)
+        .into_iter()
+        .map(|t| (t, true))
+        .collect();
     let mut notes = Vec::new();
     if let Some(url) = &credential.server {
         match Target::of_url(url) {
             Ok(found) => {
                 for t in found {
-                    if !targets.iter().any(|(known, _)| *known == t) {
+                    let t = t.verified_as(credential.tls_server_name.as_deref());
+                    let known = |k: &Target| k.addr == t.addr && k.host_name == t.host_name;
+                    if !targets.iter().any(|(k, _)| known(k)) {
                         targets.push((t, false));
                     }
                 }

@@ -483,8 +483,9 @@ impl TlsProbes {
                     cert: &cert,
                     key: &key,
                 });
+                let targets = crate::node::health::Target::local_apiserver(addresses);
                 let probe =
-                    self.first_answer(addresses, "/readyz", &self.pki.join("ca.crt"), client)?;
+                    self.first_answer(&targets, "/readyz", &self.pki.join("ca.crt"), client)?;
                 Ok(Some((
                     probe,
                     Self::serial_on_disk(&self.pki.join("apiserver.crt"))?,
@@ -498,8 +499,12 @@ impl TlsProbes {
                     cert: &cert,
                     key: &key,
                 });
-                let probe =
-                    self.first_answer(addresses, "/health", &etcd.join("ca.crt"), client)?;
+                // kubeadm's etcd server certificate names loopback and the advertise address
+                let targets: Vec<_> = addresses
+                    .iter()
+                    .map(|a| crate::node::health::Target::ip(*a))
+                    .collect();
+                let probe = self.first_answer(&targets, "/health", &etcd.join("ca.crt"), client)?;
                 Ok(Some((
                     probe,
                     Self::serial_on_disk(&etcd.join("server.crt"))?,
@@ -536,19 +541,19 @@ impl TlsProbes {
         Err(errors.join("; "))
     }
 
-    /// GETs `path` from the first address that answers; the error lists what each one said.
+    /// GETs `path` from the first target that answers; the error lists what each one said.
     fn first_answer(
         &self,
-        addresses: &[SocketAddr],
+        targets: &[crate::node::health::Target],
         path: &str,
         ca: &Path,
         client: Option<crate::node::health::ClientCert<'_>>,
     ) -> Result<crate::node::health::Probe, String> {
         let mut errors = Vec::new();
-        for address in addresses {
-            match crate::node::health::https_get(*address, path, ca, client, self.timeout) {
+        for target in targets {
+            match crate::node::health::https_get_from(target, path, ca, client, self.timeout) {
                 Ok(probe) => return Ok(probe),
-                Err(e) => errors.push(format!("{address}: {e}")),
+                Err(e) => errors.push(format!("{}: {e}", target.addr)),
             }
         }
         Err(errors.join("; "))

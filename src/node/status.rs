@@ -42,8 +42,19 @@ pub struct NodeStatus {
     /// An interrupted run that could not be finished or undone (the journal's recovery said
     /// why): the node is half-way through a step until a human decides.
     pub unfinished: Option<String>,
-    /// Who holds the cluster-wide restart Lease (`None` inside: nobody), when the API answered.
-    pub lease: Option<Option<LeaseHolder>>,
+    /// What `check` saw of the cluster-wide restart Lease (`None`: coordination is off).
+    pub lease: Option<LeaseLook>,
+}
+
+/// The restart Lease as `check` sees it: with which identity it is taken, and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseLook {
+    /// The kubeconfig the Lease is taken with.
+    pub kubeconfig: PathBuf,
+    /// Whom its client certificate authenticates as, or why that cannot be read.
+    pub identity: Result<crate::coordination::credentials::ClientIdentity, String>,
+    /// The holder (`None`: nobody), or why the API was not or could not be asked.
+    pub holder: Result<Option<LeaseHolder>, String>,
 }
 
 /// The holder of the restart Lease, as `check` shows it.

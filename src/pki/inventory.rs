@@ -738,6 +738,16 @@ pub fn scan(paths: &NodePaths, options: &Options) -> Inventory {
         }
         leaves.push(entry);
     }
+    // the product's own Lease credential, once issued: renewed like kubeadm's kubeconfigs
+    let own = paths.kubeconfigs.join(kubeadm::LEASE_KUBECONFIG);
+    if own.symlink_metadata().is_ok() {
+        leaves.push(read_kubeconfig(
+            &own,
+            kubeadm::LEASE_KUBECONFIG,
+            Kind::Leaf,
+            kubeadm::CA.name,
+        ));
+    }
 
     let mut others = vec![read_kubeconfig(
         &paths.kubeconfigs.join(kubeadm::KUBELET_CONF),

@@ -127,6 +127,11 @@ pub fn etcd_manifest_uses_tls(manifest: &[u8]) -> bool {
     text.contains("--cert-file") || text.contains("--peer-cert-file")
 }
 
+/// Not kubeadm's: the product's own kubeconfig for the restart Lease (a least-privilege client
+/// certificate of the cluster CA, `lease-credentials --issue`). Inventoried and renewed with
+/// kubeadm's kubeconfigs once it exists.
+pub const LEASE_KUBECONFIG: &str = "kube-cert-renewer.conf";
+
 /// The kubelet's kubeconfig: not renewed by kubeadm (the kubelet rotates its own client cert),
 /// but we report it, and renew an embedded one on explicit request.
 pub const KUBELET_CONF: &str = "kubelet.conf";

@@ -50,6 +50,8 @@ struct RawCluster {
     certificate_authority_data: Option<Spanned<String>>,
     #[serde(default)]
     server: Option<String>,
+    #[serde(rename = "tls-server-name", default)]
+    tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +102,9 @@ pub struct Credentials {
     pub cluster: String,
     /// The cluster's server URL, if set.
     pub server: Option<String>,
+    /// The cluster's `tls-server-name`: the name the server's certificate is verified as
+    /// instead of the URL's host (client-go's `ServerName`).
+    pub tls_server_name: Option<String>,
     /// The client certificate.
     pub client: ClientCert,
     /// The cluster's embedded CA bundle (`certificate-authority-data`), decoded.
@@ -245,6 +250,7 @@ pub fn credentials(text: &str, path: &Path) -> Result<Credentials, String> {
         user: found.user_name,
         cluster: found.cluster_name,
         server: found.cluster.and_then(|c| c.server.clone()),
+        tls_server_name: found.cluster.and_then(|c| c.tls_server_name.clone()),
         client,
         ca_pem,
     })

@@ -528,6 +528,34 @@ pub fn kubeconfig_yaml(
     facts: &NodeFacts,
 ) -> Result<String, String> {
     let user = leaf_profile(name, facts)?.common_name;
+    let cluster = if facts.cluster_name.trim().is_empty() {
+        "kubernetes"
+    } else {
+        facts.cluster_name.trim()
+    };
+    kubeconfig_yaml_for(
+        name,
+        &user,
+        cluster,
+        server_url,
+        ca_bundle_pem,
+        cert_pem,
+        key_pem,
+    )
+}
+
+/// [`kubeconfig_yaml`] for any `user` (the CN the client certificate must have) of `cluster`:
+/// also the product's own Lease kubeconfig (`coordination::credentials`).
+pub fn kubeconfig_yaml_for(
+    name: &str,
+    user: &str,
+    cluster: &str,
+    server_url: &str,
+    ca_bundle_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<String, String> {
+    let user = user.to_string();
     let blocks =
         crate::pki::pem::parse(cert_pem).map_err(|e| format!("client certificate: {e}"))?;
     let der = blocks
@@ -542,11 +570,6 @@ pub fn kubeconfig_yaml(
             facts_of_cert.subject_cn
         ));
     }
-    let cluster = if facts.cluster_name.trim().is_empty() {
-        "kubernetes"
-    } else {
-        facts.cluster_name.trim()
-    };
     let context = format!("{user}@{cluster}");
     let text = format!(
         "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: {cluster_y}\ncontexts:\n- context:\n    cluster: {cluster_y}\n    user: {user_y}\n  name: {context_y}\ncurrent-context: {context_y}\nkind: Config\npreferences: {{}}\nusers:\n- name: {user_y}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",

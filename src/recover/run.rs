@@ -278,8 +278,8 @@ fn kubeadm_encoding(algorithm: KeyAlgorithm) -> KeyEncoding {
     }
 }
 
-/// A new key of `algorithm` and its PEM as kubeadm writes it.
-fn new_key(algorithm: KeyAlgorithm) -> Result<(rcgen::KeyPair, Vec<u8>), String> {
+/// A new key of `algorithm` and its PEM as kubeadm writes it (also the Lease credential's).
+pub(crate) fn new_key(algorithm: KeyAlgorithm) -> Result<(rcgen::KeyPair, Vec<u8>), String> {
     let pair = keys::generate(algorithm)?;
     let text = keys::encode(&pair, algorithm, kubeadm_encoding(algorithm))?;
     Ok((pair, text.into_bytes()))

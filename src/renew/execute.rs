@@ -84,6 +84,26 @@ pub struct SigningCa {
     bundle_pem: Vec<u8>,
 }
 
+impl SigningCa {
+    /// What signs with this CA (its certificate that matches the key, and the key).
+    pub fn signer(&self) -> Signer<'_> {
+        Signer {
+            cert_der: &self.facts.der,
+            key: &self.key.pair,
+        }
+    }
+
+    /// The certificate of the CA file that matches the key.
+    pub fn cert(&self) -> &CertFacts {
+        &self.facts
+    }
+
+    /// The CA file's certificates as PEM (a kubeconfig's `certificate-authority-data`).
+    pub fn bundle_pem(&self) -> &[u8] {
+        &self.bundle_pem
+    }
+}
+
 /// Loads the key of every CA that has one, and finds the certificate of its file that the key
 /// belongs to (in a bundle, the new CA of a rotation may come first or last).
 pub fn load_signers(inventory: &Inventory) -> BTreeMap<&'static str, Result<SigningCa, String>> {

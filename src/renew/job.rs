@@ -264,7 +264,7 @@ impl Job<'_> {
             &TlsProbes::for_pki(&paths.pki),
         );
         node.unfinished = unfinished;
-        node.lease = self.lease_holder(&inventory);
+        node.lease = self.lease_look(&inventory);
         Checked {
             inventory,
             node,
@@ -418,6 +418,16 @@ impl Job<'_> {
             observer,
         );
         Ok(report(step))
+    }
+
+    /// Issues this node's least-privilege Lease credential (`lease-credentials --issue`): for
+    /// the node name of the config, else kubelet.conf's, else the host name. The caller holds the
+    /// node lock.
+    pub fn issue_lease_credentials(&self) -> Result<coordination::credentials::Issued, String> {
+        let config = self.config;
+        let inventory = inventory::scan(&config.paths(), &inventory::Options::default());
+        let node = node_name(config, &inventory).unwrap_or_else(crate::daemon::run::hostname);
+        coordination::credentials::issue(config, &node, self.now)
     }
 
     /// Takes a snapshot of the node's kubeadm files when the config keeps them (after every
@@ -834,10 +844,7 @@ impl Job<'_> {
             wait: Duration::from_secs(config.lease_wait_secs),
             max_backoff: Duration::from_secs(5),
         };
-        let kubeconfig = config
-            .lease_kubeconfig
-            .clone()
-            .unwrap_or_else(|| config.paths().kubeconfigs.join("admin.conf"));
+        let kubeconfig = coordination::credentials::lease_kubeconfig(config);
         let stop = self.stop_check();
         let observer = std::cell::RefCell::new(observer);
         let mut tell = |waiting: &coordination::Waiting| {
@@ -932,37 +939,40 @@ impl Job<'_> {
             .map_err(|e| e.to_string())
     }
 
-    /// Who holds the restart Lease, for `check`: asked only when coordination is on and the
-    /// Lease's kubeconfig holds a valid client certificate (an expired one would only be
-    /// refused); `None` when the API does not answer.
-    fn lease_holder(
-        &self,
-        inventory: &Inventory,
-    ) -> Option<Option<crate::node::status::LeaseHolder>> {
+    /// The restart Lease, for `check`: the identity it is taken with and who holds it. The
+    /// API is asked only when coordination is on and the Lease's kubeconfig holds a valid client
+    /// certificate (an expired one would only be refused).
+    fn lease_look(&self, inventory: &Inventory) -> Option<crate::node::status::LeaseLook> {
         let config = self.config;
         if !config.coordinate {
             return None;
         }
-        let kubeconfig = config
-            .lease_kubeconfig
-            .clone()
-            .unwrap_or_else(|| config.paths().kubeconfigs.join("admin.conf"));
+        let kubeconfig = coordination::credentials::lease_kubeconfig(config);
+        let identity = coordination::credentials::identity_of(&kubeconfig);
         let expired = inventory
             .entries()
-            .find(|e| {
-                kubeconfig
-                    .file_name()
-                    .is_some_and(|f| f.to_string_lossy() == e.name)
-            })
+            .find(|e| inventory.real_path(e.source.cert_path()) == inventory.real_path(&kubeconfig))
             .and_then(|e| e.facts())
             .is_some_and(|f| f.not_after <= self.now);
-        if expired {
-            return None;
-        }
-        let api =
-            coordination::KubeApi::from_kubeconfig(&kubeconfig, Duration::from_secs(2)).ok()?;
-        coordination::holder(&api).ok().map(|held| {
-            held.map(|(holder, renewed)| crate::node::status::LeaseHolder { holder, renewed })
+        let holder = if expired {
+            Err(format!(
+                "not asked: the client certificate of {} has expired",
+                kubeconfig.display()
+            ))
+        } else {
+            coordination::KubeApi::from_kubeconfig(&kubeconfig, Duration::from_secs(2))
+                .and_then(|api| coordination::holder(&api).map_err(|e| e.to_string()))
+                .map(|held| {
+                    held.map(|(holder, renewed)| crate::node::status::LeaseHolder {
+                        holder,
+                        renewed,
+                    })
+                })
+        };
+        Some(crate::node::status::LeaseLook {
+            kubeconfig,
+            identity,
+            holder,
         })
     }
 

@@ -186,28 +186,8 @@ impl<'a> Report<'a> {
         if let Some(why) = &self.node.unfinished {
             let _ = writeln!(out, "  UNFINISHED: {why}");
         }
-        match &self.node.lease {
-            Some(Some(h)) => {
-                let _ = writeln!(
-                    out,
-                    "  Restart Lease {}/{}: held by {}{}",
-                    crate::coordination::lease::NAMESPACE,
-                    crate::coordination::lease::NAME,
-                    h.holder,
-                    h.renewed
-                        .map(|t| format!(" (last renewed {})", rfc3339(t)))
-                        .unwrap_or_default()
-                );
-            }
-            Some(None) => {
-                let _ = writeln!(
-                    out,
-                    "  Restart Lease {}/{}: free",
-                    crate::coordination::lease::NAMESPACE,
-                    crate::coordination::lease::NAME
-                );
-            }
-            None => {}
+        if let Some(look) = &self.node.lease {
+            out.push_str(&lease_lines(look));
         }
         out
     }
@@ -351,13 +331,15 @@ impl<'a> Report<'a> {
             "otherCertificates": self.others.iter().map(|r| self.json_row(r, true)).collect::<Vec<_>>(),
             "problems": self.problems.iter().chain(&self.node.problems).collect::<Vec<_>>(),
             "unfinished": self.node.unfinished,
-            "restartLease": self.node.lease.as_ref().map(|held| match held {
-                Some(h) => json!({
+            "restartLease": self.node.lease.as_ref().and_then(|look| match &look.holder {
+                Ok(Some(h)) => Some(json!({
                     "holderIdentity": h.holder,
                     "renewTime": h.renewed.map(rfc3339),
-                }),
-                None => json!({"holderIdentity": null}),
+                })),
+                Ok(None) => Some(json!({"holderIdentity": null})),
+                Err(_) => None,
             }),
+            "restartLeaseCredential": self.node.lease.as_ref().map(lease_credential_json),
             "restartPending": self.node.pending.iter().map(|w| {
                 let mut obj = json!({
                     "component": w.component,
@@ -560,6 +542,64 @@ pub fn expires(t: OffsetDateTime) -> String {
     let fmt =
         time::macros::format_description!("[month repr:short] [day], [year] [hour]:[minute] UTC");
     t.format(&fmt).unwrap_or_else(|_| t.to_string())
+}
+
+/// The `check` lines about the restart Lease: who holds it (or why it could not be asked), and
+/// which identity this node takes it with — warned about when that is cluster-admin.
+fn lease_lines(look: &crate::node::status::LeaseLook) -> String {
+    use crate::coordination::lease::{NAME, NAMESPACE};
+    let mut out = match &look.holder {
+        Ok(Some(h)) => format!(
+            "  Restart Lease {NAMESPACE}/{NAME}: held by {}{}\n",
+            h.holder,
+            h.renewed
+                .map(|t| format!(" (last renewed {})", rfc3339(t)))
+                .unwrap_or_default()
+        ),
+        Ok(None) => format!("  Restart Lease {NAMESPACE}/{NAME}: free\n"),
+        Err(e) => format!(
+            "  Restart Lease {NAMESPACE}/{NAME}: cannot be asked with {}: {e}\n",
+            look.kubeconfig.display()
+        ),
+    };
+    match &look.identity {
+        Ok(id) if id.cluster_admin() => out.push_str(&format!(
+            "  Restart Lease taken as {} ({}): CLUSTER-ADMIN, more than the Lease needs; \
+             `kube-cert-renewer lease-credentials --print-rbac --issue` sets up a \
+             least-privilege identity\n",
+            id.subject,
+            id.kubeconfig.display()
+        )),
+        Ok(id) => out.push_str(&format!(
+            "  Restart Lease taken as {} ({})\n",
+            id.subject,
+            id.kubeconfig.display()
+        )),
+        Err(e) => out.push_str(&format!(
+            "  Restart Lease credential {}: {e}\n",
+            look.kubeconfig.display()
+        )),
+    }
+    out
+}
+
+/// `restartLeaseCredential` of `check -o json`: the kubeconfig, its identity, and whether it is
+/// cluster-admin; `error` when it cannot be read, `leaseError` when the API could not be asked.
+fn lease_credential_json(look: &crate::node::status::LeaseLook) -> Value {
+    let mut obj = match &look.identity {
+        Ok(id) => json!({
+            "kubeconfig": look.kubeconfig,
+            "subject": id.subject,
+            "user": id.user,
+            "groups": id.groups,
+            "clusterAdmin": id.cluster_admin(),
+        }),
+        Err(e) => json!({"kubeconfig": look.kubeconfig, "error": e}),
+    };
+    if let Err(e) = &look.holder {
+        obj["leaseError"] = json!(e);
+    }
+    obj
 }
 
 /// RFC 3339 in UTC with whole seconds, as Go's metav1.Time marshals.
