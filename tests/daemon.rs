@@ -21,11 +21,16 @@ struct Node {
 
 impl Node {
     fn new(days_left: i64) -> Node {
+        Node::with_manifests(days_left, false)
+    }
+    /// With `manifests`, the static-pod manifests too (nothing runs them: the daemon must never
+    /// need a restart on such a node).
+    fn with_manifests(days_left: i64, manifests: bool) -> Node {
         let tmp = tempfile::tempdir().unwrap();
         let mut spec = NodeSpec::new(now(), days_left);
         spec.key_algorithm = KeyAlgorithm::EcdsaP256;
         spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
-        spec.manifests = false;
+        spec.manifests = manifests;
         nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
         Node { tmp }
     }
@@ -665,4 +670,413 @@ fn the_daemon_snapshots_alerts_missing_files_and_recovers_them() {
         daemon.said()
     );
     daemon.signal("-TERM");
+}
+
+/// The config line of a daily window at `at`'s time of day (UTC, no spread): a window that
+/// comes seconds into a test.
+fn daily_at(at: time::OffsetDateTime) -> String {
+    format!(
+        "schedule = \"{} {} {} * * *\"\ntimezone = \"UTC\"\nwindow_spread = \"0\"\n",
+        at.second(),
+        at.minute(),
+        at.hour()
+    )
+}
+
+/// A file rewritten every `every` on a thread of its own until dropped: an event storm in a
+/// watched directory.
+struct Storm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Storm {
+    fn start(file: PathBuf, every: Duration) -> Storm {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut writes = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&file, format!("{writes}\n")).unwrap();
+                writes += 1;
+                std::thread::sleep(every);
+            }
+            writes
+        });
+        Storm {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops it; returns how many writes it made.
+    fn end(&mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// The daemon's memory file, parsed.
+fn memory_of(node: &Node) -> serde_json::Value {
+    let text = std::fs::read(node.state().join("daemon.json")).unwrap_or_default();
+    serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null)
+}
+
+fn instant(value: &serde_json::Value) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("not an instant: {value}")),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// Waits for the daemon to exit; returns its exit code, or fails after `within`.
+fn exits_within(daemon: &mut Daemon, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = daemon.child.try_wait().unwrap() {
+            return s.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running {within:?} after SIGTERM: {}",
+            daemon.said()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An event storm (a file of the pki dir rewritten every 0.3 s, for many times the 1.5 s a burst
+/// settles in) starves nothing: WATCHDOG=1 keeps coming at half `WATCHDOG_USEC`, the window
+/// that comes during the storm runs on time, and SIGTERM is answered within seconds.
+#[test]
+fn an_event_storm_starves_neither_the_watchdog_nor_the_window_nor_sigterm() {
+    let node = Node::new(40);
+    let window = now() + time::Duration::seconds(15);
+    std::fs::write(
+        node.config(),
+        format!("restart_poll_ms = 100\n{}", daily_at(window)),
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let mut command = node.command(&[]);
+    command
+        .env("WATCHDOG_USEC", "3000000")
+        .env_remove("WATCHDOG_PID");
+    let mut daemon = Daemon::start(command, &notify, node.tmp.path().join("daemon.log"));
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    let mut storm = Storm::start(node.dir().join("pki/storm.txt"), Duration::from_millis(300));
+    let began = Instant::now();
+    let mut pings = vec![began];
+    let mut window_ran = None;
+    while began.elapsed() < Duration::from_secs(25) {
+        if let Some(m) = notify.recv(Duration::from_millis(200))
+            && has_line(&m, "WATCHDOG=1")
+        {
+            pings.push(Instant::now());
+        }
+        if window_ran.is_none() && daemon.said().contains("maintenance window: renewing") {
+            window_ran = Some(now());
+        }
+    }
+    pings.push(Instant::now());
+    let longest = pings
+        .windows(2)
+        .map(|p| p[1] - p[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest < Duration::from_secs(3),
+        "{} pings in 25 s of storm, {longest:?} without one (WATCHDOG_USEC is 3 s): {}",
+        pings.len() - 2,
+        daemon.said()
+    );
+    let ran = window_ran.unwrap_or_else(|| panic!("the window never ran: {}", daemon.said()));
+    assert!(
+        ran - window < time::Duration::seconds(10),
+        "the window of {window} ran at {ran}"
+    );
+    assert_eq!(
+        daemon.said().matches(" renewed until ").count(),
+        11,
+        "{}",
+        daemon.said()
+    );
+    // SIGTERM in the middle of the storm
+    daemon.signal("-TERM");
+    assert_eq!(exits_within(&mut daemon, Duration::from_secs(5)), Some(0));
+    assert!(storm.end() > 60, "the storm kept writing");
+}
+
+/// An `extra_paths` directory other users may write is not watched, said once: a write there
+/// steers nothing (it is read at the next look another cause brings).
+#[test]
+fn an_extra_paths_dir_other_users_may_write_is_not_watched() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::new(100);
+    let open = node.tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    extra_cert(&open.join("fine.pem"), "fine", 300);
+    std::fs::write(
+        node.config(),
+        format!("extra_paths = [\"{}/*.pem\"]\n", open.display()),
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let mut daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    let said = format!("not watching {}", open.display());
+    daemon.wait_said(&said, Duration::from_secs(5));
+    // an expired certificate dropped there is not looked at because of the write
+    extra_cert(&open.join("gone.pem"), "gone", -2);
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(5) {
+        if let Some(m) = notify.recv(Duration::from_millis(200)) {
+            assert!(!m.contains("EXPIRED"), "a look came from the open dir: {m}");
+        }
+    }
+    // a change in a watched dir brings the look that reads it
+    std::fs::write(node.dir().join("pki/note.txt"), "x").unwrap();
+    let status = notify.wait_for("the expired extra file", Duration::from_secs(15), |m| {
+        m.contains("EXPIRED")
+    });
+    assert!(status.contains("gone.pem"), "{status}");
+    // a reload watches the same dirs and says nothing again
+    daemon.signal("-HUP");
+    daemon.wait_said("configuration reloaded", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(daemon.said().matches(&said).count(), 1, "{}", daemon.said());
+    daemon.signal("-TERM");
+    assert_eq!(exits_within(&mut daemon, Duration::from_secs(20)), Some(0));
+}
+
+/// The snapshots of a node, oldest first.
+fn snapshots_of(node: &Node) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(node.state().join("snapshots"))
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    all.retain(|p| p.is_dir() && p.extension().is_none());
+    all.sort();
+    all
+}
+
+/// A manifest rewritten (what `kubeadm upgrade` does) is seen: the daemon snapshots the new
+/// manifest within seconds, not at its next hourly look.
+#[test]
+fn a_manifest_change_makes_the_daemon_take_a_snapshot() {
+    let node = Node::with_manifests(100, true);
+    std::fs::write(node.config(), "restart_poll_ms = 100\n").unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let mut daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    daemon.wait_said("snapshot taken", Duration::from_secs(20));
+    assert_eq!(snapshots_of(&node).len(), 1);
+    let manifest = node.dir().join("manifests/kube-scheduler.yaml");
+    let mut upgraded = std::fs::read(&manifest).unwrap();
+    upgraded.extend_from_slice(b"# upgraded\n");
+    let staged = node.dir().join("manifests/.kube-scheduler.yaml.new");
+    std::fs::write(&staged, &upgraded).unwrap();
+    std::fs::rename(&staged, &manifest).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while snapshots_of(&node).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot of the new manifest: {}",
+            daemon.said()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let newest = snapshots_of(&node).pop().unwrap();
+    assert_eq!(
+        std::fs::read(newest.join("manifests/kube-scheduler.yaml")).unwrap(),
+        upgraded
+    );
+    daemon.signal("-TERM");
+    assert_eq!(exits_within(&mut daemon, Duration::from_secs(20)), Some(0));
+}
+
+/// A window whose job failed (a certificate that cannot be parsed refuses the renewal) is not
+/// recorded as done.
+#[test]
+fn a_window_whose_job_failed_is_not_recorded() {
+    let node = Node::new(40);
+    std::fs::write(node.dir().join("pki/front-proxy-client.crt"), "garbage\n").unwrap();
+    let window = now() + time::Duration::seconds(8);
+    std::fs::write(node.config(), daily_at(window)).unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let mut daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    daemon.wait_said("maintenance window: renewing", Duration::from_secs(30));
+    daemon.wait_said("renewal refused", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while memory_of(&node)["last_run"]["success"] != false {
+        assert!(Instant::now() < deadline, "{}", memory_of(&node));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let memory = memory_of(&node);
+    assert!(
+        instant(&memory["last_window"]) < window,
+        "the failed window was recorded: {memory}"
+    );
+    daemon.signal("-TERM");
+    assert_eq!(exits_within(&mut daemon, Duration::from_secs(20)), Some(0));
+}
+
+/// The clock a year ahead, then back: the daemon renewed under the wrong clock (certificates
+/// not valid for a year) and recorded its window a year ahead. Back on the real clock, `check`
+/// says those certificates are `not-yet-valid` (critical, exit 2, in every format), the daemon
+/// alerts them, re-issues them valid from now, and runs the real window.
+#[test]
+fn a_clock_a_year_ahead_then_back_skips_no_window_and_heals_what_it_issued() {
+    let node = Node::new(100);
+    let pki = node.dir().join("pki");
+    std::fs::write(node.config(), "timezone = \"UTC\"\nwindow_spread = \"0\"\n").unwrap();
+    let ahead = now() + time::Duration::days(365);
+    let ahead_text = ahead
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let mut daemon = Daemon::start(
+        node.command(&["--now", &ahead_text]),
+        &notify,
+        node.tmp.path().join("daemon-ahead.log"),
+    );
+    notify.wait_for(
+        "the renewal under the clock ahead",
+        Duration::from_secs(60),
+        |m| m.contains("renewed 11, ok"),
+    );
+    daemon.signal("-TERM");
+    assert_eq!(exits_within(&mut daemon, Duration::from_secs(20)), Some(0));
+    let recorded = instant(&memory_of(&node)["last_window"]);
+    assert!(recorded > now() + time::Duration::days(300), "{recorded}");
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        pki.join("ca.crt").to_str().unwrap(),
+        pki.join("apiserver.crt").to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("not yet valid"), "{text}");
+
+    // back on the real clock: check says so, in every format
+    let (code, json) = check_json(now(), &node.dir());
+    assert_eq!(code, 2, "{json}");
+    assert_eq!(
+        by_name(&json, "certificates", "apiserver")["status"],
+        "not-yet-valid"
+    );
+    assert_eq!(
+        by_name(&json, "certificateAuthorities", "ca")["status"],
+        "ok"
+    );
+    let (code, text, _) = check_text(now(), &node.dir());
+    assert_eq!(code, 2);
+    let row = text.lines().find(|l| l.starts_with("apiserver ")).unwrap();
+    assert!(row.ends_with("not-yet-valid"), "{row}");
+    let out = run(
+        now(),
+        &[
+            "check",
+            "-o",
+            "prometheus",
+            "--kubernetes-dir",
+            node.dir().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let prom = String::from_utf8_lossy(&out.stdout);
+    let gauge = |name: &str| {
+        prom.lines()
+            .find(|l| {
+                l.starts_with("kube_cert_renewer_cert_not_yet_valid{")
+                    && l.contains(&format!("name=\"{name}\""))
+            })
+            .unwrap_or_else(|| panic!("no not-yet-valid gauge of {name}: {prom}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(gauge("apiserver"), "1");
+    assert_eq!(gauge("ca"), "0");
+    // `renew --due --dry-run` counts it as due
+    let (code, text, err) = renew(now(), &node.dir(), &node.state(), &["--due", "--dry-run"]);
+    assert_eq!(code, 0, "{text}{err}");
+    let planned = text.split("\nNot renewed:").next().unwrap();
+    assert!(planned.starts_with("Plan (dry run"), "{text}");
+    assert!(
+        planned.lines().any(|l| l.starts_with("apiserver ")),
+        "{text}"
+    );
+
+    // the daemon on the real clock, a window coming in seconds
+    let window = now() + time::Duration::seconds(15);
+    std::fs::write(node.config(), daily_at(window)).unwrap();
+    let again = node.tmp.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let mut notify = NotifySocket::bind(&again);
+    let mut daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    let first = notify.wait_for("a STATUS=", Duration::from_secs(60), |m| {
+        m.lines().any(|l| l.starts_with("STATUS="))
+    });
+    assert!(first.contains("NOT YET VALID: "), "{first}");
+    assert!(first.contains("apiserver"), "{first}");
+    daemon.wait_said("apiserver is not valid before", Duration::from_secs(10));
+    daemon.wait_said("clock", Duration::from_secs(10));
+    notify.wait_for("a renewal", Duration::from_secs(60), |m| {
+        m.contains("renewed 11, ok")
+    });
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        pki.join("ca.crt").to_str().unwrap(),
+        pki.join("apiserver.crt").to_str().unwrap(),
+    ]);
+    assert!(ok, "re-issued valid from now: {text}");
+    daemon.wait_said("maintenance window: renewing", Duration::from_secs(40));
+    let memory = memory_of(&node);
+    assert!(
+        instant(&memory["last_window"]) <= now(),
+        "the window recorded is the real one: {memory}"
+    );
+    let (_, json) = check_json(now(), &node.dir());
+    assert_eq!(by_name(&json, "certificates", "apiserver")["status"], "ok");
+    daemon.signal("-TERM");
+    assert_eq!(exits_within(&mut daemon, Duration::from_secs(20)), Some(0));
 }

@@ -560,6 +560,39 @@ fn the_daemon_renews_a_node_three_days_from_expiry_at_once_and_sees_a_hand_made_
     assert!(status.contains("soonest: "), "{status}");
     node.assert_manifests_back(&before, &said());
 
+    // its own restart parked and returned the watched manifests: no snapshot of a half-parked
+    // node (each holds every manifest as it is), and the daemon settles
+    std::thread::sleep(Duration::from_secs(7));
+    let taken = said().matches("snapshot taken").count();
+    let mut snapshots: Vec<PathBuf> = std::fs::read_dir(node.state().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && p.extension().is_none())
+        .collect();
+    snapshots.sort();
+    assert!(snapshots.len() >= 2, "{snapshots:?}: {}", said());
+    for snapshot in &snapshots {
+        for (manifest, bytes) in before
+            .iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e == "yaml"))
+        {
+            let copy = snapshot.join(manifest.strip_prefix(node.dir()).unwrap());
+            assert_eq!(
+                std::fs::read(&copy).ok().as_ref(),
+                Some(bytes),
+                "{}",
+                copy.display()
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(
+        said().matches("snapshot taken").count(),
+        taken,
+        "{}",
+        said()
+    );
+
     // an operator re-issues front-proxy-client by hand for 20 days: seen within seconds
     let pki = node.dir().join("pki");
     let csr = node.tmp.path().join("fp.csr");

@@ -7,8 +7,11 @@
 //! - **The window**: when a window has come (or was missed while the node was down), renew
 //!   every renewable certificate that would otherwise fall below `critical_days` before the
 //!   next window — `renew_before_days` at the least, more when the schedule is sparser.
-//! - **Emergency**: a renewable certificate below `critical_days` (or expired) is renewed at
-//!   once, outside the window; a failed attempt is retried an hour later.
+//! - **Emergency**: a renewable certificate below `critical_days`, expired or not valid yet is
+//!   renewed at once, outside the window; a failed attempt is retried an hour later.
+//! - **A failed window** is not recorded as done: its job is tried again an hour later.
+//! - **The clock**: what the memory recorded later than now was recorded under a clock that
+//!   was ahead, and is not trusted (see [`trusted`]).
 //! - **Pending restarts** are retried at every evaluation until one succeeds.
 //! - **When to look again**: at the next window, and at least hourly.
 
@@ -27,6 +30,14 @@ pub const MAX_SLEEP: Duration = Duration::hours(1);
 
 /// How long after a failed emergency renewal the next attempt comes.
 pub const EMERGENCY_RETRY: Duration = Duration::hours(1);
+
+/// How long after a failed window (or catch-up) job the next attempt comes.
+pub const WINDOW_RETRY: Duration = Duration::hours(1);
+
+/// How far in the future of now a recorded instant may be and still be trusted: the wall
+/// clock may be stepped back a little (NTP) between two evaluations; more is a clock that was
+/// ahead.
+pub const CLOCK_SLACK: Duration = Duration::minutes(10);
 
 /// How long after a restart of pending components (that the runtime answered, and that failed)
 /// the next attempt comes.
@@ -53,6 +64,9 @@ pub enum Level {
     Warning,
     /// Inside the critical threshold.
     Critical,
+    /// Before NotBefore (issued under a clock that was ahead): refused by every peer.
+    #[serde(rename = "not-yet-valid")]
+    NotYetValid,
     /// Past NotAfter.
     Expired,
 }
@@ -64,6 +78,7 @@ impl Level {
             Level::Ok => None,
             Level::Warning => Some(Kind::Expiring),
             Level::Critical => Some(Kind::Critical),
+            Level::NotYetValid => Some(Kind::NotYetValid),
             Level::Expired => Some(Kind::Expired),
         }
     }
@@ -103,9 +118,13 @@ impl From<&crate::config::Config> for Policy {
 /// `<state-dir>/daemon.json`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memory {
-    /// The last window whose job ran.
+    /// The last window whose job ran and succeeded.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_window: Option<OffsetDateTime>,
+    /// When the job of a window later than `last_window` last failed (it is tried again
+    /// [`WINDOW_RETRY`] later).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub window_failed: Option<OffsetDateTime>,
     /// Each certificate's level at the last evaluation.
     #[serde(default)]
     pub levels: BTreeMap<String, Level>,
@@ -175,21 +194,31 @@ pub struct Decision {
     pub next_window: Option<OffsetDateTime>,
     /// When to evaluate again at the latest.
     pub next_wake: OffsetDateTime,
-    /// The memory after this evaluation (levels, reminder); the caller records the window and
-    /// the run once the job is done.
+    /// The memory after this evaluation (levels, reminder, what [`trusted`] set aside); the
+    /// caller records the job with [`after_job`] once it is done.
     pub memory: Memory,
+    /// The recorded instants not trusted at this evaluation (later than now), each said with
+    /// what replaces it: the clock was ahead when they were recorded, or is behind now.
+    pub distrusted: Vec<String>,
 }
 
 /// The level of `w` at `now` (the thresholds as `check` applies them).
 pub fn level(w: &Watched, now: OffsetDateTime, policy: &Policy) -> Level {
-    use crate::report::status::{Status, by_days_left};
+    use crate::report::status::Status;
     let (warn, critical) = if w.is_ca {
         (policy.ca_warn_days, policy.ca_critical_days)
     } else {
         (policy.warn_days, policy.critical_days)
     };
-    match by_days_left((w.cert.not_after - now).whole_seconds(), warn, critical) {
+    match crate::report::status::by_validity(
+        w.cert.not_before,
+        w.cert.not_after,
+        now,
+        warn,
+        critical,
+    ) {
         Status::Expired => Level::Expired,
+        Status::NotYetValid => Level::NotYetValid,
         Status::Critical => Level::Critical,
         Status::Warning => Level::Warning,
         _ => Level::Ok,
@@ -232,6 +261,107 @@ pub fn window_horizon(
     }
 }
 
+/// The memory as far as it can be trusted at `now`, and what was set aside (one line each).
+///
+/// The rule: an instant recorded later than `now + CLOCK_SLACK` was recorded under a clock that
+/// was ahead (or this one is behind), and is no evidence of anything.
+/// - `last_window`: the window run then may be a window that has not come yet. It is replaced
+///   by the newest trustworthy evidence of work on the node — the newest NotBefore among the
+///   node's certificates that is not itself in the future — as the window at or before it
+///   (give or take the slack, never later than now; nothing later is taken as done: the last
+///   window since, if any, is caught up, renewing only what is due). With no such
+///   certificate it is forgotten, as at a first start.
+/// - the emergency, window and pending-restart retries, the reminder and the pending alert:
+///   forgotten (a timer a year ahead would hold them off for a year).
+///
+/// `last_run` stays: it is what happened, for the status line, and decides nothing.
+pub fn trusted(
+    now: OffsetDateTime,
+    certs: &[Watched],
+    calendar: &Calendar,
+    memory: &Memory,
+) -> (Memory, Vec<String>) {
+    let latest = now + CLOCK_SLACK;
+    let ahead = |t: &Option<OffsetDateTime>| t.is_some_and(|t| t > latest);
+    let said = |what: &str, t: OffsetDateTime| {
+        format!(
+            "{what} {} is later than now ({})",
+            crate::report::rfc3339(t),
+            crate::report::rfc3339(now)
+        )
+    };
+    let mut memory = memory.clone();
+    let mut distrusted = Vec::new();
+    if let Some(recorded) = memory.last_window.filter(|t| *t > latest) {
+        let evidence = certs
+            .iter()
+            .map(|w| w.cert.not_before)
+            .filter(|t| *t <= latest)
+            .max();
+        // renewals write NotBefore a few minutes back (see `reissue::validity`): a certificate
+        // renewed by a window stands for that window
+        memory.last_window =
+            evidence.and_then(|t| calendar.last_at_or_before((t + CLOCK_SLACK).min(now)));
+        distrusted.push(match (evidence, memory.last_window) {
+            (Some(issued), Some(window)) => format!(
+                "{}; the last window taken as run is {}, the one before the newest valid \
+                 certificate (issued {})",
+                said("the last window run", recorded),
+                crate::report::rfc3339(window),
+                crate::report::rfc3339(issued)
+            ),
+            _ => format!(
+                "{}; forgotten, as at a first start",
+                said("the last window run", recorded)
+            ),
+        });
+    }
+    for (what, field) in [
+        ("the failed window's job", &mut memory.window_failed),
+        ("the last emergency renewal", &mut memory.last_emergency),
+        ("the last pending-restart retry", &mut memory.pending_tried),
+        ("the last reminder", &mut memory.last_reminder),
+        (
+            "the last restart-pending alert",
+            &mut memory.pending_alerted,
+        ),
+    ] {
+        if ahead(field)
+            && let Some(t) = field.take()
+        {
+            distrusted.push(format!("{}; forgotten", said(what, t)));
+        }
+    }
+    (memory, distrusted)
+}
+
+/// The memory after a job that started at `at` (`window`: the window a renewal job stood
+/// for): the run is recorded; the window only when the job succeeded — a failed one stays due
+/// and is tried again [`WINDOW_RETRY`] later.
+pub fn after_job(
+    memory: &Memory,
+    at: OffsetDateTime,
+    window: Option<OffsetDateTime>,
+    success: bool,
+    renewed: usize,
+) -> Memory {
+    let mut next = memory.clone();
+    next.last_run = Some(LastRun {
+        at,
+        success,
+        renewed,
+    });
+    if let Some(window) = window {
+        if success {
+            next.last_window = Some(window);
+            next.window_failed = None;
+        } else {
+            next.window_failed = Some(at);
+        }
+    }
+    next
+}
+
 /// Decides one evaluation at `now`.
 pub fn decide(
     now: OffsetDateTime,
@@ -241,6 +371,8 @@ pub fn decide(
     memory: &Memory,
     restart_pending: bool,
 ) -> Decision {
+    let (memory, distrusted) = trusted(now, certs, calendar, memory);
+    let memory = &memory;
     let mut next = memory.clone();
     let mut alerts = Vec::new();
     let mut levels = BTreeMap::new();
@@ -286,6 +418,9 @@ pub fn decide(
     let next_window = calendar.next_after(now);
     let due_window = calendar.last_at_or_before(now);
     let mut renew = None;
+    // a failed window's job waits for its retry (and so does the emergency rule meanwhile: the
+    // retry renews at least as much)
+    let mut window_retry_at = None;
     if memory.last_window.is_none() {
         // the first start ever: windows before it were not missed, they were not ours (a
         // fresh install must not restart the control plane outside the window; what cannot
@@ -293,8 +428,25 @@ pub fn decide(
         next.last_window = due_window;
     } else if let Some(window) = due_window
         && memory.last_window.is_some_and(|last| last < window)
+        && let Some(at) = memory
+            .window_failed
+            .filter(|failed| *failed >= window)
+            .map(|failed| failed + WINDOW_RETRY)
+            .filter(|at| now < *at)
     {
-        let (due_within_days, note) = window_horizon(calendar, now, policy);
+        window_retry_at = Some(at);
+    } else if let Some(window) = due_window
+        && memory.last_window.is_some_and(|last| last < window)
+    {
+        let (due_within_days, mut note) = window_horizon(calendar, now, policy);
+        if let Some(failed) = memory.window_failed.filter(|failed| *failed >= window) {
+            let retry = format!(
+                "the job of the window of {} failed at {}: trying again",
+                crate::report::rfc3339(window),
+                crate::report::rfc3339(failed)
+            );
+            note = Some(note.map_or(retry.clone(), |n| format!("{retry}; {n}")));
+        }
         renew = Some(RenewOrder {
             why: if now - window < MAX_SLEEP {
                 Why::Window
@@ -308,11 +460,16 @@ pub fn decide(
     }
     let critical = i64::from(policy.critical_days) * DAY;
     let emergency = policy.emergency_renewal
-        && certs
-            .iter()
-            .any(|w| w.renewable && (w.cert.not_after - now).whole_seconds() < critical);
+        && certs.iter().any(|w| {
+            w.renewable
+                && ((w.cert.not_after - now).whole_seconds() < critical || now < w.cert.not_before)
+        });
     let emergency_retry_at = memory.last_emergency.map(|t| t + EMERGENCY_RETRY);
-    if renew.is_none() && emergency && emergency_retry_at.is_none_or(|at| now >= at) {
+    if renew.is_none()
+        && window_retry_at.is_none()
+        && emergency
+        && emergency_retry_at.is_none_or(|at| now >= at)
+    {
         renew = Some(RenewOrder {
             why: Why::Emergency,
             due_within_days: policy.critical_days,
@@ -324,6 +481,9 @@ pub fn decide(
     let mut next_wake = now + MAX_SLEEP;
     if let Some(w) = next_window {
         next_wake = next_wake.min(w);
+    }
+    if let Some(at) = window_retry_at {
+        next_wake = next_wake.min(at);
     }
     if emergency
         && renew.is_none()
@@ -347,6 +507,7 @@ pub fn decide(
         next_window,
         next_wake,
         memory: next,
+        distrusted,
     }
 }
 

@@ -23,6 +23,12 @@ pub enum Kind {
     Critical,
     /// A certificate expired.
     Expired,
+    /// A certificate's NotBefore is still ahead: issued under a clock that was ahead, or this
+    /// clock is behind. No TLS peer accepts it.
+    NotYetValid,
+    /// The daemon's memory holds instants later than now: the clock was ahead when they were
+    /// recorded (or is behind now); they are not trusted.
+    ClockSuspect,
     /// A certificate was renewed.
     Renewed,
     /// A renewal was refused or failed.
@@ -52,10 +58,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for the catalog and its test.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Expiring,
         Kind::Critical,
         Kind::Expired,
+        Kind::NotYetValid,
+        Kind::ClockSuspect,
         Kind::Renewed,
         Kind::RenewalFailed,
         Kind::Restarted,
@@ -76,6 +84,8 @@ impl Kind {
             Kind::Expiring => "e25d74efa4dc4d658d9fc5e1ac85237d",
             Kind::Critical => "5bcbbd50f2864212bd43703953cd40d3",
             Kind::Expired => "d976ace9b36045b0a6193a0601be7095",
+            Kind::NotYetValid => "b4fbb4344218416982cdeb0763e36326",
+            Kind::ClockSuspect => "95060b476e4046da9166a56b2ad6982c",
             Kind::Renewed => "2683c2c5c16540aaa77fdadabd345c27",
             Kind::RenewalFailed => "aabd2af42b824c25beaea155c6ef516e",
             Kind::Restarted => "e9dd1294f7de4e319a70007f29ec3f0b",
@@ -97,6 +107,8 @@ impl Kind {
             Kind::Expiring => "expiring",
             Kind::Critical => "critical",
             Kind::Expired => "expired",
+            Kind::NotYetValid => "not-yet-valid",
+            Kind::ClockSuspect => "clock-suspect",
             Kind::Renewed => "renewed",
             Kind::RenewalFailed => "renewal-failed",
             Kind::Restarted => "restarted",
@@ -120,6 +132,8 @@ pub struct CertAlert {
     pub name: String,
     /// Where it lives.
     pub path: String,
+    /// Its NotBefore (a certificate issued under a clock that was ahead is not valid yet).
+    pub not_before: OffsetDateTime,
     /// Its NotAfter.
     pub not_after: OffsetDateTime,
     /// Whole days left (negative once expired).
@@ -177,7 +191,7 @@ pub fn recovery_failed(error: &crate::recover::run::RecoverError) {
 }
 
 /// A certificate crossed into (or, as a daily `reminder`, is still in) the state of `kind`:
-/// [`Kind::Expiring`], [`Kind::Critical`] or [`Kind::Expired`].
+/// [`Kind::Expiring`], [`Kind::Critical`], [`Kind::NotYetValid`] or [`Kind::Expired`].
 pub fn certificate(kind: Kind, cert: &CertAlert, reminder: bool) {
     let action = if reminder { "reminder" } else { "alert" };
     let not_after = rfc3339(cert.not_after);
@@ -198,6 +212,18 @@ pub fn certificate(kind: Kind, cert: &CertAlert, reminder: bool) {
             "{} expires in {days} days ({not_after}): CRITICAL",
             cert.name
         ),
+        Kind::NotYetValid => {
+            let not_before = rfc3339(cert.not_before);
+            error!(
+                message_id = kind.message_id(),
+                cert_name = %cert.name, cert_path = %cert.path, not_before = %not_before,
+                not_after = %not_after, days_left = days, ca_name = ca, action,
+                outcome = kind.name(),
+                "{} is not valid before {not_before}: issued under a clock that was ahead, or \
+                 this clock is behind; no TLS peer accepts it: CRITICAL",
+                cert.name
+            )
+        }
         _ => error!(
             message_id = Kind::Expired.message_id(),
             cert_name = %cert.name, cert_path = %cert.path, not_after = %not_after,
@@ -206,6 +232,17 @@ pub fn certificate(kind: Kind, cert: &CertAlert, reminder: bool) {
             cert.name
         ),
     }
+}
+
+/// The daemon's memory held instants later than now (`what`: which, and what is done instead).
+pub fn clock_suspect(what: &str) {
+    let kind = Kind::ClockSuspect;
+    warn!(
+        message_id = kind.message_id(),
+        action = "evaluate",
+        outcome = kind.name(),
+        "the clock was ahead when the daemon recorded its state, or is behind now: {what}"
+    );
 }
 
 /// A renewal wrote new certificates: one event per certificate.

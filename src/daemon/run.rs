@@ -4,8 +4,10 @@
 //! the alerts, runs the job it ordered (a window, a catch-up, an emergency renewal, or a pending
 //! restart) through the same [`Job`] the CLI uses, then records, writes the metrics file and
 //! the `STATUS=` line, and sleeps until the next window, an hour, a change under the watched
-//! directories, or a signal. The node lock is held only while a job works; a manual `renew` or
-//! `restart` meanwhile gets the usual message, and a job waits for a manual run to finish.
+//! directories (let settle by a deadline), or a signal — one wait for all of them, so a storm
+//! of changes holds up neither the window, nor the watchdog, nor SIGTERM. The node lock is
+//! held only while a job works; a manual `renew` or `restart` meanwhile gets the usual
+//! message, and a job waits for a manual run to finish.
 
 use std::path::Path;
 use std::time::Duration as StdDuration;
@@ -15,10 +17,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::daemon::decide::{self, Decision, LastRun, Memory, Policy, Watched, Why};
+use crate::daemon::decide::{self, Decision, Memory, Policy, Watched, Why};
 use crate::daemon::events::{self, CertAlert};
 use crate::daemon::schedule::{self, Calendar};
-use crate::daemon::watch::Watch;
+use crate::daemon::watch::{Dirs, Settle, Watch};
 use crate::daemon::{metrics, systemd};
 use crate::pki::inventory::{self, Inventory, Kind};
 use crate::renew::job::{self, Interrupt, Job, Quiet, RenewRequest, RestartStep};
@@ -170,6 +172,7 @@ fn look(config: &Config, now: OffsetDateTime) -> Look {
                 cert: CertAlert {
                     name: e.name.clone(),
                     path: e.source.describe(),
+                    not_before: facts.not_before,
                     not_after: facts.not_after,
                     days_left: decide::days_left(facts.not_after, now),
                     ca: e.ca_name().map(str::to_string),
@@ -223,6 +226,7 @@ fn status_line(
     }
     for (level, word) in [
         (decide::Level::Expired, "EXPIRED"),
+        (decide::Level::NotYetValid, "NOT YET VALID"),
         (decide::Level::Critical, "critical"),
         (decide::Level::Warning, "warning"),
     ] {
@@ -426,10 +430,13 @@ pub fn run(start: Start) -> Result<i32, String> {
         }
         let mut look_now = look(&config, now());
         let mut calendar = calendar_of(&config, &look_now.inventory)?;
-        let mut watch = Watch::new(crate::daemon::watch::dirs_of(&config, &look_now.inventory));
-        if let Some(p) = &watch.problem {
-            events::note(p);
-        }
+        // the extra_paths dirs left unwatched, each said once
+        let mut unwatched_said = std::collections::BTreeSet::new();
+        let mut watch = watch_of(
+            crate::daemon::watch::dirs_of(&config, &look_now.inventory),
+            None,
+            &mut unwatched_said,
+        );
         let mut ready = false;
         let mut last_status = String::new();
         // missing files: alerted when the set changes, reminded daily; auto-recovered at most
@@ -452,6 +459,9 @@ pub fn run(start: Start) -> Result<i32, String> {
                 &memory,
                 !look_now.pending.is_empty(),
             );
+            if !decision.distrusted.is_empty() {
+                events::clock_suspect(&decision.distrusted.join("; "));
+            }
             for (kind, cert, reminder) in &decision.alerts {
                 events::certificate(*kind, cert, *reminder);
             }
@@ -497,7 +507,8 @@ pub fn run(start: Start) -> Result<i32, String> {
                         "{}: renewing what expires within {} days{}",
                         match order.why {
                             Why::Window => "maintenance window",
-                            Why::CatchUp => "catching up a window missed while not running",
+                            Why::CatchUp => "catching up a window that has not run (missed \
+                                             while not running, or its job failed)",
                             Why::Emergency => "EMERGENCY renewal (below critical_days)",
                         },
                         order.due_within_days,
@@ -537,16 +548,11 @@ pub fn run(start: Start) -> Result<i32, String> {
                     }
                 };
                 let (success, renewed) = outcome_of(&done);
-                memory.last_run = Some(LastRun {
-                    at: t,
-                    success,
-                    renewed,
-                });
-                if let (Done::Renewal(_), Some(order)) = (&done, &decision.renew)
-                    && let Some(window) = order.window
-                {
-                    memory.last_window = Some(window);
-                }
+                let window = match (&done, &decision.renew) {
+                    (Done::Renewal(_), Some(order)) => order.window,
+                    _ => None,
+                };
+                memory = decide::after_job(&memory, t, window, success, renewed);
                 if let Err(e) = save_memory(&config.state_dir, &memory) {
                     events::note(&format!("cannot record the daemon's state: {e}"));
                 }
@@ -592,19 +598,19 @@ pub fn run(start: Start) -> Result<i32, String> {
                 .max(StdDuration::from_millis(100));
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
+            // a burst of changes (a renewal by hand) settles before the look, by a deadline
+            let mut settle: Option<Settle> = None;
             loop {
+                let settled = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                    settle.map_or_else(|| std::time::Instant::now() + wait, Settle::deadline),
+                ));
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = watch.changed() => {
-                        // let a burst of writes (a renewal by hand) settle first
-                        loop {
-                            tokio::select! {
-                                _ = watch.changed() => {}
-                                _ = tokio::time::sleep(StdDuration::from_millis(1500)) => break,
-                            }
-                        }
-                        break;
+                        let at = std::time::Instant::now();
+                        settle = Some(settle.map_or(Settle::new(at), |s| s.changed(at)));
                     }
+                    _ = settled, if settle.is_some() => break,
                     _ = pinger.tick() => {
                         if ping_every.is_some() {
                             systemd::beat();
@@ -635,10 +641,11 @@ pub fn run(start: Start) -> Result<i32, String> {
                 break;
             }
             look_now = look(&config, now());
-            let dirs = crate::daemon::watch::dirs_of(&config, &look_now.inventory);
-            if dirs != watch.dirs() {
-                watch = Watch::new(dirs);
-            }
+            watch = watch_of(
+                crate::daemon::watch::dirs_of(&config, &look_now.inventory),
+                Some(watch),
+                &mut unwatched_said,
+            );
             watch.drain();
         }
         // whatever a cut-short job left is put back before the process ends
@@ -650,6 +657,30 @@ pub fn run(start: Start) -> Result<i32, String> {
         events::note("stopped");
         Ok(0)
     })
+}
+
+/// The watch on `dirs`: `current` when it watches those already, else a new one (its problem
+/// said); each directory left unwatched is said once (`said` remembers).
+fn watch_of(
+    dirs: Dirs,
+    current: Option<Watch>,
+    said: &mut std::collections::BTreeSet<String>,
+) -> Watch {
+    for line in dirs.not_watched {
+        if said.insert(line.clone()) {
+            events::note(&line);
+        }
+    }
+    match current {
+        Some(watch) if watch.dirs() == dirs.watched.as_slice() => watch,
+        _ => {
+            let watch = Watch::new(dirs.watched);
+            if let Some(p) = &watch.problem {
+                events::note(p);
+            }
+            watch
+        }
+    }
 }
 
 /// Takes a snapshot of the node when it changed (the node is whole: nothing missing), under the
@@ -743,7 +774,8 @@ pub fn schedule_text(config: &Config, now: OffsetDateTime, n: usize) -> Result<S
             .iter()
             .filter(|w| {
                 w.renewable
-                    && (w.cert.not_after - window).whole_seconds() < i64::from(horizon) * 86_400
+                    && ((w.cert.not_after - window).whole_seconds() < i64::from(horizon) * 86_400
+                        || window < w.cert.not_before)
             })
             .map(|w| w.cert.name.as_str())
             .collect();

@@ -259,7 +259,12 @@ pub fn plan(inventory: &Inventory, signing: &SigningCerts, options: &Options) ->
             continue;
         }
         let left = facts.residual_seconds(options.now);
-        if options.selection == Selection::Due && left >= i64::from(options.renew_before_days) * DAY
+        // a certificate not valid yet (issued under a clock that was ahead) is as due as an
+        // expired one: every peer refuses it
+        let not_yet_valid = options.now < facts.not_before;
+        if options.selection == Selection::Due
+            && left >= i64::from(options.renew_before_days) * DAY
+            && !not_yet_valid
         {
             skip(&mut plan, format!("not due: {} days left", left / DAY));
             continue;
@@ -366,9 +371,17 @@ mod tests {
     use time::Duration;
 
     fn node(days_left: i64) -> (tempfile::TempDir, Inventory, SigningCerts, OffsetDateTime) {
+        node_with(days_left, |_| {})
+    }
+
+    fn node_with(
+        days_left: i64,
+        change: impl FnOnce(&mut NodeSpec),
+    ) -> (tempfile::TempDir, Inventory, SigningCerts, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
         let tmp = tempfile::tempdir().unwrap();
         let mut spec = NodeSpec::new(now, days_left);
+        change(&mut spec);
         spec.key_algorithm = KeyAlgorithm::EcdsaP256;
         spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
         spec.manifests = false;
@@ -450,6 +463,19 @@ mod tests {
             "{:?}",
             p.skip
         );
+    }
+
+    #[test]
+    fn due_takes_what_is_not_valid_yet() {
+        // issued under a clock a year ahead: two years of life left, and no peer accepts it
+        let (_t, inv, signing, now) = node_with(730, |spec| {
+            spec.leaf_not_before = OffsetDateTime::now_utc() + Duration::days(365);
+        });
+        let p = plan(&inv, &signing, &options(Selection::Due, now));
+        assert_eq!(p.renew.len(), 10, "{:?}", p.skip);
+        assert!(p.refuse.is_empty(), "{:?}", p.refuse);
+        // re-issued valid from now
+        assert!(p.renew.iter().all(|i| i.validity.not_before < now));
     }
 
     #[test]

@@ -458,6 +458,11 @@ impl<'a> Report<'a> {
             "Indicates if the certificate is expired",
             &|f| i64::from(f.not_after <= now),
         );
+        family(
+            "kube_cert_renewer_cert_not_yet_valid",
+            "Indicates if the certificate's not before is still ahead (every TLS peer refuses it)",
+            &|f| i64::from(now < f.not_before),
+        );
         let _ = writeln!(
             out,
             "# HELP x509_read_errors Indicates the number of read failure(s)"

@@ -18,6 +18,9 @@ pub enum Status {
     Warning,
     /// Inside the critical threshold.
     Critical,
+    /// Before NotBefore: issued under a clock that was ahead (or this clock is behind). Every
+    /// TLS peer refuses it now, as it would an expired one.
+    NotYetValid,
     /// Past NotAfter.
     Expired,
     /// There but unusable.
@@ -33,6 +36,7 @@ impl Status {
             Status::Missing => "missing",
             Status::Warning => "warning",
             Status::Critical => "critical",
+            Status::NotYetValid => "not-yet-valid",
             Status::Expired => "expired",
             Status::Unreadable => "unreadable",
         }
@@ -43,7 +47,7 @@ impl Status {
         match self {
             Status::Absent | Status::Ok => 0,
             Status::Missing | Status::Warning => 1,
-            Status::Critical | Status::Expired | Status::Unreadable => 2,
+            Status::Critical | Status::NotYetValid | Status::Expired | Status::Unreadable => 2,
         }
     }
 }
@@ -87,12 +91,37 @@ pub fn classify(entry: &Entry, now: OffsetDateTime, t: &Thresholds) -> Status {
     } else {
         (t.warn_days, t.critical_days)
     };
-    by_days_left(facts.residual_seconds(now), warn, critical)
+    by_validity(facts.not_before, facts.not_after, now, warn, critical)
 }
 
 /// The status of a leaf certificate that is not a file of the node (one a component serves).
 pub fn of_leaf(facts: &crate::pki::cert::CertFacts, now: OffsetDateTime, t: &Thresholds) -> Status {
-    by_days_left(facts.residual_seconds(now), t.warn_days, t.critical_days)
+    by_validity(
+        facts.not_before,
+        facts.not_after,
+        now,
+        t.warn_days,
+        t.critical_days,
+    )
+}
+
+/// The status at `now` of a certificate valid from `not_before` to `not_after`, against day
+/// thresholds: expired past NotAfter, not yet valid before NotBefore (no slack: Go's and
+/// OpenSSL's verifiers allow none), else by the days left. The one rule `check`, the metrics
+/// and the daemon share.
+pub fn by_validity(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+    warn: u32,
+    critical: u32,
+) -> Status {
+    let left = (not_after - now).whole_seconds();
+    if left > 0 && now < not_before {
+        Status::NotYetValid
+    } else {
+        by_days_left(left, warn, critical)
+    }
 }
 
 /// The status of a certificate with `left` seconds to go, against day thresholds.
@@ -121,4 +150,34 @@ pub fn notes(entry: &Entry, ca_present: impl Fn(&str) -> bool) -> Option<String>
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_before_its_not_before_is_not_yet_valid_and_urgent() {
+        let now = time::macros::datetime!(2027-01-10 12:00 UTC);
+        let year = time::Duration::days(365);
+        let second = time::Duration::SECOND;
+        // issued under a clock a year ahead: a long life left, and yet unusable
+        let status = by_validity(now + year, now + 2 * year, now, 30, 7);
+        assert_eq!(status, Status::NotYetValid);
+        assert_eq!(status.as_str(), "not-yet-valid");
+        assert_eq!(status.exit_code(), 2);
+        assert!(status > Status::Critical && status < Status::Expired);
+        // valid from this very second: ok
+        assert_eq!(by_validity(now, now + year, now, 30, 7), Status::Ok);
+        assert_eq!(
+            by_validity(now + second, now + year, now, 30, 7),
+            Status::NotYetValid
+        );
+        // the expiry rules are unchanged
+        assert_eq!(
+            by_validity(now - year, now + time::Duration::days(3), now, 30, 7),
+            Status::Critical
+        );
+        assert_eq!(by_validity(now - year, now, now, 30, 7), Status::Expired);
+    }
 }

@@ -51,6 +51,7 @@ fn node(start: OffsetDateTime, first_expiry_days: i64) -> Vec<Watched> {
             cert: CertAlert {
                 name: name.to_string(),
                 path: format!("/etc/kubernetes/{name}"),
+                not_before: start - Duration::days(1),
                 not_after: start + Duration::days(first_expiry_days + 29 * i as i64),
                 days_left: 0,
                 ca: Some("ca".into()),
@@ -64,6 +65,7 @@ fn node(start: OffsetDateTime, first_expiry_days: i64) -> Vec<Watched> {
             cert: CertAlert {
                 name: ca.into(),
                 path: format!("/etc/kubernetes/pki/{ca}.crt"),
+                not_before: start - Duration::days(365),
                 not_after: start + Duration::days(25 * 365),
                 days_left: 0,
                 ca: None,
@@ -99,10 +101,32 @@ fn simulate(
     down: Option<(OffsetDateTime, OffsetDateTime)>,
 ) -> Story {
     // as if the daemon had been running: the last window before `start` was done
-    let mut memory = Memory {
+    let memory = Memory {
         last_window: calendar.last_at_or_before(start),
         ..Memory::default()
     };
+    simulate_from(
+        memory,
+        calendar,
+        policy,
+        certs,
+        (start, end),
+        renew_works,
+        down,
+    )
+    .0
+}
+
+/// [`simulate`] from a given memory; returns the memory at the end too.
+fn simulate_from(
+    mut memory: Memory,
+    calendar: &Calendar,
+    policy: &Policy,
+    certs: &mut [Watched],
+    (start, end): (OffsetDateTime, OffsetDateTime),
+    renew_works: bool,
+    down: Option<(OffsetDateTime, OffsetDateTime)>,
+) -> (Story, Memory) {
     let mut story = Story {
         tightest: i64::MAX,
         ..Story::default()
@@ -132,22 +156,21 @@ fn simulate(
             if renew_works {
                 for w in certs.iter_mut().filter(|w| w.renewable) {
                     let left = (w.cert.not_after - now).whole_seconds();
-                    if left < i64::from(order.due_within_days) * DAY {
+                    if left < i64::from(order.due_within_days) * DAY || now < w.cert.not_before {
+                        w.cert.not_before = now - Duration::minutes(5);
                         w.cert.not_after = now + Duration::days(365);
                         renewed.push(w.cert.name.clone());
                     }
                 }
             }
-            if let Some(window) = order.window {
-                memory.last_window = Some(window);
-            }
+            memory = after_job(&memory, now, order.window, renew_works, renewed.len());
             story.runs.push((now, order.why, order.window, renewed));
         }
         assert!(d.next_wake > now, "time must move: {now} → {}", d.next_wake);
         assert!(d.next_wake - now <= MAX_SLEEP, "looks at least hourly");
         now = d.next_wake;
     }
-    story
+    (story, memory)
 }
 
 /// Every certificate renewed at most once per window, and never by two runs of one window.
@@ -500,4 +523,237 @@ fn a_pending_restart_is_retried_hourly_not_in_a_loop() {
         false,
     );
     assert!(!d.restart_pending);
+}
+
+#[test]
+fn a_clock_a_year_ahead_then_back_skips_no_real_window_and_heals_what_it_issued() {
+    let real = at("2026-11-20T10:00:00Z");
+    let calendar = monthly_utc();
+    let mut certs = node(real, 100);
+    let daemon_ran = Memory {
+        last_window: calendar.last_at_or_before(real),
+        ..Memory::default()
+    };
+    // a week on a clock a year ahead: a window looks missed and everything expired; all is
+    // renewed then, valid from a year ahead
+    let ahead = real + Duration::days(365);
+    let (story, memory) = simulate_from(
+        daemon_ran,
+        &calendar,
+        &policy(),
+        &mut certs,
+        (ahead, ahead + Duration::days(7)),
+        true,
+        None,
+    );
+    assert_eq!(story.runs[0].1, Why::CatchUp);
+    assert_eq!(story.runs[0].3.len(), LEAVES.len());
+    assert!(memory.last_window.unwrap() > ahead - Duration::days(40));
+    assert!(memory.last_reminder.unwrap() >= ahead);
+
+    // the clock corrected, a day later in real time
+    let back = real + Duration::days(1);
+    let d = decide(back, &certs, &calendar, &policy(), &memory, false);
+    assert!(
+        d.distrusted
+            .iter()
+            .any(|l| l.contains("the last window run")),
+        "{:?}",
+        d.distrusted
+    );
+    assert!(d.distrusted.iter().any(|l| l.contains("reminder")));
+    for name in LEAVES {
+        assert_eq!(d.memory.levels[name], Level::NotYetValid, "{name}");
+        assert!(
+            d.alerts
+                .iter()
+                .any(|(k, c, r)| *k == Kind::NotYetValid && c.name == name && !r)
+        );
+    }
+    // the newest trustworthy evidence is the CAs' issue: the window before it counts as run,
+    // the one since (2026-11-02) is caught up, renewing what is not valid yet
+    let order = d.renew.clone().expect("a renewal now");
+    assert_eq!(order.why, Why::CatchUp);
+    assert_eq!(order.window, Some(at("2026-11-02T03:00:00Z")));
+    assert!(d.memory.last_window.unwrap() < at("2026-11-02T03:00:00Z"));
+    // on: the real windows run, every certificate is valid at every look
+    let (story, memory) = simulate_from(
+        memory,
+        &calendar,
+        &policy(),
+        &mut certs,
+        (back, back + Duration::days(120)),
+        true,
+        None,
+    );
+    let (when, _, _, renewed) = &story.runs[0];
+    assert_eq!(*when, back);
+    assert_eq!(renewed.len(), LEAVES.len(), "{renewed:?}");
+    let windows: Vec<OffsetDateTime> = story
+        .runs
+        .iter()
+        .filter(|r| r.1 == Why::Window)
+        .map(|r| r.2.unwrap())
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            at("2026-12-07T03:00:00Z"),
+            at("2027-01-04T03:00:00Z"),
+            at("2027-02-01T03:00:00Z"),
+            at("2027-03-01T03:00:00Z"),
+        ]
+    );
+    assert!(memory.last_window.unwrap() <= back + Duration::days(120));
+    let end = back + Duration::days(120);
+    assert!(certs.iter().all(|w| w.cert.not_before <= end));
+    assert!(
+        story
+            .alerts
+            .iter()
+            .all(|a| a.0 == back && a.1 == Kind::NotYetValid),
+        "{:?}",
+        story.alerts
+    );
+}
+
+#[test]
+fn a_certificate_not_valid_yet_is_critical_and_renewed_at_once() {
+    let now = at("2026-11-10T10:00:00Z");
+    let calendar = monthly_utc();
+    let mut certs = node(now, 200);
+    certs[1].cert.not_before = now + Duration::hours(2);
+    let memory = Memory {
+        last_window: calendar.last_at_or_before(now),
+        ..Memory::default()
+    };
+    let d = decide(now, &certs, &calendar, &policy(), &memory, false);
+    assert_eq!(d.memory.levels["apiserver"], Level::NotYetValid);
+    assert_eq!(
+        d.alerts
+            .iter()
+            .map(|(k, c, _)| (*k, c.name.as_str()))
+            .collect::<Vec<_>>(),
+        [(Kind::NotYetValid, "apiserver")]
+    );
+    assert_eq!(d.renew.map(|o| o.why), Some(Why::Emergency));
+    assert!(d.distrusted.is_empty());
+    // once valid, it is ok again (no alert on the way down)
+    let later = decide(
+        now + Duration::hours(3),
+        &certs,
+        &calendar,
+        &policy(),
+        &d.memory,
+        false,
+    );
+    assert_eq!(later.memory.levels["apiserver"], Level::Ok);
+    assert!(later.alerts.is_empty());
+}
+
+#[test]
+fn timers_recorded_under_a_clock_ahead_hold_nothing_off() {
+    let now = at("2026-11-10T10:00:00Z");
+    let calendar = monthly_utc();
+    let certs = node(now, 3);
+    let year = Duration::days(365);
+    let memory = Memory {
+        last_window: calendar.last_at_or_before(now),
+        last_emergency: Some(now + year),
+        last_reminder: Some(now + year),
+        pending_tried: Some(now + year),
+        ..Memory::default()
+    };
+    let d = decide(now, &certs, &calendar, &policy(), &memory, true);
+    assert_eq!(d.renew.map(|o| o.why), Some(Why::Emergency));
+    assert_eq!(d.memory.last_emergency, Some(now));
+    assert_eq!(d.distrusted.len(), 3, "{:?}", d.distrusted);
+    // within the slack, a recorded instant is trusted (a clock stepped back a little)
+    let memory = Memory {
+        last_emergency: Some(now + Duration::minutes(5)),
+        ..memory
+    };
+    let d = decide(now, &certs, &calendar, &policy(), &memory, false);
+    assert_eq!(d.renew, None);
+    assert!(!d.distrusted.iter().any(|l| l.contains("emergency")));
+}
+
+#[test]
+fn a_failed_window_is_not_recorded_and_is_tried_again_an_hour_later() {
+    let calendar = monthly_utc();
+    let window = at("2026-12-07T03:00:00Z");
+    let mut certs = node(window, 40);
+    certs[0].cert.not_after = window + Duration::days(3); // critical too
+    let memory = Memory {
+        last_window: calendar.last_at_or_before(window - Duration::DAY),
+        ..Memory::default()
+    };
+    let d = decide(window, &certs, &calendar, &policy(), &memory, false);
+    let order = d.renew.clone().unwrap();
+    assert_eq!((order.why, order.window), (Why::Window, Some(window)));
+    let failed = after_job(&d.memory, window, order.window, false, 0);
+    assert_eq!(failed.last_window, memory.last_window, "not recorded");
+    assert_eq!(failed.window_failed, Some(window));
+    assert_eq!(failed.last_run.as_ref().map(|r| r.success), Some(false));
+    // not in a loop: neither the window nor the emergency rule before the hour
+    let soon = window + Duration::minutes(10);
+    let d = decide(soon, &certs, &calendar, &policy(), &failed, false);
+    assert_eq!(d.renew, None);
+    assert_eq!(d.next_wake, window + WINDOW_RETRY);
+    let d = decide(
+        window + WINDOW_RETRY,
+        &certs,
+        &calendar,
+        &policy(),
+        &failed,
+        false,
+    );
+    let order = d.renew.clone().unwrap();
+    assert_eq!((order.why, order.window), (Why::CatchUp, Some(window)));
+    assert!(
+        order
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("failed at")),
+        "{order:?}"
+    );
+    let done = after_job(&d.memory, window + WINDOW_RETRY, order.window, true, 11);
+    assert_eq!(done.last_window, Some(window));
+    assert_eq!(done.window_failed, None);
+    certs[0].cert.not_after = window + Duration::days(365);
+    let d = decide(
+        window + Duration::hours(2),
+        &certs,
+        &calendar,
+        &policy(),
+        &done,
+        false,
+    );
+    assert_eq!(d.renew, None);
+}
+
+#[test]
+fn a_window_a_renewal_stands_for_is_taken_as_run_when_the_record_is_from_the_future() {
+    let calendar = monthly_utc();
+    let window = at("2026-12-07T03:00:00Z");
+    let now = window + Duration::days(2);
+    let mut certs = node(now, 200);
+    // renewed by that window's job (NotBefore backdated five minutes)
+    certs[3].cert.not_before = window - Duration::minutes(5);
+    let memory = Memory {
+        last_window: Some(now + Duration::days(365)),
+        ..Memory::default()
+    };
+    let d = decide(now, &certs, &calendar, &policy(), &memory, false);
+    assert_eq!(d.memory.last_window, Some(window));
+    assert_eq!(d.renew, None, "no catch-up of the window that ran");
+    assert_eq!(d.distrusted.len(), 1, "{:?}", d.distrusted);
+    // a window minutes ahead is never taken as run, however recent the evidence
+    let soon = window - Duration::minutes(3);
+    let mut certs = node(soon, 200);
+    certs[3].cert.not_before = soon - Duration::minutes(1);
+    let d = decide(soon, &certs, &calendar, &policy(), &memory, false);
+    assert!(d.memory.last_window.unwrap() < soon);
+    let d = decide(window, &certs, &calendar, &policy(), &d.memory, false);
+    assert_eq!(d.renew.map(|o| o.why), Some(Why::Window));
 }
