@@ -87,7 +87,12 @@ pub fn classify(entry: &Entry, now: OffsetDateTime, t: &Thresholds) -> Status {
     } else {
         (t.warn_days, t.critical_days)
     };
-    by_days_left(facts.residual_seconds(now), warn, critical)
+    let by_expiry = by_days_left(facts.residual_seconds(now), warn, critical);
+    // a CA whose key cannot sign: critical whatever its expiry (the next renewal would fail)
+    if entry.key_problem.is_some() {
+        return by_expiry.max(Status::Critical);
+    }
+    by_expiry
 }
 
 /// The status of a leaf certificate that is not a file of the node (one a component serves).
