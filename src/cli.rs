@@ -160,6 +160,11 @@ pub struct RecoverArgs {
     /// one: read the procedure `recover` prints without it first.
     #[arg(long, value_name = "NAME")]
     pub new_ca: Vec<String>,
+    /// Restore a static-pod manifest even when its Kubernetes version (image tag) differs from
+    /// the manifests still on the node (a snapshot from before a `kubeadm upgrade`); without it
+    /// such a manifest is left missing, with the command that recreates it.
+    #[arg(long)]
+    pub allow_version_skew: bool,
     /// Do not restart the control plane afterwards.
     #[arg(long)]
     pub no_restart: bool,
@@ -441,6 +446,7 @@ pub fn recover(job: &Job, args: &RecoverArgs) -> Result<i32, String> {
         from: args.from.clone(),
         kubeadm_config: args.kubeadm_config.clone(),
         new_cas: args.new_ca.iter().cloned().collect(),
+        allow_version_skew: args.allow_version_skew,
     };
     match job.recover_files(&request, !args.no_restart, &mut Print) {
         Ok(report) => {

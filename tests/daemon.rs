@@ -224,6 +224,13 @@ wait $pid
 "$BIN" --config /nonexistent --kubernetes-dir "$K" --state-dir "$S" recover --no-restart
 rm "$K/pki/front-proxy-client.crt"
 "$BIN" --config /nonexistent --kubernetes-dir "$K" --state-dir "$S" recover --no-restart
+# a CA key truncated: the daemon alerts it at its first look
+head -c 100 "$K/pki/etcd/ca.key" > "$K/pki/etcd/ca.key.cut" && mv "$K/pki/etcd/ca.key.cut" "$K/pki/etcd/ca.key"
+"$BIN" --config "$CFG" --kubernetes-dir "$K" --state-dir "$S" run --log-to journal &
+pid=$!
+sleep 2
+kill -TERM $pid
+wait $pid
 exit 0
 "#,
     )
@@ -364,6 +371,17 @@ exit 0
             .any(|e| field(e, "CERT_NAME") == "apiserver"
                 && field(e, "CERT_PATH").contains("pki/apiserver.key")
                 && field(e, "PRIORITY") == "5"),
+        "{}",
+        dump()
+    );
+    // the truncated CA key: an error naming the CA, the key file and what is wrong
+    let damaged = of(Kind::CaKeyDamaged);
+    assert!(
+        damaged.iter().any(|e| field(e, "CA_NAME") == "etcd-ca"
+            && field(e, "CERT_PATH").ends_with("pki/etcd/ca.key")
+            && field(e, "PRIORITY") == "3"
+            && field(e, "OUTCOME") == "ca-key-damaged"
+            && field(e, "MESSAGE").contains("does not parse as a private key")),
         "{}",
         dump()
     );
@@ -1079,4 +1097,141 @@ fn a_clock_a_year_ahead_then_back_skips_no_window_and_heals_what_it_issued() {
     assert_eq!(by_name(&json, "certificates", "apiserver")["status"], "ok");
     daemon.signal("-TERM");
     assert_eq!(exits_within(&mut daemon, Duration::from_secs(20)), Some(0));
+}
+
+/// A CA key that cannot sign (another key swapped in) is alerted at the daemon's first look and
+/// shown in `STATUS=`; once the good key is back, `STATUS=` says nothing of it.
+#[test]
+fn the_daemon_alerts_a_damaged_ca_key() {
+    let node = Node::new(100);
+    std::fs::write(node.config(), "restart_poll_ms = 100\n").unwrap();
+    let key = node.dir().join("pki/front-proxy-ca.key");
+    let good = std::fs::read(&key).unwrap();
+    std::fs::copy(node.dir().join("pki/ca.key"), &key).unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    let status = notify.wait_for(
+        "STATUS= with CA KEY DAMAGED",
+        Duration::from_secs(60),
+        |m| {
+            m.lines()
+                .any(|l| l.starts_with("STATUS=") && l.contains("CA KEY DAMAGED: front-proxy-ca"))
+        },
+    );
+    assert!(status.contains("kube-cert-renewer recover"), "{status}");
+    daemon.wait_said("CA front-proxy-ca cannot sign", Duration::from_secs(10));
+    assert!(
+        daemon.said().contains(&format!(
+            "{}: this key matches no certificate",
+            key.display()
+        )),
+        "{}",
+        daemon.said()
+    );
+    // the good key back: the watch sees it, and STATUS= no longer says it
+    std::fs::write(&key, &good).unwrap();
+    notify.wait_for(
+        "STATUS= without CA KEY DAMAGED",
+        Duration::from_secs(30),
+        |m| {
+            m.lines()
+                .any(|l| l.starts_with("STATUS=") && !l.contains("CA KEY DAMAGED"))
+        },
+    );
+    daemon.signal("-TERM");
+}
+
+/// What `kubeadm reset` leaves — every CA, certificate, kubeconfig and static-pod manifest
+/// gone, the kubeadm config file a tool like kubespray keeps in /etc/kubernetes still there — is
+/// alerted but never auto-recovered: bringing the CA keys back would undo the reset.
+#[test]
+fn auto_recover_leaves_a_reset_node_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = NodeSpec::new(now(), 100);
+    spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+    spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+    nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
+    let node = Node { tmp };
+    let kubeadm_config = node.dir().join("kubeadm-config.yaml");
+    std::fs::write(
+        &kubeadm_config,
+        "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n",
+    )
+    .unwrap();
+    // a snapshot of the whole node
+    let out = node.command(&["snapshot"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // kubeadm reset: pki/, the kubeconfigs, the manifests (its config file stays)
+    let mut removed = Vec::new();
+    for dir in ["pki", "pki/etcd", "manifests", ""] {
+        for entry in std::fs::read_dir(node.dir().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let conf = path.extension().is_some_and(|e| e == "conf");
+            if path.is_file() && (!dir.is_empty() || conf) {
+                std::fs::remove_file(&path).unwrap();
+                removed.push(path);
+            }
+        }
+    }
+    assert!(removed.len() > 30, "{removed:?}");
+    std::fs::write(
+        node.config(),
+        "restart_poll_ms = 100\nauto_recover = true\nauto_recover_after_secs = 0\n",
+    )
+    .unwrap();
+    let mut notify = NotifySocket::bind(node.tmp.path());
+    let mut daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon.log"),
+    );
+    notify.wait_for("STATUS= with MISSING", Duration::from_secs(60), |m| {
+        m.lines()
+            .any(|l| l.starts_with("STATUS=") && l.contains("MISSING:"))
+    });
+    // said in the very evaluation that would otherwise recover (the grace is 0)
+    daemon.wait_said("the node looks reset", Duration::from_secs(10));
+    daemon.wait_said(
+        "kubeadm file(s) missing from the node",
+        Duration::from_secs(10),
+    );
+    daemon.signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back: Vec<&PathBuf> = removed.iter().filter(|p| p.exists()).collect();
+    assert!(back.is_empty(), "brought back: {back:?}\n{}", daemon.said());
+    assert!(
+        !daemon.said().contains("missing, recovering"),
+        "{}",
+        daemon.said()
+    );
+    assert!(kubeadm_config.exists());
+
+    // one file gone from a whole node is still recovered (the control case)
+    let out = node.command(&["recover", "--no-restart"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = node.dir().join("pki/apiserver.key");
+    std::fs::remove_file(&key).unwrap();
+    let again = node.tmp.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let mut notify = NotifySocket::bind(&again);
+    let daemon = Daemon::start(
+        node.command(&[]),
+        &notify,
+        node.tmp.path().join("daemon2.log"),
+    );
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    daemon.wait_said("restored from snapshot", Duration::from_secs(30));
+    assert!(key.exists(), "{}", daemon.said());
+    assert!(!daemon.said().contains("looks reset"), "{}", daemon.said());
+    daemon.signal("-TERM");
 }

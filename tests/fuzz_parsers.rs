@@ -33,7 +33,8 @@
 //! MANIFEST from making `recover` read an arbitrary file), and never hides the good snapshot
 //! beside it. The planner, over a generated node with files deleted, mutated, swapped for
 //! another cluster's or unreadable, and 0–2 damaged snapshots: restores only files missing from
-//! the node, byte for byte the named snapshot's copy, and only files the newest snapshot has;
+//! the node (or a CA key there that cannot sign for its certificate, by a copy that can), byte
+//! for byte the named snapshot's copy, and only files the newest snapshot has;
 //! re-issues from templates that parse; reports an unreadable secret as a refusal and a CA or
 //! `sa.key` gone everywhere as a stop (then, as in `recover`, no second phase runs).
 //!
@@ -65,7 +66,7 @@ use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
 use kube_cert_renewer::node::manifest::StaticPod;
 use kube_cert_renewer::node::{manifest, restart};
 use kube_cert_renewer::pki::cert::CertFacts;
-use kube_cert_renewer::pki::keys::{KeyAlgorithm, KeyEncoding};
+use kube_cert_renewer::pki::keys::{self, KeyAlgorithm, KeyEncoding};
 use kube_cert_renewer::pki::kubeadm;
 use kube_cert_renewer::pki::kubeconfig::{self, ClientCert, NewCredentials};
 use kube_cert_renewer::pki::{inventory, pem};
@@ -2607,7 +2608,16 @@ fn full_plan(
             );
         }
     }
-    plan::plan_leaves(layout, observed, &secrets, &LeafOptions { now }, &mut plan);
+    plan::plan_leaves(
+        layout,
+        observed,
+        &secrets,
+        &LeafOptions {
+            now,
+            allow_version_skew: false,
+        },
+        &mut plan,
+    );
     (plan, true)
 }
 
@@ -2690,12 +2700,29 @@ fn check_plan(case: &PlanCase) -> Result<bool, TestCaseError> {
                     TestCaseError::fail(format!("{name}: restored from unknown {from}"))
                 })?;
                 for (path, data, mode) in files {
-                    prop_assert!(
-                        !matches!(on_node(path), OnNode::Present(_)),
-                        "{}: restores {}, which is on the node",
-                        name,
-                        path.display()
-                    );
+                    // over a file on the node: only a CA key that cannot sign for the node's
+                    // certificate, by a copy that can
+                    if let OnNode::Present(there) = on_node(path) {
+                        let bundle = kubeadm::CAS
+                            .iter()
+                            .find(|c| *path == layout.pki.join(format!("{}.key", c.base)))
+                            .and_then(|c| {
+                                match on_node(&layout.pki.join(format!("{}.crt", c.base))) {
+                                    OnNode::Present(crt) => inventory::ca_bundle(crt).ok(),
+                                    _ => None,
+                                }
+                            });
+                        prop_assert!(
+                            bundle.as_ref().is_some_and(|b| {
+                                !keys::key_matches_bundle(there, b)
+                                    && keys::key_matches_bundle(data, b)
+                            }),
+                            "{}: restores {}, which is on the node (and is no damaged CA key \
+                             replaced by one that matches)",
+                            name,
+                            path.display()
+                        );
+                    }
                     prop_assert!(
                         !unreadable(path) || !runs,
                         "{}: restores over unreadable {}",

@@ -472,6 +472,164 @@ fn broken_key_files_refuse_the_renewal_naming_the_key() {
     }
 }
 
+/// The public key of a key file as openssl derives it (`None`: openssl cannot read the key).
+fn openssl_public_of_key(key: &Path) -> Option<String> {
+    let (ok, text) = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+    ok.then_some(text)
+}
+
+/// The public key of a certificate as openssl reads it.
+fn openssl_public_of_cert(cert: &Path) -> String {
+    let (ok, text) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+    assert!(ok, "{text}");
+    text
+}
+
+/// A CA key that is there but cannot sign — another key of the same algorithm swapped in, a
+/// truncated file, a key of another algorithm — is a critical CA row in `check` (every output),
+/// refuses the renewal, and `recover` puts back the snapshot's copy that matches the
+/// certificate (openssl agrees), keeping the damaged one in the backup.
+#[test]
+fn a_damaged_ca_key_is_critical_in_check_and_recover_restores_the_good_copy() {
+    if !have("openssl", "hostile") {
+        return;
+    }
+    let cases: [(&str, &str, &str); 3] = [
+        ("ca.key", "swapped", "another ECDSA-P256 key: not this CA's"),
+        (
+            "etcd/ca.key",
+            "truncated",
+            "does not parse as a private key",
+        ),
+        (
+            "front-proxy-ca.key",
+            "other algorithm",
+            "the key is RSA-2048, the certificate ECDSA-P256",
+        ),
+    ];
+    for (file, damage, why) in cases {
+        let node = Node::new();
+        let key = node.pki(file);
+        let cert = key.with_extension("crt");
+        let ca = match file {
+            "ca.key" => "ca",
+            "etcd/ca.key" => "etcd-ca",
+            _ => "front-proxy-ca",
+        };
+        let ran = node.run(None, &["snapshot"]);
+        assert_eq!(ran.code, 0, "{ran:?}");
+        let good = std::fs::read(&key).unwrap();
+        let bad = match damage {
+            "swapped" => {
+                let (ok, text) = openssl(&[
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ]);
+                assert!(ok, "{text}");
+                text.into_bytes()
+            }
+            "truncated" => good[..good.len() / 2].to_vec(),
+            _ => {
+                let (ok, text) = openssl(&[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                ]);
+                assert!(ok, "{text}");
+                text.into_bytes()
+            }
+        };
+        std::fs::write(&key, &bad).unwrap();
+        // openssl agrees the key cannot sign for the certificate
+        assert_ne!(
+            openssl_public_of_key(&key),
+            Some(openssl_public_of_cert(&cert)),
+            "{damage}"
+        );
+
+        // check: exit 2, the CA row critical, the reason naming the key file
+        let before = node.tree();
+        let ran = node.check();
+        assert_eq!(ran.code, 2, "{damage}: {ran:?}");
+        assert_names(&ran, &key, why);
+        let row = ran
+            .out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ca))
+            .unwrap_or_else(|| panic!("no {ca} row: {ran:?}"));
+        assert!(row.ends_with("critical"), "{damage}: {row}");
+        let ran = node.run(None, &["check", "-o", "json"]);
+        assert_eq!(ran.code, 2, "{damage}: {ran:?}");
+        let json: serde_json::Value = serde_json::from_str(&ran.out).unwrap();
+        let row = by_name(&json, "certificateAuthorities", ca);
+        assert_eq!(row["status"], "critical", "{damage}: {row}");
+        assert_eq!(
+            row["missing"], false,
+            "its certificate is still shown: {row}"
+        );
+        let reason = row["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(&key.display().to_string()) && reason.contains(why),
+            "{damage}: {row}"
+        );
+        let ran = node.run(None, &["check", "-o", "prometheus"]);
+        let series = format!(
+            "kube_cert_renewer_ca_key_damaged{{name=\"{ca}\",filepath=\"{}\"}} 1",
+            key.display()
+        );
+        assert!(ran.out.lines().any(|l| l == series), "{damage}: {ran:?}");
+        assert!(
+            ran.out.lines().any(|l| l == "x509_read_errors 1"),
+            "{ran:?}"
+        );
+        assert_eq!(before, node.tree(), "check must never write");
+
+        // renew: refused naming the key, nothing changed
+        node.assert_refused(&["renew", "all", "--no-restart"], 1, &key, why);
+
+        // recover --dry-run: offers the snapshot's good copy, writes nothing
+        let ran = node.run(None, &["recover", "--dry-run", "--no-restart"]);
+        assert_eq!(ran.code, 0, "{damage}: {ran:?}");
+        assert_names(&ran, &key, "restored from snapshot 000001-");
+        node.assert_unchanged(&before, &ran);
+
+        // recover: the good key back, the damaged one in the backup
+        let ran = node.run(None, &["recover", "--no-restart"]);
+        assert_eq!(ran.code, 0, "{damage}: {ran:?}");
+        assert_eq!(std::fs::read(&key).unwrap(), good, "{damage}: {ran:?}");
+        assert_eq!(mode_of(&key), 0o600);
+        assert_eq!(
+            openssl_public_of_key(&key),
+            Some(openssl_public_of_cert(&cert)),
+            "{damage}"
+        );
+        let kept = files_below(&node.state.join("backups"))
+            .into_iter()
+            .any(|p| p.ends_with(Path::new("pki").join(file)) && std::fs::read(&p).unwrap() == bad);
+        assert!(
+            kept,
+            "{damage}: the damaged key is not in a backup: {ran:?}"
+        );
+        let ran = node.check();
+        assert_eq!(ran.code, 0, "{damage}: {ran:?}");
+    }
+    // no snapshot with a matching copy: refused, naming the key, nothing changed
+    let node = Node::new();
+    let key = node.pki("ca.key");
+    std::fs::copy(node.pki("front-proxy-ca.key"), &key).unwrap();
+    node.assert_refused(
+        &["recover", "--no-restart"],
+        1,
+        &key,
+        "no snapshot has a copy that matches",
+    );
+}
+
 #[test]
 fn a_ca_file_holding_a_leaf_is_not_a_ca() {
     // the leaf alone, then the leaf with its own key as the CA key (a consistent pair)

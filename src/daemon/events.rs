@@ -54,11 +54,14 @@ pub enum Kind {
     Recovered,
     /// A recovery was refused, failed, or stopped because a CA or `sa.key` is gone everywhere.
     RecoveryFailed,
+    /// A CA's key file is there but does not parse or does not match its certificate: the CA
+    /// cannot sign, and the next renewal would fail.
+    CaKeyDamaged,
 }
 
 impl Kind {
     /// Every kind, for the catalog and its test.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Expiring,
         Kind::Critical,
         Kind::Expired,
@@ -76,6 +79,7 @@ impl Kind {
         Kind::FilesMissing,
         Kind::Recovered,
         Kind::RecoveryFailed,
+        Kind::CaKeyDamaged,
     ];
 
     /// The stable journal `MESSAGE_ID` (128 bits, hex, as systemd's catalog wants them).
@@ -98,6 +102,7 @@ impl Kind {
             Kind::FilesMissing => "0b9c1d7e5a2f4c6e8d3b7a1f9e4c2d60",
             Kind::Recovered => "6f3e8a2c1b7d4e9f8a5c3d2b1e7f6a49",
             Kind::RecoveryFailed => "c84d2e7f1a9b4c3d8e6f5a2b7c1d9e03",
+            Kind::CaKeyDamaged => "b8bdebe50cc84c93814bb64583d215ee",
         }
     }
 
@@ -121,6 +126,7 @@ impl Kind {
             Kind::FilesMissing => "files-missing",
             Kind::Recovered => "recovered",
             Kind::RecoveryFailed => "recovery-failed",
+            Kind::CaKeyDamaged => "ca-key-damaged",
         }
     }
 }
@@ -152,6 +158,22 @@ pub fn files_missing(missing: &[String], reminder: bool) {
         "{} kubeadm file(s) missing from the node: {}; `kube-cert-renewer recover` brings them back",
         missing.len(),
         missing.join(", ")
+    );
+}
+
+/// A CA's key cannot sign for it (`reason` names the key file and what is wrong): alerted when
+/// first seen, then daily as a `reminder`.
+pub fn ca_key_damaged(ca: &str, key_path: &str, reason: &str, reminder: bool) {
+    let kind = Kind::CaKeyDamaged;
+    let action = if reminder { "reminder" } else { "alert" };
+    error!(
+        message_id = kind.message_id(),
+        ca_name = ca,
+        cert_path = key_path,
+        action = action,
+        outcome = kind.name(),
+        "CA {ca} cannot sign: {reason}; `kube-cert-renewer recover` restores a snapshot's copy \
+         that matches its certificate"
     );
 }
 

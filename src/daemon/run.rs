@@ -98,13 +98,48 @@ struct Look {
     /// kubeadm files gone from the node: those of the newest snapshot that no longer exist,
     /// and kubeadm's CAs and certificates the inventory finds missing.
     missing: Vec<String>,
-    /// Every file of the newest snapshot is gone (what `kubeadm reset` leaves): alerted, never
-    /// recovered automatically.
+    /// The node looks reset (see [`looks_reset`]), or every file of the newest snapshot is
+    /// gone: alerted, never recovered automatically.
     wiped: bool,
+    /// The CAs whose key file is there but cannot sign: (CA, key file, why).
+    damaged_keys: Vec<(String, String, String)>,
 }
 
-/// The kubeadm files missing from the node (see [`Look::missing`]), and whether every file of
-/// the newest snapshot is gone. Nothing while a run is unfinished (a restart parks manifests).
+/// The CAs of `inventory` whose key does not parse or does not match their certificate, as
+/// (CA, key file, why).
+fn damaged_keys(inventory: &Inventory) -> Vec<(String, String, String)> {
+    inventory
+        .cas
+        .iter()
+        .filter_map(|e| {
+            let why = e.key_problem.clone()?;
+            let key = match &e.source {
+                inventory::Source::PemPair { key, .. } => key.display().to_string(),
+                other => other.cert_path().display().to_string(),
+            };
+            Some((e.name.clone(), key, why))
+        })
+        .collect()
+}
+
+/// What `kubeadm reset` leaves: every CA and every kubeadm certificate and kubeconfig gone (or
+/// absent by design), and none of kubeadm's static-pod manifests — whatever else stays in the
+/// kubernetes dir (kubespray keeps its kubeadm config there, which reset does not delete). A
+/// node in that state was retired or is being rebuilt on purpose: bringing its CA keys back
+/// would undo the reset. Nothing at all there is a reset too (a node before `kubeadm init`).
+fn looks_reset(inventory: &Inventory, kubeadm_manifests_left: bool) -> bool {
+    let gone = |e: &inventory::Entry| {
+        matches!(
+            e.state,
+            inventory::State::Missing | inventory::State::Absent(_)
+        )
+    };
+    !kubeadm_manifests_left && inventory.cas.iter().chain(&inventory.leaves).all(gone)
+}
+
+/// The kubeadm files missing from the node (see [`Look::missing`]), and whether the node looks
+/// reset ([`looks_reset`]) or every file of the newest snapshot is gone. Nothing while a run is
+/// unfinished (a restart parks manifests).
 fn missing_files(config: &Config, inventory: &Inventory) -> (Vec<String>, bool) {
     if crate::state::journal::pending(&config.state_dir)
         .map(|p| p.is_some())
@@ -112,7 +147,11 @@ fn missing_files(config: &Config, inventory: &Inventory) -> (Vec<String>, bool) 
     {
         return (Vec::new(), false);
     }
-    let mut wiped = false;
+    let manifests = config.paths().manifests;
+    let manifests_left = crate::recover::plan::KUBEADM_MANIFESTS
+        .iter()
+        .any(|m| std::fs::symlink_metadata(manifests.join(m)).is_ok());
+    let mut wiped = looks_reset(inventory, manifests_left);
     let mut missing: Vec<String> = inventory
         .cas
         .iter()
@@ -130,7 +169,7 @@ fn missing_files(config: &Config, inventory: &Inventory) -> (Vec<String>, bool) 
             .filter(|p| std::fs::symlink_metadata(p).is_err())
             .map(|p| p.display().to_string())
             .collect();
-        wiped = !gone.is_empty() && gone.len() == newest.files.len();
+        wiped |= !gone.is_empty() && gone.len() == newest.files.len();
         missing.extend(gone);
     }
     missing.sort();
@@ -184,12 +223,14 @@ fn look(config: &Config, now: OffsetDateTime) -> Look {
         .collect();
     let pending = pending::load(&config.state_dir).unwrap_or_default();
     let (missing, wiped) = missing_files(config, &inventory);
+    let damaged_keys = damaged_keys(&inventory);
     Look {
         inventory,
         certs,
         pending,
         missing,
         wiped,
+        damaged_keys,
     }
 }
 
@@ -206,6 +247,17 @@ fn status_line(
         parts.push(format!(
             "MISSING: {} kubeadm file(s), run `kube-cert-renewer recover`",
             look.missing.len()
+        ));
+    }
+    if !look.damaged_keys.is_empty() {
+        let names: Vec<&str> = look
+            .damaged_keys
+            .iter()
+            .map(|(ca, ..)| ca.as_str())
+            .collect();
+        parts.push(format!(
+            "CA KEY DAMAGED: {}, run `kube-cert-renewer recover`",
+            names.join(", ")
         ));
     }
     if let Some(next) = decision.next_window {
@@ -443,7 +495,11 @@ pub fn run(start: Start) -> Result<i32, String> {
         // once an hour (a recovery that cannot finish must not loop)
         let mut missing_alerted: (Vec<String>, Option<OffsetDateTime>) = (Vec::new(), None);
         let mut missing_since: Option<OffsetDateTime> = None;
+        // damaged CA keys: alerted when the set changes, reminded daily
+        let mut damaged_alerted: (Vec<(String, String, String)>, Option<OffsetDateTime>) =
+            (Vec::new(), None);
         let mut recovered_at: Option<OffsetDateTime> = None;
+        let mut reset_said = false;
         let grace = time::Duration::seconds(
             i64::try_from(config.auto_recover_after_secs).unwrap_or(i64::MAX),
         );
@@ -477,10 +533,34 @@ pub fn run(start: Start) -> Result<i32, String> {
                 events::files_missing(&look_now.missing, missing_alerted.0 == look_now.missing);
                 missing_alerted = (look_now.missing.clone(), Some(t));
             }
+            if look_now.damaged_keys.is_empty() {
+                damaged_alerted = (Vec::new(), None);
+            } else if damaged_alerted.0 != look_now.damaged_keys
+                || damaged_alerted.1.is_none_or(|at| t - at >= time::Duration::DAY)
+            {
+                let reminder = damaged_alerted.0 == look_now.damaged_keys;
+                for (ca, key, why) in &look_now.damaged_keys {
+                    events::ca_key_damaged(ca, key, why, reminder);
+                }
+                damaged_alerted = (look_now.damaged_keys.clone(), Some(t));
+            }
             if !look_now.missing.is_empty() && missing_since.is_none() {
                 missing_since = Some(t);
             }
             let recover_due = missing_since.map(|since| since + grace);
+            if config.auto_recover && look_now.wiped && !look_now.missing.is_empty() {
+                if !reset_said {
+                    events::note(
+                        "auto_recover: not recovering: the node looks reset (every CA, \
+                         certificate, kubeconfig and static-pod manifest of kubeadm is gone, as \
+                         after `kubeadm reset`); run `kube-cert-renewer recover` by hand if \
+                         that was not meant",
+                    );
+                    reset_said = true;
+                }
+            } else {
+                reset_said = false;
+            }
             let recover_now = config.auto_recover
                 && !look_now.missing.is_empty()
                 && !look_now.wiped

@@ -206,12 +206,42 @@ pub fn parse(text: &str, file: &Path) -> Result<StaticPod, String> {
     })
 }
 
+/// The tag of an image reference (`reg/x/kube-apiserver:v1.18.2@sha256:…` → `v1.18.2`).
+pub fn image_tag(image: &str) -> Option<&str> {
+    let image = image.split('@').next()?;
+    let last = image.rsplit('/').next()?;
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+/// The images of kubeadm's control plane that carry the Kubernetes version as their tag (etcd's
+/// tag is etcd's own version).
+const VERSIONED_IMAGES: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
 /// The pod name kubelet gives a static pod: the manifest's name, a dash and the node name.
 pub fn static_pod_name(manifest_name: &str, node_name: &str) -> String {
     format!("{manifest_name}-{node_name}")
 }
 
 impl StaticPod {
+    /// The Kubernetes version this pod runs: the tag of its kube-apiserver,
+    /// kube-controller-manager or kube-scheduler image (whatever the registry), `None` for any
+    /// other pod (etcd, kube-vip) or an untagged image. What tells a manifest from before a
+    /// `kubeadm upgrade` from one after it.
+    pub fn kubernetes_version(&self) -> Option<&str> {
+        self.containers.iter().find_map(|c| {
+            let repository = c.image.split('@').next()?.rsplit('/').next()?;
+            let name = repository.split(':').next()?;
+            VERSIONED_IMAGES
+                .contains(&name)
+                .then(|| image_tag(&c.image))
+                .flatten()
+        })
+    }
+
     /// The container with this name, if the pod has one.
     pub fn container(&self, name: &str) -> Option<&PodContainer> {
         self.containers.iter().find(|c| c.name == name)
@@ -320,6 +350,41 @@ status: {}
         );
         assert_eq!(pod.host_path_of(c, Path::new("/var/lib/etcd")), None);
         assert_eq!(pod.host_paths.len(), 2, "emptyDir is not a hostPath");
+    }
+
+    #[test]
+    fn image_tags_and_the_kubernetes_version() {
+        assert_eq!(
+            image_tag("k8s.gcr.io/kube-apiserver:v1.18.2"),
+            Some("v1.18.2")
+        );
+        assert_eq!(
+            image_tag("localhost:5000/kube-apiserver:v1.30.1@sha256:abc"),
+            Some("v1.30.1")
+        );
+        assert_eq!(image_tag("localhost:5000/kube-apiserver"), None);
+        let pod = parse(APISERVER, Path::new("kube-apiserver.yaml")).unwrap();
+        assert_eq!(pod.kubernetes_version(), Some("v1.30.0"));
+        let other = |image: &str| {
+            let text = APISERVER.replace("registry.k8s.io/kube-apiserver:v1.30.0", image);
+            parse(&text, Path::new("x.yaml")).unwrap()
+        };
+        assert_eq!(
+            other("mirror:5000/k8s/kube-scheduler:v1.31.2@sha256:ab").kubernetes_version(),
+            Some("v1.31.2")
+        );
+        assert_eq!(
+            other("registry.k8s.io/etcd:3.5.15-0").kubernetes_version(),
+            None
+        );
+        assert_eq!(
+            other("ghcr.io/kube-vip/kube-vip:v0.8.0").kubernetes_version(),
+            None
+        );
+        assert_eq!(
+            other("registry.k8s.io/kube-apiserver").kubernetes_version(),
+            None
+        );
     }
 
     #[test]

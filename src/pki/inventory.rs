@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::NodePaths;
 use crate::pki::cert::CertFacts;
+use crate::pki::keys::{self, PrivateKey};
 use crate::pki::kubeadm::{self, CaSpec, LeafFile, LeafSpec};
 use crate::pki::kubeconfig::{self, ClientCert};
 use crate::pki::pem;
@@ -138,6 +139,11 @@ pub struct Entry {
     pub externally_managed: bool,
     /// What was found.
     pub state: State,
+    /// A CA row whose key file is there but cannot sign for it (it does not parse, or matches
+    /// no certificate of the `.crt`): the reason, naming the key file. Its certificate is still
+    /// read and shown, but the row is critical: the next renewal of anything it signs would
+    /// fail, and the operator must hear of it before then.
+    pub key_problem: Option<String>,
 }
 
 impl Entry {
@@ -358,6 +364,47 @@ pub fn only_cas(bundle: &[CertFacts]) -> Result<(), String> {
     Ok(())
 }
 
+/// The CA key `key_pem` (read from `key_path`) parsed, and the certificate of its CA file's
+/// `bundle` (from `cert_path`) it is the private key of — or why it cannot sign for that CA,
+/// naming the key file: one check for `check`, the renewal, the snapshot and `recover`, so all
+/// four judge a CA key alike (another cluster's key copied in, a truncated file, a key of
+/// another algorithm).
+pub fn ca_key_match<'b>(
+    key_pem: &[u8],
+    bundle: &'b [CertFacts],
+    key_path: &Path,
+    cert_path: &Path,
+) -> Result<(PrivateKey, &'b CertFacts), String> {
+    let key = keys::parse_private_key(key_pem).map_err(|e| {
+        format!(
+            "{}: does not parse as a private key ({e})",
+            key_path.display()
+        )
+    })?;
+    if let Some(cert) = bundle
+        .iter()
+        .find(|c| keys::matches_spki(&key.pair, &c.spki_der))
+    {
+        return Ok((key, cert));
+    }
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key.pair);
+    let algorithm = |der: &[u8]| {
+        keys::algorithm_of_spki(der).map_or_else(|_| "unknown".to_string(), |a| a.to_string())
+    };
+    let mine = algorithm(&spki);
+    let theirs: Vec<String> = bundle.iter().map(|c| algorithm(&c.spki_der)).collect();
+    let how = if theirs.iter().all(|t| *t == mine) {
+        format!("another {mine} key: not this CA's")
+    } else {
+        format!("the key is {mine}, the certificate {}", theirs.join(" / "))
+    };
+    Err(format!(
+        "{}: this key matches no certificate in {} ({how})",
+        key_path.display(),
+        cert_path.display()
+    ))
+}
+
 fn certs_of_blocks(blocks: &[pem::Block]) -> Result<Vec<CertFacts>, String> {
     let certs: Vec<&pem::Block> = blocks.iter().filter(|b| b.label == "CERTIFICATE").collect();
     if certs.is_empty() {
@@ -401,6 +448,7 @@ fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
         signer: Signer::NotChecked,
         externally_managed: false,
         state: State::Missing,
+        key_problem: None,
     };
     let data = match read_file(&cert_path) {
         Ok(Some(d)) => d,
@@ -420,6 +468,13 @@ fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
                 entry.externally_managed = false;
                 entry.state =
                     State::Unreadable(format!("{}: cannot read: {why}", key_path.display()));
+            } else if has_key {
+                // read to be judged, never to sign here (the renewal reads it again)
+                entry.key_problem = match read_bounded(&key_path) {
+                    Ok(Some(key)) => ca_key_match(&key, &bundle, &key_path, &cert_path).err(),
+                    Ok(None) => None,
+                    Err(e) => Some(e),
+                };
             }
             let file = CaFile {
                 spec,
@@ -467,6 +522,7 @@ fn leaf_entry(
         signer: Signer::NotChecked,
         externally_managed: false,
         state,
+        key_problem: None,
     }
 }
 

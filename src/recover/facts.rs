@@ -14,7 +14,7 @@ use serde::Deserialize;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::node::manifest::{PodContainer, StaticPod};
+use crate::node::manifest::{PodContainer, StaticPod, image_tag};
 use crate::pki::cert::CertFacts;
 use crate::pki::kubeconfig::{self, ClientCert};
 
@@ -432,13 +432,6 @@ fn pod<'a>(manifests: &'a [StaticPod], name: &str) -> Option<(&'a StaticPod, &'a
     })?;
     let container = pod.container(name).or_else(|| pod.containers.first())?;
     Some((pod, container))
-}
-
-/// The tag of an image reference (`reg/x/kube-apiserver:v1.18.2@sha256:…` → `v1.18.2`).
-fn image_tag(image: &str) -> Option<&str> {
-    let image = image.split('@').next()?;
-    let last = image.rsplit('/').next()?;
-    last.split_once(':').map(|(_, tag)| tag)
 }
 
 /// What facts need from one certificate.
@@ -1159,15 +1152,6 @@ mod tests {
         assert_eq!(Version::parse("1.29"), Some(Version::new(1, 29)));
         assert_eq!(Version::parse("stable"), None);
         assert_eq!(Version::parse("latest"), None);
-        assert_eq!(
-            image_tag("k8s.gcr.io/kube-apiserver:v1.18.2"),
-            Some("v1.18.2")
-        );
-        assert_eq!(
-            image_tag("localhost:5000/kube-apiserver:v1.30.1@sha256:abc"),
-            Some("v1.30.1")
-        );
-        assert_eq!(image_tag("localhost:5000/kube-apiserver"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::config::NodePaths;
 use crate::pki::cert::CertFacts;
-use crate::pki::inventory::{ca_bundle, parse_cert_bundle};
+use crate::pki::inventory::{ca_bundle, ca_key_match, parse_cert_bundle};
 use crate::pki::keys;
 use crate::pki::keys::{key_matches_bundle, public_matches};
 use crate::pki::kubeadm::{self, CaSpec, LeafFile};
@@ -454,16 +454,33 @@ fn plan_ca(
     match (node_bundle, node_key) {
         (Some(bundle), Some(key)) => {
             refuse_new(plan, "it is on the node");
-            if !key_matches_bundle(&key, &bundle) {
-                plan.refusals.push(format!(
-                    "{}: this key matches no certificate of {}",
-                    key_path.display(),
-                    cert_path.display()
-                ));
-                return;
-            }
             let pem = observed.present(&cert_path).unwrap_or_default().to_vec();
-            out.cas.insert(spec.name, effective(bundle, pem, Some(key)));
+            let Err(why) = ca_key_match(&key, &bundle, &key_path, &cert_path) else {
+                out.cas.insert(spec.name, effective(bundle, pem, Some(key)));
+                return;
+            };
+            // a key there but damaged (truncated, another cluster's): the newest snapshot's
+            // copy that is the certificate's key replaces it; the bad one goes to the backup
+            let found = observed
+                .copies(&key_path)
+                .find(|(_, copy, _)| key_matches_bundle(copy, &bundle));
+            match found {
+                Some((from, good, mode)) => {
+                    plan.notes.push(format!(
+                        "{why}: replaced by the copy of snapshot {from}, which matches (the \
+                         damaged file is kept in the backup)"
+                    ));
+                    plan.actions
+                        .push(restore_one(spec.name, &key_path, good, mode, from));
+                    out.cas
+                        .insert(spec.name, effective(bundle, pem, Some(good.to_vec())));
+                }
+                None => plan.refusals.push(format!(
+                    "{why}; no snapshot has a copy that matches: copy {} from another \
+                     control-plane node",
+                    key_path.display()
+                )),
+            }
         }
         (Some(bundle), None) => {
             refuse_new(plan, "its certificate is on the node");
@@ -705,6 +722,45 @@ fn plan_sa(layout: &Layout, observed: &Observed, new_cas: &BTreeSet<String>, pla
 pub struct LeafOptions {
     /// The instant of the recovery: a copy expired by then is re-issued, not restored.
     pub now: OffsetDateTime,
+    /// Restore a static-pod manifest whose Kubernetes version differs from the surviving
+    /// manifests' (with a warning) instead of leaving it out (see [`version_skew`]).
+    pub allow_version_skew: bool,
+}
+
+/// Why the snapshot copy `data` of the manifest `path` must not come back as it is: it runs
+/// another Kubernetes version (its image tag) than a kubeadm manifest still on the node — a
+/// snapshot from before a `kubeadm upgrade`. Restored, it would start that component at the
+/// old version beside upgraded ones (outside Kubernetes' version-skew policy when it is the
+/// API server), with the old version's flags. `None` when the versions agree, or either side
+/// has no version (etcd, a non-kubeadm pod, nothing left to compare with).
+pub fn version_skew(
+    layout: &Layout,
+    observed: &Observed,
+    path: &Path,
+    data: &[u8],
+) -> Option<String> {
+    let version_of = |bytes: &[u8], p: &Path| {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let pod = crate::node::manifest::parse(text, p).ok()?;
+        pod.kubernetes_version().map(str::to_string)
+    };
+    let restored = version_of(data, path)?;
+    let surviving: Vec<String> = KUBEADM_MANIFESTS
+        .iter()
+        .map(|m| layout.manifests.join(m))
+        .filter(|p| p != path)
+        .filter_map(|p| {
+            let version = version_of(observed.present(&p)?, &p)?;
+            (version != restored).then(|| format!("{} runs {version}", p.display()))
+        })
+        .collect();
+    (!surviving.is_empty()).then(|| {
+        format!(
+            "the snapshot's copy runs {restored}, but {} (a `kubeadm upgrade` since the \
+             snapshot?)",
+            surviving.join(", ")
+        )
+    })
 }
 
 /// True when `cert` + `key_pem` make a usable pair signed by `ca` and valid at `now`.
@@ -817,14 +873,44 @@ pub fn plan_leaves(
             continue;
         }
         match observed.on_node(path) {
-            OnNode::Missing => plan.actions.push(Action::Restore {
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                files: vec![(path.to_path_buf(), data.to_vec(), mode)],
-                from: from.to_string(),
-            }),
+            OnNode::Missing => {
+                let skew = (path.parent() == Some(layout.manifests.as_path()))
+                    .then(|| version_skew(layout, observed, path, data))
+                    .flatten();
+                match skew {
+                    Some(why) if !options.allow_version_skew => {
+                        plan.unrecoverable.push(Unrecoverable {
+                            path: path.to_path_buf(),
+                            why: format!(
+                                "not restored: {why}; recreate it at the surviving version with \
+                                 `kubeadm init phase {} --config <your kubeadm config>`, or \
+                                 restore the old one anyway with `kube-cert-renewer recover \
+                                 --allow-version-skew`",
+                                init_phase(
+                                    &path
+                                        .file_name()
+                                        .map(|n| n.to_string_lossy().into_owned())
+                                        .unwrap_or_default()
+                                )
+                            ),
+                        });
+                        continue;
+                    }
+                    Some(why) => plan.notes.push(format!(
+                        "WARNING: {} restored at another version (--allow-version-skew): {why}",
+                        path.display()
+                    )),
+                    None => {}
+                }
+                plan.actions.push(Action::Restore {
+                    name: path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    files: vec![(path.to_path_buf(), data.to_vec(), mode)],
+                    from: from.to_string(),
+                });
+            }
             OnNode::Unreadable(why) => plan.refusals.push(why.clone()),
             OnNode::Present(_) => {}
         }
@@ -845,13 +931,9 @@ pub fn plan_leaves(
             Action::Restore { files, .. } => files.iter().any(|(p, _, _)| *p == path),
             _ => false,
         });
-        if observed.present(&path).is_none() && !coming {
-            let phase = match *m {
-                "etcd.yaml" => "etcd local",
-                "kube-apiserver.yaml" => "control-plane apiserver",
-                "kube-controller-manager.yaml" => "control-plane controller-manager",
-                _ => "control-plane scheduler",
-            };
+        let said = plan.unrecoverable.iter().any(|u| u.path == path);
+        if observed.present(&path).is_none() && !coming && !said {
+            let phase = init_phase(m);
             plan.unrecoverable.push(Unrecoverable {
                 path,
                 why: format!(
@@ -860,6 +942,18 @@ pub fn plan_leaves(
                 ),
             });
         }
+    }
+}
+
+/// The `kubeadm init phase` that writes kubeadm's manifest `name` (`kube-apiserver.yaml` →
+/// `control-plane apiserver`).
+fn init_phase(name: &str) -> &'static str {
+    match name {
+        "etcd.yaml" => "etcd local",
+        "kube-apiserver.yaml" => "control-plane apiserver",
+        "kube-controller-manager.yaml" => "control-plane controller-manager",
+        "kube-scheduler.yaml" => "control-plane scheduler",
+        _ => "control-plane <component>",
     }
 }
 
@@ -1163,6 +1257,15 @@ mod tests {
     }
 
     fn full_plan(layout: &Layout, observed: &Observed, new_cas: &[&str]) -> (Secrets, Plan) {
+        full_plan_with(layout, observed, new_cas, false)
+    }
+
+    fn full_plan_with(
+        layout: &Layout,
+        observed: &Observed,
+        new_cas: &[&str],
+        allow_version_skew: bool,
+    ) -> (Secrets, Plan) {
         let new: BTreeSet<String> = new_cas.iter().map(|s| s.to_string()).collect();
         let mut secrets = plan_secrets(layout, observed, &new);
         let mut plan = std::mem::take(&mut secrets.plan);
@@ -1171,7 +1274,10 @@ mod tests {
                 layout,
                 observed,
                 &secrets,
-                &LeafOptions { now: now() },
+                &LeafOptions {
+                    now: now(),
+                    allow_version_skew,
+                },
                 &mut plan,
             );
         }
@@ -1286,7 +1392,10 @@ mod tests {
             &layout,
             &observed(&files, &gone, false),
             &secrets,
-            &LeafOptions { now: now() },
+            &LeafOptions {
+                now: now(),
+                allow_version_skew: false,
+            },
             &mut plan,
         );
         let names: Vec<&str> = reissued(&plan).iter().map(|(n, _)| *n).collect();
@@ -1413,5 +1522,87 @@ mod tests {
         );
         let (_, plan) = full_plan(&layout, &obs, &[]);
         assert!(plan.refusals.iter().any(|r| r.contains("FIFO")), "{plan:?}");
+    }
+
+    #[test]
+    fn a_damaged_ca_key_is_replaced_by_the_snapshot_copy_that_matches() {
+        let (_tmp, layout, files) = node(100);
+        let key = layout.pki.join("ca.key");
+        let mut damaged = files.clone();
+        damaged.insert(
+            key.clone(),
+            files[&layout.pki.join("front-proxy-ca.key")].clone(),
+        );
+        let mut seen = observed(&damaged, &[], false);
+        seen.snapshots = observed(&files, &[], true).snapshots;
+        let (secrets, plan) = full_plan(&layout, &seen, &[]);
+        assert!(plan.refusals.is_empty(), "{:?}", plan.refusals);
+        assert_eq!(restored(&plan), vec![key.as_path()]);
+        assert_eq!(
+            secrets.cas["ca"].key_pem.as_deref(),
+            Some(files[&key].as_slice())
+        );
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("matches no certificate")),
+            "{:?}",
+            plan.notes
+        );
+        // no snapshot: refused, naming the key
+        let (_, plan) = full_plan(&layout, &observed(&damaged, &[], false), &[]);
+        assert!(
+            plan.refusals
+                .iter()
+                .any(|r| r.contains(&key.display().to_string())
+                    && r.contains("no snapshot has a copy that matches")),
+            "{:?}",
+            plan.refusals
+        );
+    }
+
+    #[test]
+    fn a_manifest_of_another_version_than_the_survivors_is_left_out_unless_allowed() {
+        let (_tmp, layout, files) = node(100);
+        let apiserver = layout.manifests.join("kube-apiserver.yaml");
+        let mut upgraded = files.clone();
+        for m in ["kube-controller-manager.yaml", "kube-scheduler.yaml"] {
+            let path = layout.manifests.join(m);
+            let text = String::from_utf8(files[&path].clone()).unwrap();
+            upgraded.insert(path, text.replace(":v1.30.0", ":v1.31.0").into_bytes());
+        }
+        let mut seen = observed(&upgraded, std::slice::from_ref(&apiserver), false);
+        seen.snapshots = observed(&files, &[], true).snapshots;
+        let (_, plan) = full_plan(&layout, &seen, &[]);
+        assert!(restored(&plan).is_empty(), "{:?}", restored(&plan));
+        let left: Vec<_> = plan
+            .unrecoverable
+            .iter()
+            .filter(|u| u.path == apiserver)
+            .collect();
+        assert_eq!(left.len(), 1, "{:?}", plan.unrecoverable);
+        assert!(left[0].why.contains("runs v1.30.0"), "{}", left[0].why);
+        assert!(
+            left[0].why.contains("control-plane apiserver"),
+            "{}",
+            left[0].why
+        );
+        let (_, plan) = full_plan_with(&layout, &seen, &[], true);
+        assert_eq!(restored(&plan), vec![apiserver.as_path()]);
+        assert!(plan.unrecoverable.is_empty(), "{:?}", plan.unrecoverable);
+        assert!(
+            plan.notes.iter().any(|n| n.starts_with("WARNING")),
+            "{:?}",
+            plan.notes
+        );
+        // the same versions: restored without a word
+        let seen = observed(&files, std::slice::from_ref(&apiserver), true);
+        let (_, plan) = full_plan(&layout, &seen, &[]);
+        assert_eq!(restored(&plan), vec![apiserver.as_path()]);
+        assert!(
+            plan.notes.iter().all(|n| !n.starts_with("WARNING")),
+            "{:?}",
+            plan.notes
+        );
     }
 }

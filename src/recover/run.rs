@@ -35,6 +35,9 @@ pub struct Request {
     /// CAs (`ca`, `etcd-ca`, `front-proxy-ca`) or `sa` the operator wants generated here because
     /// they are gone everywhere.
     pub new_cas: BTreeSet<String>,
+    /// Restore a static-pod manifest whose Kubernetes version differs from the surviving ones
+    /// (a snapshot from before a `kubeadm upgrade`) instead of leaving it missing.
+    pub allow_version_skew: bool,
 }
 
 /// One line of the report per thing done (or to be done).
@@ -609,7 +612,10 @@ pub fn recover(
         &layout,
         &observed,
         &secrets,
-        &plan::LeafOptions { now },
+        &plan::LeafOptions {
+            now,
+            allow_version_skew: request.allow_version_skew,
+        },
         &mut plan,
     );
     if !plan.refusals.is_empty() {

@@ -114,20 +114,13 @@ pub fn load_signers(inventory: &Inventory) -> BTreeMap<&'static str, Result<Sign
         .map(|file| {
             let loaded = (|| {
                 let key_data = read(&file.key_path)?;
-                let key = keys::parse_private_key(&key_data)
-                    .map_err(|e| format!("{}: {e}", file.key_path.display()))?;
-                let facts = file
-                    .bundle
-                    .iter()
-                    .find(|c| keys::matches_spki(&key.pair, &c.spki_der))
-                    .ok_or_else(|| {
-                        format!(
-                            "{}: this key matches no certificate in {}",
-                            file.key_path.display(),
-                            file.cert_path.display()
-                        )
-                    })?
-                    .clone();
+                let (key, facts) = crate::pki::inventory::ca_key_match(
+                    &key_data,
+                    &file.bundle,
+                    &file.key_path,
+                    &file.cert_path,
+                )?;
+                let facts = facts.clone();
                 let bundle_pem = file
                     .bundle
                     .iter()

@@ -281,16 +281,18 @@ impl Job<'_> {
 
     /// Renews what `request` asks for, then restarts what needs it (unless told not to); then
     /// the snapshot is refreshed — after the restart, so that renewed files a failed restart
-    /// rolled back never become the newest snapshot. The caller holds the node lock and has run
-    /// [`recover`].
+    /// rolled back never become the newest snapshot. Refreshed even when nothing was renewed:
+    /// in timer mode `renew --due` is the only thing that looks at the node, and a manifest
+    /// changed since (a `kubeadm upgrade`) must reach the snapshots before a recovery needs
+    /// them (an unchanged node costs a hash of its files). The caller holds the node lock and
+    /// has run [`recover`].
     pub fn renew(
         &self,
         request: &RenewRequest,
         observer: &mut dyn Observer,
     ) -> Result<RenewReport, JobError> {
         let mut report = self.renew_and_restart(request, observer)?;
-        let written = !report.dry_run && report.renewal.backup.is_some();
-        if written
+        if !report.dry_run
             && !matches!(report.restart, RestartStep::Failed { .. })
             && let Some(Err(e)) = self.refresh_snapshot(false)
         {

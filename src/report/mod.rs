@@ -62,6 +62,13 @@ impl<'a> Report<'a> {
             if let State::Unreadable(reason) = &entry.state {
                 problems.push(format!("{}: {reason}", entry.name));
             }
+            if let Some(reason) = &entry.key_problem {
+                problems.push(format!(
+                    "{}: {reason}; the CA cannot sign (`kube-cert-renewer recover` restores a \
+                     snapshot's copy that matches)",
+                    entry.name
+                ));
+            }
             if let Some(note) = status::notes(entry, |ca| inventory.ca_file(ca).is_some()) {
                 problems.push(note);
                 unknown_signer = true;
@@ -415,7 +422,12 @@ impl<'a> Report<'a> {
             State::Unreadable(why) => {
                 obj.insert("reason".into(), json!(why));
             }
-            _ => {}
+            State::Present(_) => {
+                if let Some(why) = &e.key_problem {
+                    obj.insert("reason".into(), json!(why));
+                }
+            }
+            State::Missing => {}
         }
         Value::Object(obj)
     }
@@ -424,7 +436,15 @@ impl<'a> Report<'a> {
     pub fn prometheus(&self) -> String {
         let mut labelled = Vec::new();
         let mut read_errors = 0u64;
+        let mut damaged_keys = Vec::new();
         for row in self.rows() {
+            if row.entry.key_problem.is_some()
+                && let Source::PemPair { key, .. } = &row.entry.source
+            {
+                // counted as a read error too, so alerts on x509_read_errors fire
+                read_errors += 1;
+                damaged_keys.push((row.entry.name.as_str(), key));
+            }
             match row.entry.facts() {
                 Some(f) => labelled.push((prom_labels(row.entry, f), f)),
                 None if matches!(row.status, Status::Missing | Status::Unreadable) => {
@@ -469,6 +489,20 @@ impl<'a> Report<'a> {
         );
         let _ = writeln!(out, "# TYPE x509_read_errors gauge");
         let _ = writeln!(out, "x509_read_errors {read_errors}");
+        let _ = writeln!(
+            out,
+            "# HELP kube_cert_renewer_ca_key_damaged A CA key file that does not parse or does \
+             not match its certificate (the CA cannot sign)"
+        );
+        let _ = writeln!(out, "# TYPE kube_cert_renewer_ca_key_damaged gauge");
+        for (name, key) in damaged_keys {
+            let _ = writeln!(
+                out,
+                "kube_cert_renewer_ca_key_damaged{{name=\"{}\",filepath=\"{}\"}} 1",
+                escape_label(name),
+                escape_label(&key.display().to_string())
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP kube_cert_renewer_restart_pending A component runs older certificates than \

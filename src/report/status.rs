@@ -91,7 +91,12 @@ pub fn classify(entry: &Entry, now: OffsetDateTime, t: &Thresholds) -> Status {
     } else {
         (t.warn_days, t.critical_days)
     };
-    by_validity(facts.not_before, facts.not_after, now, warn, critical)
+    let by_dates = by_validity(facts.not_before, facts.not_after, now, warn, critical);
+    // a CA whose key cannot sign: critical whatever its expiry (the next renewal would fail)
+    if entry.key_problem.is_some() {
+        return by_dates.max(Status::Critical);
+    }
+    by_dates
 }
 
 /// The status of a leaf certificate that is not a file of the node (one a component serves).

@@ -188,7 +188,7 @@ pub enum Taken {
 /// `sa.pub`. Such a copy would push the good generations out, and a key once lost from every
 /// generation is lost (a crash that left a 0-byte `ca.key`, another cluster's key copied in).
 fn damaged_secret(paths: &NodePaths) -> Option<String> {
-    use crate::pki::inventory::{ca_bundle, read_bounded};
+    use crate::pki::inventory::{ca_bundle, ca_key_match, read_bounded};
     use crate::pki::keys;
     let read = |p: &Path| read_bounded(p).ok().flatten();
     for spec in kubeadm::CAS {
@@ -197,13 +197,11 @@ fn damaged_secret(paths: &NodePaths) -> Option<String> {
         let (Some(cert_pem), Some(key_pem)) = (read(&cert), read(&key)) else {
             continue;
         };
-        let whole = ca_bundle(&cert_pem).is_ok_and(|b| keys::key_matches_bundle(&key_pem, &b));
-        if !whole {
-            return Some(format!(
-                "{} does not match {} (or does not parse)",
-                key.display(),
-                cert.display()
-            ));
+        let judged = ca_bundle(&cert_pem)
+            .map_err(|e| format!("{}: {e}", cert.display()))
+            .and_then(|b| ca_key_match(&key_pem, &b, &key, &cert).map(|_| ()));
+        if let Err(why) = judged {
+            return Some(why);
         }
     }
     let sa_key = paths.pki.join("sa.key");
