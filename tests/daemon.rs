@@ -1162,15 +1162,23 @@ fn auto_recover_leaves_a_reset_node_alone() {
         "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\n",
     )
     .unwrap();
+    // the product's own Lease credential: not kubeadm's, so reset leaves it
+    let out = node
+        .command(&["lease-credentials", "--issue"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lease_conf = node.dir().join("kube-cert-renewer.conf");
+    assert!(lease_conf.exists());
     // a snapshot of the whole node
     let out = node.command(&["snapshot"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    // kubeadm reset: pki/, the kubeconfigs, the manifests (its config file stays)
+    // kubeadm reset: pki/, kubeadm's kubeconfigs, the manifests (its config file stays)
     let mut removed = Vec::new();
     for dir in ["pki", "pki/etcd", "manifests", ""] {
         for entry in std::fs::read_dir(node.dir().join(dir)).unwrap() {
             let path = entry.unwrap().path();
-            let conf = path.extension().is_some_and(|e| e == "conf");
+            let conf = path.extension().is_some_and(|e| e == "conf") && path != lease_conf;
             if path.is_file() && (!dir.is_empty() || conf) {
                 std::fs::remove_file(&path).unwrap();
                 removed.push(path);
@@ -1213,6 +1221,10 @@ fn auto_recover_leaves_a_reset_node_alone() {
         daemon.said()
     );
     assert!(kubeadm_config.exists());
+    assert!(
+        lease_conf.exists(),
+        "kubeadm reset leaves it; so did the daemon"
+    );
 
     // one file gone from a whole node is still recovered (the control case)
     let out = node.command(&["recover", "--no-restart"]).output().unwrap();

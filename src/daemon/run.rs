@@ -127,12 +127,14 @@ fn damaged_keys(inventory: &Inventory) -> Vec<(String, String, String)> {
 /// kubernetes dir (kubespray keeps its kubeadm config there, which reset does not delete). A
 /// node in that state was retired or is being rebuilt on purpose: bringing its CA keys back
 /// would undo the reset. Nothing at all there is a reset too (a node before `kubeadm init`).
+/// The product's own Lease kubeconfig is not kubeadm's: reset leaves it, so it decides nothing.
 fn looks_reset(inventory: &Inventory, kubeadm_manifests_left: bool) -> bool {
     let gone = |e: &inventory::Entry| {
-        matches!(
-            e.state,
-            inventory::State::Missing | inventory::State::Absent(_)
-        )
+        e.name == crate::pki::kubeadm::LEASE_KUBECONFIG
+            || matches!(
+                e.state,
+                inventory::State::Missing | inventory::State::Absent(_)
+            )
     };
     !kubeadm_manifests_left && inventory.cas.iter().chain(&inventory.leaves).all(gone)
 }
