@@ -1235,3 +1235,372 @@ fn every_numeric_config_key_just_outside_its_range_is_exit_3_naming_it() {
     let ran = node.run(Some(edges), &["check"]);
     assert!(ran.code != 3, "{ran:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Another user's links (issue 21): nothing root writes or reads follows a link it did not make
+// ---------------------------------------------------------------------------------------------
+
+/// The `MESSAGE_ID` of the daemon's alert that its state dir may be written by another user
+/// (`state-dir-untrusted`, as the README and the catalog give it).
+const STATE_DIR_UNTRUSTED: &str = "fee2e8db21304cdaa7181662983a7cb7";
+
+impl Node {
+    /// `run` on this node with `config` as its config file's text: its events in
+    /// `<tmp>/<name>/daemon.log`, its notify messages on a socket in `<tmp>/<name>/`.
+    fn daemon(&self, config: &str, name: &str) -> (Daemon, NotifySocket) {
+        let dir = self.tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let notify = NotifySocket::bind(&dir);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--kubernetes-dir")
+            .arg(&self.dir)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--runtime-endpoint", "unix:///nonexistent/kcr-hostile.sock"]);
+        let daemon = Daemon::start(command, &notify, dir.join("daemon.log"));
+        (daemon, notify)
+    }
+}
+
+/// Waits until `done` holds, at most `timeout`; says whether it did.
+fn eventually(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+fn is_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// The textfile collector's dir belongs to another user (node-exporter's, as usual), who links
+/// the metrics file to `ca.key`: the daemon replaces the link with its metrics and `ca.key`
+/// keeps its bytes. With a directory above the textfile's open to everyone, the write is
+/// refused, said once.
+#[test]
+fn a_metrics_textfile_another_user_links_to_a_key_is_replaced_never_written_through() {
+    let Some(user) = TestUser::create() else {
+        return;
+    };
+    let node = Node::new();
+    chmod(node.tmp.path(), 0o755);
+    let above = node.tmp.path().join("node-exporter");
+    let textfile = above.join("textfile");
+    std::fs::create_dir_all(&textfile).unwrap();
+    user.chown(&textfile);
+    let prom = textfile.join("kcr.prom");
+    let victim = node.pki("ca.key");
+    let precious = std::fs::read(&victim).unwrap();
+    user.must(
+        "ln",
+        &["-s", victim.to_str().unwrap(), prom.to_str().unwrap()],
+    );
+    let config = format!("metrics_textfile = \"{}\"\n", prom.display());
+    let (daemon, mut notify) = node.daemon(&config, "metrics");
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        m.lines().any(|l| l == "READY=1")
+    });
+    eventually(Duration::from_secs(30), || {
+        !is_link(&prom) || std::fs::read(&victim).unwrap() != precious
+    });
+    assert!(
+        std::fs::read(&victim).unwrap() == precious,
+        "ca.key must never receive the metrics: {}",
+        daemon.said()
+    );
+    let meta = std::fs::symlink_metadata(&prom).unwrap();
+    assert!(meta.is_file(), "the link is replaced by the metrics file");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o644));
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(text.contains("x509_cert_not_after{"), "{text}");
+
+    // the directory above the textfile's opened to everyone: the user could swap the textfile
+    // dir for a link into pki; nothing is written there any more, and that is said once
+    chmod(&above, 0o777);
+    std::fs::remove_file(&prom).unwrap();
+    user.must(
+        "ln",
+        &["-s", victim.to_str().unwrap(), prom.to_str().unwrap()],
+    );
+    for _ in 0..2 {
+        daemon.signal("-HUP");
+        daemon.wait_said("configuration reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let said = daemon.said();
+    let refusal = format!("{} (on the way to", above.display());
+    assert_eq!(
+        said.matches("cannot write the metrics file").count(),
+        1,
+        "said once: {said}"
+    );
+    assert!(
+        said.contains(&refusal) && said.contains("writable by every user (mode 0777"),
+        "{said}"
+    );
+    assert!(is_link(&prom), "the refused write leaves the dir alone");
+    assert!(std::fs::read(&victim).unwrap() == precious, "{said}");
+}
+
+/// A state dir open to everyone (0777, or 1777 like /tmp) with `daemon.json` linked by another
+/// user to a file of root's: the daemon alerts (its own MESSAGE_ID, the STATUS= line), writes
+/// nothing there and takes no snapshot — and once root makes the dir its own again, resumes by
+/// itself, replacing the link rather than writing through it.
+#[test]
+fn the_daemon_refuses_a_state_dir_another_user_may_write_until_it_is_fixed() {
+    let Some(user) = TestUser::create() else {
+        return;
+    };
+    for mode in [0o777, 0o1777] {
+        let node = Node::new();
+        chmod(node.tmp.path(), 0o755);
+        std::fs::create_dir(&node.state).unwrap();
+        chmod(&node.state, mode);
+        let victim = node.tmp.path().join("victim");
+        std::fs::write(&victim, b"root's own bytes\n").unwrap();
+        chmod(&victim, 0o600);
+        let memory = node.state.join("daemon.json");
+        user.must(
+            "ln",
+            &["-s", victim.to_str().unwrap(), memory.to_str().unwrap()],
+        );
+        // and a restart-pending record of theirs: not believed, not said as the node's
+        let planted = node.state.join("restart-pending.json");
+        user.must(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "echo '{{\"kube-apiserver\":{{\"since\":\"2026-01-01T00:00:00Z\",\
+                     \"renewed\":[\"apiserver\"]}}}}' > {}",
+                    planted.display()
+                ),
+            ],
+        );
+        let (daemon, mut notify) = node.daemon("", &format!("state-{mode:o}"));
+        let refusing = |m: &str| {
+            m.lines()
+                .any(|l| l.starts_with("STATUS=") && l.contains("REFUSING"))
+        };
+        let status = notify.wait_for("STATUS= refusing", Duration::from_secs(60), refusing);
+        assert!(
+            status.contains(&node.state.display().to_string()),
+            "{status}"
+        );
+        daemon.wait_said(STATE_DIR_UNTRUSTED, Duration::from_secs(10));
+        let said = daemon.said();
+        assert!(
+            said.contains(&format!("writable by every user (mode {mode:04o}")),
+            "{said}"
+        );
+        // another look changes nothing either
+        daemon.signal("-HUP");
+        daemon.wait_said("configuration reloaded", Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            std::fs::read(&victim).unwrap() == b"root's own bytes\n",
+            "{}",
+            daemon.said()
+        );
+        assert!(is_link(&memory), "nothing written in the state dir");
+        assert!(
+            !node.state.join("snapshots").exists(),
+            "no snapshot taken: {}",
+            daemon.said()
+        );
+        assert_eq!(
+            daemon.said().matches(STATE_DIR_UNTRUSTED).count(),
+            1,
+            "alerted once (then daily): {}",
+            daemon.said()
+        );
+        assert!(
+            !daemon
+                .said()
+                .contains("kube-apiserver still runs older certificates"),
+            "the planted record is not believed: {}",
+            daemon.said()
+        );
+
+        // root makes it its own again (removing what it did not put there, as the catalog
+        // says): the daemon sees it and goes back to work by itself
+        std::fs::remove_file(&planted).unwrap();
+        chmod(&node.state, 0o700);
+        daemon.wait_said("snapshot taken", Duration::from_secs(90));
+        notify.wait_for("STATUS= no longer refusing", Duration::from_secs(30), |m| {
+            m.lines().any(|l| l.starts_with("STATUS=")) && !refusing(m)
+        });
+        assert!(eventually(Duration::from_secs(10), || !is_link(&memory)));
+        assert!(std::fs::read(&victim).unwrap() == b"root's own bytes\n");
+        let saved = std::fs::read(&memory).unwrap();
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&saved).is_ok(),
+            "daemon.json is the daemon's own file now"
+        );
+        drop(daemon);
+    }
+}
+
+/// A state dir (and its backups/ and snapshots/) the product creates is root's alone from the
+/// first command that creates it: another user cannot even list it.
+#[test]
+fn a_state_dir_the_product_creates_is_root_s_alone_from_the_first_command() {
+    let Some(user) = TestUser::create() else {
+        return;
+    };
+    let commands: [&[&str]; 5] = [
+        &["check"],
+        &["renew", "all", "--dry-run"],
+        &["renew", "all", "--no-restart"],
+        &["snapshot"],
+        &["recover", "--dry-run", "--no-restart"],
+    ];
+    for args in commands {
+        let node = Node::new();
+        chmod(node.tmp.path(), 0o755);
+        let ran = node.run(None, args);
+        assert!(ran.code != 3, "{args:?}: {ran:?}");
+        if args == ["check"] && !node.state.exists() {
+            continue;
+        }
+        assert_eq!(mode_of(&node.state), 0o700, "{args:?}: {ran:?}");
+        for sub in ["backups", "snapshots"] {
+            let dir = node.state.join(sub);
+            if dir.exists() {
+                assert_eq!(mode_of(&dir), 0o700, "{args:?}: {sub}");
+            }
+        }
+        let listed = user.run("ls", &[node.state.to_str().unwrap()]);
+        assert!(!listed.status.success(), "{args:?}: another user lists it");
+    }
+    // the daemon's first start too
+    let node = Node::new();
+    chmod(node.tmp.path(), 0o755);
+    let (daemon, _notify) = node.daemon("", "first-start");
+    daemon.wait_said("snapshot taken", Duration::from_secs(60));
+    assert_eq!(mode_of(&node.state), 0o700);
+    assert_eq!(mode_of(&node.state.join("snapshots")), 0o700);
+    assert!(
+        !user
+            .run("ls", &[node.state.to_str().unwrap()])
+            .status
+            .success()
+    );
+}
+
+/// The one snapshot directory of a state dir.
+fn only_snapshot(state: &Path) -> PathBuf {
+    let all: Vec<PathBuf> = std::fs::read_dir(state.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all[0].clone()
+}
+
+/// A snapshot whose copy of a manifest is a link to another user's file (or whose `manifests/`
+/// is a link to another user's dir): `recover` reads no copy through a link — it names the
+/// copy — and the manifests dir gets none of the user's bytes.
+#[test]
+fn recover_never_reads_a_snapshot_copy_through_a_link() {
+    let Some(user) = TestUser::create() else {
+        return;
+    };
+    for through in ["the copy", "its directory"] {
+        let node = Node::with(|s| s.manifests = true);
+        chmod(node.tmp.path(), 0o755);
+        let ran = node.run(None, &["snapshot"]);
+        assert_eq!(ran.code, 0, "{ran:?}");
+        let snap = only_snapshot(&node.state);
+        // the user's own file, which they may change at any time
+        let theirs = node.tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        user.chown(&theirs);
+        let foreign = theirs.join("kube-apiserver.yaml");
+        user.must(
+            "sh",
+            &[
+                "-c",
+                &format!("echo 'the user says' > {}", foreign.display()),
+            ],
+        );
+        let copy = snap.join("manifests/kube-apiserver.yaml");
+        let named = match through {
+            "the copy" => {
+                std::fs::remove_file(&copy).unwrap();
+                std::os::unix::fs::symlink(&foreign, &copy).unwrap();
+                copy.clone()
+            }
+            _ => {
+                let dir = snap.join("manifests");
+                std::fs::remove_dir_all(&dir).unwrap();
+                std::os::unix::fs::symlink(&theirs, &dir).unwrap();
+                dir
+            }
+        };
+        let manifest = node.dir.join("manifests/kube-apiserver.yaml");
+        std::fs::remove_file(&manifest).unwrap();
+        let ran = node.run(None, &["recover", "--no-restart"]);
+        for file in files_below(&node.dir) {
+            assert!(
+                std::fs::read(&file).unwrap() != b"the user says\n",
+                "{through}: the user's bytes reached {}: {ran:?}",
+                file.display()
+            );
+        }
+        assert_names(&ran, &named, "a symbolic link");
+    }
+}
+
+/// A backup copy that is a link to another user's file (the backup an interrupted restore
+/// names in the journal): the restore reads no copy through a link — it names the copy —
+/// and `ca.key` keeps its bytes.
+#[test]
+fn a_restore_never_reads_a_backup_copy_through_a_link() {
+    let Some(user) = TestUser::create() else {
+        return;
+    };
+    use kube_cert_renewer::state::{journal, store};
+    let node = Node::new();
+    chmod(node.tmp.path(), 0o755);
+    let victim = node.pki("ca.key");
+    let precious = std::fs::read(&victim).unwrap();
+    let backup = store::backup(
+        &node.state.join("backups"),
+        "interrupted",
+        &node.dir,
+        std::slice::from_ref(&victim),
+    )
+    .unwrap();
+    let intent = journal::restore_intent(&backup).unwrap();
+    journal::record(&node.state, &intent).unwrap();
+    let theirs = node.tmp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    user.chown(&theirs);
+    let foreign = theirs.join("ca.key");
+    user.must(
+        "sh",
+        &[
+            "-c",
+            &format!("echo 'the user says' > {}", foreign.display()),
+        ],
+    );
+    let copy = backup.join("pki/ca.key");
+    std::fs::remove_file(&copy).unwrap();
+    std::os::unix::fs::symlink(&foreign, &copy).unwrap();
+    // check finishes what an interrupted run left, when it can
+    let ran = node.check();
+    assert!(std::fs::read(&victim).unwrap() == precious, "{ran:?}");
+    assert_names(&ran, &copy, "a symbolic link");
+    assert!(node.state.join("journal.json").exists(), "kept for a human");
+}

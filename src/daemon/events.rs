@@ -1,8 +1,8 @@
 //! The journal's vocabulary: one function per kind of event, each with its stable
 //! `MESSAGE_ID`, its priority and its structured fields (`CERT_NAME`, `CERT_PATH`, `NOT_AFTER`,
-//! `DAYS_LEFT`, `CA_NAME`, `COMPONENT`, `ACTION`, `OUTCOME`), so a run by hand and the daemon
-//! say the same thing and `journalctl MESSAGE_ID=…` finds every occurrence. The catalog in
-//! `systemd/kube-cert-renewer.catalog` explains each one (`journalctl -x`).
+//! `DAYS_LEFT`, `CA_NAME`, `COMPONENT`, `STATE_DIR`, `ACTION`, `OUTCOME`), so a run by hand and
+//! the daemon say the same thing and `journalctl MESSAGE_ID=…` finds every occurrence. The
+//! catalog in `systemd/kube-cert-renewer.catalog` explains each one (`journalctl -x`).
 //!
 //! Priorities: warning for the warning threshold, error for critical, expired and every
 //! failure, notice for what went well.
@@ -57,11 +57,14 @@ pub enum Kind {
     /// A CA's key file is there but does not parse or does not match its certificate: the CA
     /// cannot sign, and the next renewal would fail.
     CaKeyDamaged,
+    /// The state dir may be written by another user: the daemon does no job there until root
+    /// makes it its own again.
+    StateDirUntrusted,
 }
 
 impl Kind {
     /// Every kind, for the catalog and its test.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Expiring,
         Kind::Critical,
         Kind::Expired,
@@ -80,6 +83,7 @@ impl Kind {
         Kind::Recovered,
         Kind::RecoveryFailed,
         Kind::CaKeyDamaged,
+        Kind::StateDirUntrusted,
     ];
 
     /// The stable journal `MESSAGE_ID` (128 bits, hex, as systemd's catalog wants them).
@@ -103,6 +107,7 @@ impl Kind {
             Kind::Recovered => "6f3e8a2c1b7d4e9f8a5c3d2b1e7f6a49",
             Kind::RecoveryFailed => "c84d2e7f1a9b4c3d8e6f5a2b7c1d9e03",
             Kind::CaKeyDamaged => "b8bdebe50cc84c93814bb64583d215ee",
+            Kind::StateDirUntrusted => "fee2e8db21304cdaa7181662983a7cb7",
         }
     }
 
@@ -127,6 +132,7 @@ impl Kind {
             Kind::Recovered => "recovered",
             Kind::RecoveryFailed => "recovery-failed",
             Kind::CaKeyDamaged => "ca-key-damaged",
+            Kind::StateDirUntrusted => "state-dir-untrusted",
         }
     }
 }
@@ -209,6 +215,21 @@ pub fn recovery_failed(error: &crate::recover::run::RecoverError) {
         action = "recover",
         outcome = kind.name(),
         "recovery: {error}"
+    );
+}
+
+/// The state dir `dir` may be written by another user (`why` names the directory, its mode and
+/// owner): no renewal, restart, recovery, snapshot or record of the daemon's until it is
+/// root's alone again; the certificates are still watched and alerted.
+pub fn state_dir_untrusted(dir: &std::path::Path, why: &str, reminder: bool) {
+    let kind = Kind::StateDirUntrusted;
+    let action = if reminder { "reminder" } else { "alert" };
+    error!(
+        message_id = kind.message_id(),
+        state_dir = %dir.display(), action = action, outcome = "refused",
+        "the state dir {} may be written by another user: {why}. No renewal, restart, recovery \
+         or snapshot until it is root's alone (the certificates are still watched)",
+        dir.display()
     );
 }
 

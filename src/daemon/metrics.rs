@@ -46,9 +46,10 @@ pub fn gauges_text(g: &DaemonGauges) -> String {
 }
 
 /// Writes `check`'s metrics and the daemon's gauges to `path`, atomically (a scrape never sees
-/// half a file).
+/// half a file). Its directory is usually node-exporter's user's, so it is written without
+/// ever following a link there ([`crate::state::nofollow::write_in_shared_dir`]).
 pub fn write(path: &Path, check: &str, gauges: &DaemonGauges) -> Result<(), String> {
     let mut text = check.to_string();
     text.push_str(&gauges_text(gauges));
-    crate::state::store::write_atomic(path, text.as_bytes(), 0o644)
+    crate::state::nofollow::write_in_shared_dir(path, text.as_bytes(), 0o644)
 }

@@ -47,11 +47,11 @@ pub fn memory_path(state_dir: &Path) -> std::path::PathBuf {
 }
 
 /// The memory kept in the state dir (a missing or unreadable one starts afresh: it only holds
-/// what to say and when the last window ran).
+/// what to say and when the last window ran). Never read through a link.
 pub fn load_memory(state_dir: &Path) -> (Memory, Option<String>) {
     let path = memory_path(state_dir);
-    match std::fs::read(&path) {
-        Ok(data) => match serde_json::from_slice(&data) {
+    match crate::state::nofollow::read_own(&path) {
+        Ok(Some(data)) => match serde_json::from_slice(&data) {
             Ok(m) => (m, None),
             Err(e) => (
                 Memory::default(),
@@ -61,12 +61,13 @@ pub fn load_memory(state_dir: &Path) -> (Memory, Option<String>) {
                 )),
             ),
         },
-        Err(_) => (Memory::default(), None),
+        Ok(None) => (Memory::default(), None),
+        Err(e) => (Memory::default(), Some(format!("{e}; starting afresh"))),
     }
 }
 
 fn save_memory(state_dir: &Path, memory: &Memory) -> Result<(), String> {
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    crate::state::store::create_private_dir(state_dir)?;
     let text = serde_json::to_vec_pretty(memory).map_err(|e| e.to_string())?;
     crate::failpoint::hit("daemon.saving-state");
     crate::state::store::write_atomic(&memory_path(state_dir), &text, 0o600)
@@ -103,6 +104,9 @@ struct Look {
     wiped: bool,
     /// The CAs whose key file is there but cannot sign: (CA, key file, why).
     damaged_keys: Vec<(String, String, String)>,
+    /// Why the state dir cannot be trusted ([`crate::state::trust::check_dir`]), when another
+    /// user may write in it: then the daemon only watches and alerts.
+    untrusted: Option<String>,
 }
 
 /// The CAs of `inventory` whose key does not parse or does not match their certificate, as
@@ -141,11 +145,17 @@ fn looks_reset(inventory: &Inventory, kubeadm_manifests_left: bool) -> bool {
 
 /// The kubeadm files missing from the node (see [`Look::missing`]), and whether the node looks
 /// reset ([`looks_reset`]) or every file of the newest snapshot is gone. Nothing while a run is
-/// unfinished (a restart parks manifests).
-fn missing_files(config: &Config, inventory: &Inventory) -> (Vec<String>, bool) {
-    if crate::state::journal::pending(&config.state_dir)
-        .map(|p| p.is_some())
-        .unwrap_or(true)
+/// unfinished (a restart parks manifests). In a state dir another user may write (`state_trusted` false) its journal and snapshots are
+/// not believed: only the certificates the inventory misses are said.
+fn missing_files(
+    config: &Config,
+    inventory: &Inventory,
+    state_trusted: bool,
+) -> (Vec<String>, bool) {
+    if state_trusted
+        && crate::state::journal::pending(&config.state_dir)
+            .map(|p| p.is_some())
+            .unwrap_or(true)
     {
         return (Vec::new(), false);
     }
@@ -161,7 +171,8 @@ fn missing_files(config: &Config, inventory: &Inventory) -> (Vec<String>, bool) 
         .filter(|e| e.state == inventory::State::Missing)
         .map(|e| e.source.cert_path().display().to_string())
         .collect();
-    if config.snapshots
+    if state_trusted
+        && config.snapshots
         && let Ok(all) = crate::state::snapshot::list(&config.state_dir)
         && let Some(newest) = all.first()
     {
@@ -223,8 +234,14 @@ fn look(config: &Config, now: OffsetDateTime) -> Look {
             })
         })
         .collect();
-    let pending = pending::load(&config.state_dir).unwrap_or_default();
-    let (missing, wiped) = missing_files(config, &inventory);
+    let untrusted =
+        crate::state::trust::check_dir(&config.state_dir, crate::state::trust::Me::current()).err();
+    // what another user may have planted there is not believed (nor said as the node's)
+    let pending = match untrusted {
+        None => pending::load(&config.state_dir).unwrap_or_default(),
+        Some(_) => pending::Pending::new(),
+    };
+    let (missing, wiped) = missing_files(config, &inventory, untrusted.is_none());
     let damaged_keys = damaged_keys(&inventory);
     Look {
         inventory,
@@ -233,6 +250,7 @@ fn look(config: &Config, now: OffsetDateTime) -> Look {
         missing,
         wiped,
         damaged_keys,
+        untrusted,
     }
 }
 
@@ -245,6 +263,12 @@ fn status_line(
     now: OffsetDateTime,
 ) -> String {
     let mut parts = Vec::new();
+    if let Some(why) = &look.untrusted {
+        parts.push(format!(
+            "REFUSING TO WORK: the state dir may be written by another user (no renewal, no \
+             snapshot): {why}"
+        ));
+    }
     if !look.missing.is_empty() {
         parts.push(format!(
             "MISSING: {} kubeadm file(s), run `kube-cert-renewer recover`",
@@ -478,19 +502,19 @@ pub fn run(start: Start) -> Result<i32, String> {
             config.kubernetes_dir.display(),
             config.state_dir.display()
         ));
-        let (mut memory, note) = load_memory(&config.state_dir);
+        let mut look_now = look(&config, now());
+        // a memory another user may have planted is not believed
+        let (mut memory, note) = match look_now.untrusted {
+            None => load_memory(&config.state_dir),
+            Some(_) => (Memory::default(), None),
+        };
         if let Some(note) = note {
             events::note(&note);
         }
-        let mut look_now = look(&config, now());
         let mut calendar = calendar_of(&config, &look_now.inventory)?;
         // the extra_paths dirs left unwatched, each said once
         let mut unwatched_said = std::collections::BTreeSet::new();
-        let mut watch = watch_of(
-            crate::daemon::watch::dirs_of(&config, &look_now.inventory),
-            None,
-            &mut unwatched_said,
-        );
+        let mut watch = watch_of(watched_dirs(&config, &look_now), None, &mut unwatched_said);
         let mut ready = false;
         let mut last_status = String::new();
         // missing files: alerted when the set changes, reminded daily; auto-recovered at most
@@ -502,6 +526,9 @@ pub fn run(start: Start) -> Result<i32, String> {
             (Vec::new(), None);
         let mut recovered_at: Option<OffsetDateTime> = None;
         let mut reset_said = false;
+        // the state dir refused: said when first seen or changed, reminded daily
+        let mut untrusted_said: Option<(String, OffsetDateTime)> = None;
+        let mut metrics_said: Option<String> = None;
         let grace = time::Duration::seconds(
             i64::try_from(config.auto_recover_after_secs).unwrap_or(i64::MAX),
         );
@@ -525,10 +552,20 @@ pub fn run(start: Start) -> Result<i32, String> {
             }
             memory = decision.memory.clone();
             alert_pending(&look_now.pending, &mut memory, t);
+            alert_untrusted(
+                &config.state_dir,
+                look_now.untrusted.as_deref(),
+                &mut untrusted_said,
+                t,
+            );
+            // in a state dir another user may write, nothing is done but watching and alerting
+            let refusing = look_now.untrusted.is_some();
             if look_now.missing.is_empty() {
                 missing_alerted = (Vec::new(), None);
                 missing_since = None;
-                refresh_snapshot(&config, t);
+                if !refusing {
+                    refresh_snapshot(&config, t);
+                }
             } else if missing_alerted.0 != look_now.missing
                 || missing_alerted.1.is_none_or(|at| t - at >= time::Duration::DAY)
             {
@@ -564,6 +601,7 @@ pub fn run(start: Start) -> Result<i32, String> {
                 reset_said = false;
             }
             let recover_now = config.auto_recover
+                && !refusing
                 && !look_now.missing.is_empty()
                 && !look_now.wiped
                 && recover_due.is_some_and(|due| t >= due)
@@ -576,6 +614,7 @@ pub fn run(start: Start) -> Result<i32, String> {
                 ready = true;
             }
             let work = match &decision.renew {
+                _ if refusing => None,
                 _ if recover_now && !stopping => {
                     events::note(&format!(
                         "auto_recover: {} kubeadm file(s) missing, recovering",
@@ -645,10 +684,17 @@ pub fn run(start: Start) -> Result<i32, String> {
                 look_now = look(&config, now());
                 continue 'evaluate;
             }
-            if let Err(e) = save_memory(&config.state_dir, &memory) {
+            if !refusing && let Err(e) = save_memory(&config.state_dir, &memory) {
                 events::note(&format!("cannot record the daemon's state: {e}"));
             }
-            write_metrics(&config, &look_now.inventory, &memory, &decision, t);
+            write_metrics(
+                &config,
+                &look_now.inventory,
+                &memory,
+                &decision,
+                t,
+                &mut metrics_said,
+            );
             let line = status_line(&calendar, &decision, &look_now, &memory, t);
             if line != last_status {
                 systemd::status(&line);
@@ -664,7 +710,7 @@ pub fn run(start: Start) -> Result<i32, String> {
             // sleep until the next look; while a restart waits for the runtime, ask it every
             // minute
             let mut wake = decision.next_wake;
-            if decision.restart_pending {
+            if decision.restart_pending || refusing {
                 wake = wake.min(t + time::Duration::MINUTE);
             }
             if config.auto_recover
@@ -723,11 +769,7 @@ pub fn run(start: Start) -> Result<i32, String> {
                 break;
             }
             look_now = look(&config, now());
-            watch = watch_of(
-                crate::daemon::watch::dirs_of(&config, &look_now.inventory),
-                Some(watch),
-                &mut unwatched_said,
-            );
+            watch = watch_of(watched_dirs(&config, &look_now), Some(watch), &mut unwatched_said);
             watch.drain();
         }
         // whatever a cut-short job left is put back before the process ends
@@ -790,6 +832,47 @@ fn refresh_snapshot(config: &Config, now: OffsetDateTime) {
     }
 }
 
+/// The directories to watch: the node's ([`crate::daemon::watch::dirs_of`]) and, while the state
+/// dir is refused, the state dir (or its nearest existing parent), so that root making it its
+/// own again is seen at once (a chmod is an event on the directory itself).
+fn watched_dirs(config: &Config, look: &Look) -> crate::daemon::watch::Dirs {
+    let mut dirs = crate::daemon::watch::dirs_of(config, &look.inventory);
+    if look.untrusted.is_some()
+        && let Some(dir) = config.state_dir.ancestors().find(|a| a.is_dir())
+    {
+        dirs.watched.push(dir.to_path_buf());
+        dirs.watched.sort();
+        dirs.watched.dedup();
+    }
+    dirs
+}
+
+/// Says in the journal that the state dir is refused (`why`): when first seen or when the reason
+/// changes, then once a day; and, once, when it is root's alone again.
+fn alert_untrusted(
+    dir: &Path,
+    why: Option<&str>,
+    said: &mut Option<(String, OffsetDateTime)>,
+    now: OffsetDateTime,
+) {
+    match (why, said.as_ref()) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            events::note(&format!(
+                "the state dir {} is root's alone again: back to work",
+                dir.display()
+            ));
+            *said = None;
+        }
+        (Some(why), Some((before, at))) if before == why && now - *at < time::Duration::DAY => {}
+        (Some(why), before) => {
+            let reminder = before.is_some_and(|(b, _)| b == why);
+            events::state_dir_untrusted(dir, why, reminder);
+            *said = Some((why.to_string(), now));
+        }
+    }
+}
+
 /// Says in the journal which components still wait for their restart: when first seen, then
 /// once a day.
 fn alert_pending(pending: &pending::Pending, memory: &mut Memory, now: OffsetDateTime) {
@@ -809,13 +892,15 @@ fn alert_pending(pending: &pending::Pending, memory: &mut Memory, now: OffsetDat
     memory.pending_alerted = Some(now);
 }
 
-/// Writes the metrics textfile, when configured (a failure is said, never fatal).
+/// Writes the metrics textfile, when configured (a failure is said once, until it changes or a
+/// write succeeds — `said` — and is never fatal).
 fn write_metrics(
     config: &Config,
     inventory: &Inventory,
     memory: &Memory,
     decision: &Decision,
     now: OffsetDateTime,
+    said: &mut Option<String>,
 ) {
     let Some(path) = &config.metrics_textfile else {
         return;
@@ -830,8 +915,13 @@ fn write_metrics(
         last_run: memory.last_run.as_ref().map(|r| (r.at, r.success)),
         next_window: decision.next_window,
     };
-    if let Err(e) = metrics::write(path, &report.prometheus(), &gauges) {
-        events::note(&format!("cannot write the metrics file: {e}"));
+    match metrics::write(path, &report.prometheus(), &gauges) {
+        Ok(()) => *said = None,
+        Err(e) if said.as_ref() != Some(&e) => {
+            events::note(&format!("cannot write the metrics file: {e}"));
+            *said = Some(e);
+        }
+        Err(_) => {}
     }
 }
 

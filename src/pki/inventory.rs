@@ -236,7 +236,7 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// Why a file is not one the inventory reads: not a regular file (opening a FIFO would wait for
 /// a writer, a device may never end), or bigger than [`MAX_FILE_BYTES`].
-fn not_readable(meta: &std::fs::Metadata) -> Option<String> {
+pub(crate) fn not_readable(meta: &std::fs::Metadata) -> Option<String> {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     let kind = if t.is_file() {

@@ -88,7 +88,7 @@ pub fn sha256(data: &[u8]) -> String {
 /// intent still pending: that one describes a step not finished yet, whose record must not be
 /// lost (callers recover or clear first).
 pub fn record(state_dir: &Path, intent: &Intent) -> Result<(), String> {
-    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    store::create_private_dir(state_dir)?;
     if pending(state_dir)?.is_some() {
         return Err(format!(
             "{}: an unfinished step is still recorded; it must be recovered before another \
@@ -100,15 +100,15 @@ pub fn record(state_dir: &Path, intent: &Intent) -> Result<(), String> {
     store::write_atomic(&path(state_dir), &text, 0o600)
 }
 
-/// The pending intent, if a previous run was interrupted.
+/// The pending intent, if a previous run was interrupted (never read through a link: a
+/// journal makes root rename, restore or overwrite the files it names).
 pub fn pending(state_dir: &Path) -> Result<Option<Intent>, String> {
     let p = path(state_dir);
-    match std::fs::read(&p) {
-        Ok(data) => serde_json::from_slice(&data)
+    match crate::state::nofollow::read_own(&p)? {
+        Some(data) => serde_json::from_slice(&data)
             .map(Some)
             .map_err(|e| format!("{}: unreadable journal: {e}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        None => Ok(None),
     }
 }
 
@@ -401,8 +401,7 @@ fn undo_group(
                                 backup.display()
                             )
                         })?;
-                    let data =
-                        std::fs::read(copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+                    let (data, _) = store::read_backup_copy(backup, copy)?;
                     if sha256(&data) != f.old_sha256 {
                         return Err(format!(
                             "{}: the backup copy is not the original",
@@ -474,7 +473,7 @@ fn forget_previous(files: &[FileIntent]) -> Result<(), String> {
 pub fn restore_intent(backup: &Path) -> Result<Intent, String> {
     let mut files = Vec::new();
     for (copy, original) in store::backup_entries(backup)? {
-        let saved = std::fs::read(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+        let (saved, _) = store::read_backup_copy(backup, &copy)?;
         let now = match std::fs::read(&original) {
             Ok(data) => sha256(&data),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -30,16 +30,28 @@ impl std::fmt::Display for LockError {
     }
 }
 
+/// Opens (or creates, 0600) the lock file, never through a link; the state dir is created 0700
+/// when it is not there yet.
 fn open(state_dir: &Path) -> Result<File, LockError> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| LockError::Io(format!("{}: {e}", state_dir.display())))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    super::store::create_private_dir(state_dir).map_err(LockError::Io)?;
     let path = state_dir.join("lock");
     OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&path)
-        .map_err(|e| LockError::Io(format!("{}: {e}", path.display())))
+        .map_err(|e| {
+            let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            let why = if link {
+                "a symbolic link (never followed in the state dir)".to_string()
+            } else {
+                e.to_string()
+            };
+            LockError::Io(format!("{}: {why}", path.display()))
+        })
 }
 
 /// Takes the lock, or says that another run holds it.
@@ -73,5 +85,26 @@ mod tests {
         assert!(matches!(e, LockError::Busy(ref m) if m.contains("another kube-cert-renewer")));
         drop(held);
         try_acquire(tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn the_lock_is_never_opened_through_a_link_and_a_new_state_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("new/state");
+        drop(try_acquire(&state).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join("lock")), 0o600);
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"root's").unwrap();
+        std::fs::remove_file(state.join("lock")).unwrap();
+        std::os::unix::fs::symlink(&victim, state.join("lock")).unwrap();
+        let e = try_acquire(&state).unwrap_err();
+        assert!(
+            matches!(&e, LockError::Io(m) if m.contains("lock: a symbolic link")),
+            "{e:?}"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"root's");
     }
 }

@@ -28,14 +28,13 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("restart-pending.json")
 }
 
-/// The components waiting for a restart (empty when none).
+/// The components waiting for a restart (empty when none); never read through a link.
 pub fn load(state_dir: &Path) -> Result<Pending, String> {
     let p = path(state_dir);
-    match std::fs::read(&p) {
-        Ok(data) => serde_json::from_slice(&data)
+    match crate::state::nofollow::read_own(&p)? {
+        Some(data) => serde_json::from_slice(&data)
             .map_err(|e| format!("{}: unreadable restart-pending record: {e}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pending::new()),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        None => Ok(Pending::new()),
     }
 }
 

@@ -40,18 +40,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The copy's bytes and mode, when this snapshot has `original` (read bounded, like every
-    /// file of the node).
+    /// file of the node, and never through a link: [`store::read_backup_copy`]).
     pub fn read(&self, original: &Path) -> Result<Option<(Vec<u8>, u32)>, String> {
-        use std::os::unix::fs::MetadataExt;
         let Some(copy) = self.files.get(original) else {
             return Ok(None);
         };
-        let data = crate::pki::inventory::read_bounded(copy)?
-            .ok_or_else(|| format!("{}: listed in its MANIFEST but missing", copy.display()))?;
-        let mode = std::fs::metadata(copy)
-            .map(|m| m.mode() & 0o7777)
-            .map_err(|e| format!("{}: {e}", copy.display()))?;
-        Ok(Some((data, mode)))
+        store::read_backup_copy(&self.dir, copy).map(Some)
     }
 }
 
@@ -71,6 +65,12 @@ pub fn broken(state: &Path) -> Vec<String> {
 /// from one read of the snapshots dir.
 pub fn scan(state: &Path) -> Result<(Vec<Snapshot>, Vec<String>), String> {
     let root = dir(state);
+    if std::fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{}: a symbolic link (links are never followed in the state dir)",
+            root.display()
+        ));
+    }
     let rd = match std::fs::read_dir(&root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
@@ -81,8 +81,21 @@ pub fn scan(state: &Path) -> Result<(Vec<Snapshot>, Vec<String>), String> {
     for entry in rd.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !path.is_dir() || path.extension().is_some_and(|e| e == "partial") {
+        if path.extension().is_some_and(|e| e == "partial") {
             continue;
+        }
+        // (the entry itself, not where a link would lead)
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {}
+            Ok(t) if t.is_symlink() => {
+                broken.push(format!(
+                    "snapshot {name} is unusable: {}: a symbolic link (links are never followed \
+                     here)",
+                    path.display()
+                ));
+                continue;
+            }
+            _ => continue,
         }
         let files = match store::backup_entries(&path) {
             Ok(entries) => entries
@@ -300,10 +313,8 @@ pub fn take(
         }
         if missing.is_empty() && newest.files.len() == now_hashes.len() {
             let same = newest.files.iter().all(|(original, copy)| {
-                crate::pki::inventory::read_bounded(copy)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|d| now_hashes.get(original) == Some(&journal::sha256(&d)))
+                store::read_backup_copy(&newest.dir, copy)
+                    .is_ok_and(|(d, _)| now_hashes.get(original) == Some(&journal::sha256(&d)))
             });
             if same {
                 return Ok(Taken::Unchanged(newest.dir.clone()));

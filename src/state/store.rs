@@ -105,46 +105,82 @@ pub struct Staged {
     pub temp: PathBuf,
 }
 
-/// Creates a temp file beside `target` under a name nobody else uses (two processes may share a
-/// PID, e.g. PID 1 of two containers): a name that exists is never opened, another is tried.
-fn create_temp(target: &Path) -> Result<(PathBuf, File), String> {
+/// A temp file name beside `name` that this process has not used yet: `.<name>.kcr-tmp.<pid>.<n>`
+/// (with the clock's nanoseconds: two processes may share a PID, e.g. PID 1 of two containers).
+pub(crate) fn temp_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = parent(target);
-    let name = file_name(target)?;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(".{name}{TEMP_MARK}{}.{n}{nanos:x}", std::process::id())
+}
+
+/// Creates a temp file for `name` with `create` (which must fail on a name that exists: it is
+/// never opened), trying other names while they are taken. Returns the name and what `create`
+/// made; the error says why nothing was created.
+pub(crate) fn create_unique<T>(
+    name: &str,
+    mut create: impl FnMut(&str) -> std::io::Result<T>,
+) -> Result<(String, T), std::io::Error> {
     let mut last = None;
     for _ in 0..64 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let temp = dir.join(format!(
-            ".{name}{TEMP_MARK}{}.{n}{nanos:x}",
-            std::process::id()
-        ));
-        match OpenOptions::new()
+        let temp = temp_name(name);
+        match create(&temp) {
+            Ok(made) => return Ok((temp, made)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temp file name")))
+}
+
+/// Creates a temp file beside `target` under a name nobody else uses ([`create_unique`]).
+fn create_temp(target: &Path) -> Result<(PathBuf, File), String> {
+    let dir = parent(target);
+    let name = file_name(target)?;
+    let (temp, file) = create_unique(&name, |temp| {
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&temp)
-        {
-            Ok(file) => return Ok((temp, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(format!("{}: cannot write there: {e}", dir.display())),
-        }
+            .open(dir.join(temp))
+    })
+    .map_err(|e| format!("{}: cannot write there: {e}", dir.display()))?;
+    Ok((dir.join(temp), file))
+}
+
+/// Checks that a file of the node may be written where `path` leads (links followed, as a
+/// plain write would): a link may point anywhere, so the file goes only where nobody but root
+/// may write ([`super::trust`]), and only below a UTF-8 path (the journal records it). Returns
+/// the file really written.
+pub fn check_target(path: &Path) -> Result<PathBuf, String> {
+    let target = resolve(path)?;
+    if target.to_str().is_none() {
+        return Err(super::trust::not_utf8(&target));
     }
-    Err(format!(
-        "{}: no free temp file name: {}",
-        dir.display(),
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
+    super::trust::check_dir(parent(&target), super::trust::Me::current())
+        .map_err(|e| format!("{}: not written: {e}", path.display()))?;
+    Ok(target)
 }
 
 /// Writes the new version of `path` beside it: the current file's mode and owner (or
-/// `new_mode` for a new file), fsynced. Nothing is replaced yet; on error nothing is left.
+/// `new_mode` for a new file), fsynced. A link is followed, into a directory only root may
+/// write ([`check_target`]). Nothing is replaced yet; on error nothing is left.
 pub fn stage(path: &Path, data: &[u8], new_mode: u32) -> Result<Staged, String> {
-    let target = resolve(path)?;
+    let target = check_target(path)?;
     let original = fs::metadata(&target).ok();
+    stage_beside(target, original, data, new_mode)
+}
+
+/// Writes `data` beside `target` with `original`'s mode and owner (or `new_mode`), fsynced.
+fn stage_beside(
+    target: PathBuf,
+    original: Option<fs::Metadata>,
+    data: &[u8],
+    new_mode: u32,
+) -> Result<Staged, String> {
     let (temp, mut file) = create_temp(&target)?;
     let written = (|| -> std::io::Result<()> {
         file.write_all(data)?;
@@ -168,21 +204,15 @@ pub fn stage(path: &Path, data: &[u8], new_mode: u32) -> Result<Staged, String> 
     }
 }
 
-/// Stages every change (path, bytes, mode if the file is new), or none: on the first error the
-/// temp files already written are removed.
+/// Stages every change (path, bytes, mode if the file is new), or none: every target is
+/// checked first ([`check_target`]), and on the first error the temp files already written are
+/// removed.
 pub fn stage_all<'a>(
     changes: impl IntoIterator<Item = (&'a Path, &'a [u8], u32)>,
 ) -> Result<Vec<Staged>, String> {
     let changes: Vec<(&Path, &[u8], u32)> = changes.into_iter().collect();
-    // a link may point anywhere: each file goes only where nobody but root may write (`trust`)
-    let me = super::trust::Me::current();
     for (path, _, _) in &changes {
-        let target = resolve(path)?;
-        if target.to_str().is_none() {
-            return Err(super::trust::not_utf8(&target));
-        }
-        super::trust::check_dir(parent(&target), me)
-            .map_err(|e| format!("{}: not written: {e}", path.display()))?;
+        check_target(path)?;
     }
     let mut staged = Vec::new();
     for (path, data, new_mode) in changes {
@@ -253,12 +283,31 @@ pub fn put_back(previous: &Path, target: &Path) -> Result<(), String> {
         })
 }
 
-/// Replaces `path` with `data` atomically: a temp file in the same directory, the current
-/// file's mode and owner (or `new_mode` for a new file), fsync, rename, fsync of the directory.
-/// A symlink is followed: its target is replaced, as a plain write would.
+/// Replaces `path`, one of the product's own files (in the state dir, a backup's `MANIFEST`),
+/// with `data` atomically: a temp file in the same directory, the current file's mode and
+/// owner (or `new_mode` for a new file), fsync, rename, fsync of the directory.
+///
+/// Refused unless the directory, and every one above, is root's alone ([`super::trust`]):
+/// another user's link or planted file there could make root write where they choose. A link
+/// in place of the file is never followed: the rename replaces the link itself.
 pub fn write_atomic(path: &Path, data: &[u8], new_mode: u32) -> Result<(), String> {
-    let staged = stage(path, data, new_mode)?;
+    super::trust::check_dir(parent(path), super::trust::Me::current())
+        .map_err(|e| format!("{}: not written: {e}", path.display()))?;
+    let current = fs::symlink_metadata(path).ok().filter(|m| m.is_file());
+    let staged = stage_beside(path.to_path_buf(), current, data, new_mode)?;
     swap_in(&staged).inspect_err(|_| discard(std::slice::from_ref(&staged)))
+}
+
+/// Creates `dir` (and every missing directory above it) with mode 0700: the state dir and its
+/// `backups/` and `snapshots/` hold copies of private keys, root's alone from the first command
+/// that creates them. An existing directory keeps its mode (its trust is judged, not changed).
+pub fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: cannot create: {e}", dir.display()))
 }
 
 /// Where a file's copy goes inside a backup: its path relative to `base` when below it, else its
@@ -281,7 +330,17 @@ pub fn backup(
     files: &[PathBuf],
 ) -> Result<PathBuf, String> {
     let err = |p: &Path, e: std::io::Error| format!("backup: {}: {e}", p.display());
-    fs::create_dir_all(backups).map_err(|e| err(backups, e))?;
+    // copies of private keys go only where nobody but root may look or write, never through a
+    // link: the directory is made 0700 (and made so again: it is ours alone)
+    super::trust::check_dir(backups, super::trust::Me::current())
+        .map_err(|e| format!("backup: {e}"))?;
+    if fs::symlink_metadata(backups).is_ok_and(|m| !m.is_dir()) {
+        return Err(format!(
+            "backup: {}: not a directory (a link there is never followed)",
+            backups.display()
+        ));
+    }
+    create_private_dir(backups).map_err(|e| format!("backup: {e}"))?;
     fs::set_permissions(backups, fs::Permissions::from_mode(0o700)).map_err(|e| err(backups, e))?;
     let mut final_dir = backups.join(stamp);
     let mut n = 1;
@@ -294,13 +353,13 @@ pub fn backup(
         fs::remove_dir_all(&partial).map_err(|e| err(&partial, e))?;
     }
     let built = (|| {
-        fs::create_dir_all(&partial).map_err(|e| err(&partial, e))?;
+        create_private_dir(&partial).map_err(|e| format!("backup: {e}"))?;
         let mut manifest = String::new();
         for file in files {
             let rel = backup_relative(file, base);
             let to = partial.join(&rel);
             let dir = parent(&to).to_path_buf();
-            fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
+            create_private_dir(&dir).map_err(|e| format!("backup: {e}"))?;
             let data = fs::read(file).map_err(|e| err(file, e))?;
             let meta = fs::metadata(file).map_err(|e| err(file, e))?;
             let mut out = OpenOptions::new()
@@ -332,7 +391,11 @@ pub fn backup(
 /// The (backup copy, original path) pairs of a backup directory.
 pub fn backup_entries(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
     let manifest = dir.join("MANIFEST");
-    let text = fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let data = super::nofollow::read_copy(dir, &manifest)?
+        .ok_or_else(|| format!("{}: missing", manifest.display()))?
+        .0;
+    let text =
+        String::from_utf8(data).map_err(|e| format!("{}: not UTF-8: {e}", manifest.display()))?;
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|line| {
@@ -355,18 +418,25 @@ pub fn backup_entries(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, String> {
         .collect()
 }
 
+/// The bytes and mode of the copy `copy` inside the backup `dir`, read without following a
+/// link ([`super::nofollow::read_copy`]); the error names the copy.
+pub fn read_backup_copy(dir: &Path, copy: &Path) -> Result<(Vec<u8>, u32), String> {
+    super::nofollow::read_copy(dir, copy)?
+        .ok_or_else(|| format!("{}: listed in its MANIFEST but missing", copy.display()))
+}
+
 /// Puts every file of a backup back in place: all of them or none. Every file that differs is
 /// staged first (a full disk fails there, with nothing changed), then each is renamed into
 /// place. A file keeps its current mode and owner; one that vanished gets the backed-up mode.
+/// A copy is never read through a link ([`read_backup_copy`]).
 pub fn restore(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut originals = Vec::new();
     let mut staged = Vec::new();
     let result = (|| -> Result<(), String> {
         for (copy, original) in backup_entries(dir)? {
-            let data = fs::read(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-            let meta = fs::metadata(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+            let (data, mode) = read_backup_copy(dir, &copy)?;
             if fs::read(&original).ok().as_deref() != Some(&data[..]) {
-                staged.push(stage(&original, &data, meta.mode() & 0o7777)?);
+                staged.push(stage(&original, &data, mode)?);
             }
             originals.push(original);
         }
@@ -449,13 +519,15 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_is_written_through_and_crash_leftovers_are_removed() {
+    fn a_node_file_s_link_is_written_through_and_crash_leftovers_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let target = tmp.path().join("real.crt");
         let link = tmp.path().join("link.crt");
         fs::write(&target, b"old").unwrap();
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        write_atomic(&link, b"new", 0o600).unwrap();
+        let staged = stage(&link, b"new", 0o600).unwrap();
+        assert_eq!(staged.target, target);
+        swap_in(&staged).unwrap();
         assert!(
             fs::symlink_metadata(&link)
                 .unwrap()
@@ -468,6 +540,80 @@ mod tests {
         remove_temp_files(&target);
         assert!(!leftover.exists());
         assert!(target.exists());
+    }
+
+    #[test]
+    fn an_own_file_s_link_is_replaced_never_followed_and_an_open_dir_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("ca.key");
+        fs::write(&victim, b"key").unwrap();
+        let state = tmp.path().join("state");
+        create_private_dir(&state).unwrap();
+        assert_eq!(fs::metadata(&state).unwrap().mode() & 0o7777, 0o700);
+        let memory = state.join("daemon.json");
+        std::os::unix::fs::symlink(&victim, &memory).unwrap();
+        write_atomic(&memory, b"{}", 0o600).unwrap();
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"key",
+            "the link's target untouched"
+        );
+        let meta = fs::symlink_metadata(&memory).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        // a directory another user may write: nothing is written there at all
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = write_atomic(&memory, b"{\"x\": 1}", 0o600).unwrap_err();
+        assert!(
+            e.starts_with(&format!("{}: not written: ", memory.display()))
+                && e.contains("mode 1777"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&memory).unwrap(), b"{}");
+        // nor a backup into it
+        let e = backup(
+            &state.join("backups"),
+            "x",
+            tmp.path(),
+            std::slice::from_ref(&victim),
+        )
+        .unwrap_err();
+        assert!(e.contains("mode 1777"), "{e}");
+        assert!(!state.join("backups").exists());
+    }
+
+    #[test]
+    fn a_restore_never_reads_a_copy_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("k");
+        fs::create_dir_all(base.join("pki")).unwrap();
+        let key = base.join("pki/ca.key");
+        fs::write(&key, b"precious").unwrap();
+        let dir = backup(
+            &tmp.path().join("backups"),
+            "20260101T000000Z",
+            &base,
+            std::slice::from_ref(&key),
+        )
+        .unwrap();
+        let theirs = tmp.path().join("theirs.key");
+        fs::write(&theirs, b"another user's").unwrap();
+        let copy = dir.join("pki/ca.key");
+        fs::remove_file(&copy).unwrap();
+        std::os::unix::fs::symlink(&theirs, &copy).unwrap();
+        fs::write(&key, b"changed").unwrap();
+        let e = restore(&dir).unwrap_err();
+        assert!(
+            e.contains(&copy.display().to_string()) && e.contains("a symbolic link"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&key).unwrap(), b"changed", "nothing restored");
+        // a MANIFEST that is a link is no backup either
+        let manifest = dir.join("MANIFEST");
+        fs::rename(&manifest, tmp.path().join("MANIFEST")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("MANIFEST"), &manifest).unwrap();
+        let e = backup_entries(&dir).unwrap_err();
+        assert!(e.contains("MANIFEST: cannot read: a symbolic link"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! delete what is not theirs there.
 //!
 //! [`judge`] is the rule, pure over the mode and owner of one directory; [`check_dir`] and
-//! [`check_node`] read the directories.
+//! [`check_node`] read the directories, and [`check_above`] those above a directory another
+//! user may own (the metrics textfile's), which is written in without following a link.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -117,7 +118,28 @@ fn dirs_of(path: &Path) -> Result<BTreeMap<PathBuf, Place>, String> {
 /// Checks that `path` (a directory the product writes in, or will create) is controlled by
 /// nobody but root or `me`; the error names the directory, its mode and owner.
 pub fn check_dir(path: &Path, me: Me) -> Result<(), String> {
-    for (dir, place) in dirs_of(path)? {
+    judge_all(path, dirs_of(path)?, me)
+}
+
+/// Checks every directory above `path` as [`check_dir`] does (a sticky one is fine), but not
+/// `path` itself: for a directory another user may own (node-exporter's textfile dir) that the
+/// product writes in only through a handle it opened without following a link
+/// ([`super::nofollow::write_in_shared_dir`]). Whoever may write above it could swap it for a
+/// link; its owner can only change what is inside it.
+pub fn check_above(path: &Path, me: Me) -> Result<(), String> {
+    let above = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => dirs_of(parent)?
+            .into_keys()
+            .map(|dir| (dir, Place::Above))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    judge_all(path, above, me)
+}
+
+/// [`judge`]s each of `dirs`, on the way to `path`; the first refusal names its directory.
+fn judge_all(path: &Path, dirs: BTreeMap<PathBuf, Place>, me: Me) -> Result<(), String> {
+    for (dir, place) in dirs {
         let meta = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         judge(meta.mode(), meta.uid(), meta.gid(), me, place).map_err(|why| {
             let what = if dir == path {
@@ -234,5 +256,31 @@ mod tests {
         assert!(check_dir(&link, me).unwrap_err().contains("mode 0777"));
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
         check_dir(&link, me).unwrap();
+    }
+
+    #[test]
+    fn above_a_shared_dir_everything_is_checked_but_the_dir_itself() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Me::current();
+        let above = tmp.path().join("above");
+        let shared = above.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_dir(&shared, me).is_err());
+        check_above(&shared, me).unwrap();
+        // a sticky dir right above is fine (nobody renames what is not theirs there)
+        std::fs::set_permissions(&above, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_above(&shared, me).unwrap();
+        std::fs::set_permissions(&above, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_above(&shared, me).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "{} (on the way to {}",
+                above.display(),
+                shared.display()
+            )),
+            "{e}"
+        );
     }
 }

@@ -784,3 +784,113 @@ pub fn spawn_etcd_of_manifest(dir: &Path) -> (Guard, Vec<SocketAddr>) {
     (Guard(child), addresses)
 }
 pub mod standin_node;
+
+/// A non-root system user made for one test (`useradd --system`, a name no other test uses),
+/// removed when dropped — also when the test fails: the hostile local user of the trust cases.
+pub struct TestUser {
+    /// Its login name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+}
+
+impl TestUser {
+    /// Makes the user; `None` (after [`cannot_run`]) when this is not root or `useradd` is
+    /// missing.
+    pub fn create() -> Option<TestUser> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0");
+        if !root {
+            cannot_run("a test with another user needs root (useradd)");
+            return None;
+        }
+        if !have("useradd", "another user") || !have("runuser", "another user") {
+            return None;
+        }
+        let name = format!(
+            "kcr-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        // useradd takes a lock on /etc/passwd: tests running at once may have to wait for it
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(&name)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "useradd {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // from here on the guard removes it, whatever happens
+        let mut user = TestUser { name, uid: 0 };
+        let out = Command::new("id")
+            .args(["-u", &user.name])
+            .output()
+            .unwrap();
+        user.uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_ne!(user.uid, 0);
+        Some(user)
+    }
+
+    /// Runs `program args` as this user (`runuser`), its output returned.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("runuser")
+            .args(["-u", &self.name, "--", program])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `program args` as this user and fails unless it succeeds.
+    pub fn must(&self, program: &str, args: &[&str]) {
+        let out = self.run(program, args);
+        assert!(
+            out.status.success(),
+            "{program} {args:?} as {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Gives `path` (not following a link) to this user.
+    pub fn chown(&self, path: &Path) {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.uid)).unwrap();
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match Command::new("userdel").arg(&self.name).status() {
+                // 6: no such user (gone already)
+                Ok(s) if s.success() || s.code() == Some(6) => return,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        eprintln!(
+            "userdel {} kept failing: remove the user by hand",
+            self.name
+        );
+    }
+}
