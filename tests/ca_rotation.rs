@@ -62,9 +62,11 @@ enum NewKey {
     EcdsaP256,
 }
 
+/// A node in a temp dir. Commands run at the wall clock of the moment, not the node's making:
+/// the CAs openssl makes during a test are valid from their making (no backdating), and `check`
+/// rightly calls a certificate before its NotBefore not yet valid.
 struct Node {
     tmp: tempfile::TempDir,
-    now: OffsetDateTime,
 }
 
 impl Node {
@@ -79,7 +81,7 @@ impl Node {
         spec.manifests = false;
         nodegen::generate(&tmp.path().join("k"), &spec).unwrap();
         std::fs::create_dir(tmp.path().join("work")).unwrap();
-        Node { tmp, now }
+        Node { tmp }
     }
     fn dir(&self) -> PathBuf {
         self.tmp.path().join("k")
@@ -95,7 +97,7 @@ impl Node {
         self.tmp.path().join("work")
     }
     fn renew(&self, args: &[&str]) -> (i32, String, String) {
-        renew(self.now, &self.dir(), &self.state(), args)
+        renew(now(), &self.dir(), &self.state(), args)
     }
     /// `check -o json` with a state dir no run has used: `renew --no-restart` leaves a restart
     /// pending in the node's own state dir (exit 1 by design), which is not the point here.
@@ -103,7 +105,7 @@ impl Node {
         let dir = self.dir();
         let state = self.tmp.path().join("check-state");
         let out = run(
-            self.now,
+            now(),
             &[
                 "--kubernetes-dir",
                 dir.to_str().unwrap(),
