@@ -17,7 +17,6 @@ use base64::Engine;
 use common::*;
 use kube_cert_renewer::demo::nodegen::{self, NodeSpec};
 use kube_cert_renewer::pki::keys::KeyAlgorithm;
-use time::OffsetDateTime;
 
 /// kubeadm's name of a leaf and where it lives: a pki base name (`<pki>/<file>.crt`), or a
 /// kubeconfig (`<dir>/<file>`, a name ending in `.conf`).

@@ -512,3 +512,151 @@ fn a_bad_command_line_is_exit_code_3_not_checks_critical() {
     }
     assert_eq!(run(now, &["--help"]).status.code(), Some(0));
 }
+
+/// Issue 18: the CA ends in 5 days and the leaves end with it (as a capped renewal leaves them;
+/// openssl reads the same NotAfter). They are `capped` in the text table, the JSON (with the
+/// CA that caps them) and the metrics; a leaf two minutes short of its CA's end is not (a
+/// renewal would still extend it); the exit code stays 2 (the CAs are critical), and the
+/// problems name the way out without a command that does not exist.
+#[test]
+fn leaves_at_their_cas_end_are_capped_in_every_format() {
+    let now = now();
+    let ca_end = now + time::Duration::days(5);
+    let tmp = node(now, 5, |s| {
+        s.key_algorithm = KeyAlgorithm::EcdsaP256;
+        s.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+        s.ca_not_after = ca_end;
+        s.leaf_not_after = ca_end;
+    });
+    let pki = tmp.path().join("pki");
+    assert_eq!(
+        openssl_date(&pki.join("apiserver.crt"), "-enddate"),
+        openssl_date(&pki.join("ca.crt"), "-enddate")
+    );
+    // front-proxy-client two minutes short of its CA's end
+    let mut spec = NodeSpec::new(now, 5);
+    spec.key_algorithm = KeyAlgorithm::EcdsaP256;
+    spec.leaf_not_after = ca_end - time::Duration::minutes(2);
+    let ca = nodegen::GeneratedCa::load(&pki, "front-proxy-ca").unwrap();
+    let template = LeafTemplate {
+        cn: "front-proxy-client".into(),
+        org: None,
+        sans: vec![],
+        server: false,
+        client: true,
+    };
+    let (cert, key) = nodegen::make_leaf(&template, &ca, &spec).unwrap();
+    std::fs::write(pki.join("front-proxy-client.crt"), cert).unwrap();
+    std::fs::write(pki.join("front-proxy-client.key"), key).unwrap();
+
+    let (code, json) = check_json(now, tmp.path());
+    assert_eq!(code, 2, "the CAs are critical: {json}");
+    let api = by_name(&json, "certificates", "apiserver");
+    assert_eq!(api["status"], "capped", "{api}");
+    assert_eq!(api["cappedBy"], "ca");
+    assert_eq!(
+        api["cappedAt"],
+        by_name(&json, "certificateAuthorities", "ca")["expirationDate"]
+    );
+    assert_eq!(
+        by_name(&json, "certificates", "etcd-peer")["cappedBy"],
+        "etcd-ca"
+    );
+    assert_eq!(
+        by_name(&json, "otherCertificates", "kubelet.conf")["status"],
+        "capped"
+    );
+    let fp = by_name(&json, "certificates", "front-proxy-client");
+    assert_eq!(fp["status"], "critical", "{fp}");
+    assert!(fp.get("cappedBy").is_none(), "{fp}");
+    let ca_row = by_name(&json, "certificateAuthorities", "ca");
+    assert_eq!(ca_row["status"], "critical");
+    let caps: Vec<&str> = ca_row["caps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        caps.contains(&"apiserver")
+            && caps.contains(&"admin.conf")
+            && caps.contains(&"kubelet.conf"),
+        "{caps:?}"
+    );
+    assert!(
+        by_name(&json, "certificateAuthorities", "front-proxy-ca")["caps"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let problems: Vec<&str> = json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let note = problems
+        .iter()
+        .find(|p| p.starts_with("ca: "))
+        .unwrap_or_else(|| panic!("no note for ca: {problems:?}"));
+    assert!(
+        note.contains("caps 7 certificate(s)")
+            && note.contains("Manually rotate CA certificates")
+            && note.contains(
+                "https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/"
+            )
+            && note.contains("`kube-cert-renewer rotate-ca` is planned, not available yet"),
+        "{note}"
+    );
+    assert!(
+        !problems.iter().any(|p| p.starts_with("front-proxy-ca: ")),
+        "{problems:?}"
+    );
+
+    let (code, text, _) = check_text(now, tmp.path());
+    assert_eq!(code, 2);
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row {name}: {text}"))
+            .to_string()
+    };
+    assert!(row("apiserver").ends_with(" capped"), "{text}");
+    assert!(row("etcd-server").ends_with(" capped"), "{text}");
+    assert!(row("front-proxy-client").ends_with(" critical"), "{text}");
+    assert!(row("kubelet.conf").contains(" capped "), "{text}");
+    assert!(text.contains("\nProblems:\n  ca: "), "{text}");
+
+    let out = run(
+        now,
+        &[
+            "check",
+            "-o",
+            "prometheus",
+            "--kubernetes-dir",
+            tmp.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let prom = String::from_utf8_lossy(&out.stdout);
+    let gauge = |name: &str| {
+        prom.lines()
+            .find(|l| {
+                l.starts_with("kube_cert_renewer_cert_capped{")
+                    && l.contains(&format!("name=\"{name}\""))
+            })
+            .unwrap_or_else(|| panic!("no capped gauge of {name}: {prom}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(gauge("apiserver"), "1");
+    assert_eq!(gauge("kubelet.conf"), "1");
+    assert_eq!(gauge("front-proxy-client"), "0");
+    assert_eq!(gauge("ca"), "0");
+    assert!(
+        prom.contains("# TYPE kube_cert_renewer_cert_capped gauge"),
+        "{prom}"
+    );
+}

@@ -1039,3 +1039,106 @@ fn parked_manifests_fail_check_whatever_the_state_dir() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The serials of every certificate `renew all` renews on a generated node, read by openssl:
+/// the PEM leaves and the kubeconfigs' embedded ones.
+fn serials(node: &Node) -> std::collections::BTreeMap<String, String> {
+    let pki = node.pki();
+    let mut out = std::collections::BTreeMap::new();
+    for leaf in [
+        "apiserver",
+        "apiserver-kubelet-client",
+        "apiserver-etcd-client",
+        "front-proxy-client",
+        "etcd/server",
+        "etcd/peer",
+        "etcd/healthcheck-client",
+    ] {
+        out.insert(
+            leaf.to_string(),
+            openssl_serial(&pki.join(format!("{leaf}.crt"))),
+        );
+    }
+    for conf in KUBECONFIGS {
+        let cert = node.tmp.path().join(format!("{conf}.crt"));
+        extract_kubeconfig_cert(&node.dir().join(conf), &cert);
+        out.insert(conf.to_string(), openssl_serial(&cert));
+    }
+    out
+}
+
+const KUBECONFIGS: [&str; 4] = [
+    "admin.conf",
+    "super-admin.conf",
+    "controller-manager.conf",
+    "scheduler.conf",
+];
+
+/// Issue 18: the CA ends in 5 days. The first `renew --due` renews every leaf (3 days left) up
+/// to the CA's end, as openssl reads them; the second re-issues nothing — every serial and byte
+/// stays — and says why, naming the way out; so does the dry run. A renewal by name (operator
+/// intent) still re-issues, and says the new certificate ends no later.
+#[test]
+fn a_leaf_at_its_cas_end_is_renewed_by_due_once_and_never_again() {
+    let node = Node::new(3, |s| s.ca_not_after = s.leaf_not_after + Duration::days(2));
+    let ca_end = openssl_date(&node.pki().join("ca.crt"), "-enddate");
+    let before = serials(&node);
+    let (code, out, err) = node.renew(&["--due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = serials(&node);
+    for (name, serial) in &first {
+        assert_ne!(serial, &before[name], "{name} was not renewed: {out}");
+    }
+    assert_eq!(
+        openssl_date(&node.pki().join("apiserver.crt"), "-enddate"),
+        ca_end,
+        "renewed up to the CA's end"
+    );
+    let front_proxy_end = openssl_date(&node.pki().join("front-proxy-ca.crt"), "-enddate");
+    assert_eq!(
+        openssl_date(&node.pki().join("front-proxy-client.crt"), "-enddate"),
+        front_proxy_end
+    );
+
+    // again: nothing is due, nothing changes
+    let tree = snapshot(&node.dir());
+    let (code, out, err) = node.renew(&["--due"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("Nothing to renew."), "{out}");
+    assert_eq!(serials(&node), first, "{out}");
+    assert_eq!(tree, snapshot(&node.dir()), "{out}");
+    let apiserver = out
+        .lines()
+        .find(|l| l.starts_with("  apiserver: "))
+        .unwrap_or_else(|| panic!("no reason for apiserver: {out}"));
+    assert!(
+        apiserver.contains("capped: it ends on")
+            && apiserver.contains("at the end of its CA ca")
+            && apiserver.contains("Manually rotate CA certificates")
+            && apiserver.contains("`kube-cert-renewer rotate-ca` is planned"),
+        "{apiserver}"
+    );
+    assert_eq!(backup_dirs(&node.state()).len(), 1, "no second backup");
+    let (code, out, err) = node.renew(&["--due", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("Nothing to renew."), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("  etcd-server: capped: it ends on")),
+        "{out}"
+    );
+
+    // by name it is re-issued, and says it ends no later
+    let (code, out, err) = node.renew(&["apiserver"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(serials(&node)["apiserver"], first["apiserver"]);
+    assert_eq!(
+        openssl_date(&node.pki().join("apiserver.crt"), "-enddate"),
+        ca_end
+    );
+    assert!(
+        out.contains("warning: apiserver: validity capped at the end of CA ca")
+            && out.contains("where it already ended: this renewal does not extend it"),
+        "{out}"
+    );
+}

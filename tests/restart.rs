@@ -685,6 +685,112 @@ fn the_daemon_finishes_a_restart_left_pending_once_the_runtime_answers() {
     assert_ne!(code, 2, "{report}");
 }
 
+/// Issue 18, on real containerd: the CAs end in 5 days, the leaves in 3. The daemon, looked at
+/// hour after hour and a day later (time travel: each start is one look at the node, on a clock
+/// `--now` moves on, its memory kept in the state dir), renews the leaves once — up to the
+/// CAs' end, as openssl reads them — and restarts the control plane once. From then on they
+/// are capped: no renewal, no restart (ctr sees the same containers, openssl the same served
+/// serial), no critical alert of their own, the CA's capping alert and `STATUS=` instead.
+#[test]
+fn the_daemon_renews_leaves_its_ca_caps_once_and_restarts_once() {
+    let Some(socket) = containerd() else {
+        return;
+    };
+    let node = start_node_of(
+        socket,
+        "capped",
+        START_60,
+        |s| s.ca_not_after = s.leaf_not_after + time::Duration::days(2),
+        |_| {},
+    );
+    // every look but the day-later one at or before the real clock (the runtime's peers judge
+    // what is served by it)
+    let start = common::now() - time::Duration::hours(5);
+    let looks = [0, 1, 2, 3, 4, 25].map(|h| start + time::Duration::hours(h));
+    let mut logs = Vec::new();
+    let mut after_first = None;
+    for (i, at) in looks.iter().enumerate() {
+        let dir = node.tmp.path().join(format!("look-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut notify = common::NotifySocket::bind(&dir);
+        let mut daemon = common::Daemon::start(
+            node.command_at(*at, &[], &[]),
+            &notify,
+            dir.join("daemon.log"),
+        );
+        let is_status = |m: &str, prefix: &str| m.lines().any(|l| l.starts_with(prefix));
+        notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+            m.lines().any(|l| l == "READY=1")
+        });
+        // after READY=1, the first STATUS= that is not "working" ends the look (and its job)
+        let status = notify.wait_for("the look done", Duration::from_secs(240), |m| {
+            is_status(m, "STATUS=") && !is_status(m, "STATUS=working")
+        });
+        daemon.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "still running after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let said = daemon.said();
+        if i > 0 {
+            assert!(
+                status.contains(
+                    "CAPPED: 11 certificate(s) end with their CA (ca, etcd-ca, front-proxy-ca)"
+                ),
+                "look {i}: {status}"
+            );
+            assert!(!said.contains("apiserver expires in"), "look {i}: {said}");
+        }
+        let state = (
+            serial_of(&node.pki("apiserver.crt")),
+            node.running_id("kube-apiserver"),
+            node.running_id("etcd"),
+        );
+        match &after_first {
+            None => after_first = Some(state),
+            Some(first) => assert_eq!(&state, first, "look {i} changed the node: {said}"),
+        }
+        logs.push(said);
+    }
+    let all = logs.join("\n");
+    let count = |what: &str| all.matches(what).count();
+    assert_eq!(count("EMERGENCY renewal"), 1, "{all}");
+    assert_eq!(count("apiserver renewed until"), 1, "{all}");
+    assert_eq!(count("etcd-server renewed until"), 1, "{all}");
+    for component in COMPONENTS {
+        assert_eq!(
+            count(&format!("{component} restarted and healthy")),
+            1,
+            "{component}: {all}"
+        );
+    }
+    assert_eq!(
+        common::openssl_date(&node.pki("apiserver.crt"), "-enddate"),
+        common::openssl_date(&node.pki("ca.crt"), "-enddate"),
+        "renewed up to the CA's end"
+    );
+    assert_eq!(
+        node.api_serial(),
+        Some(serial_of(&node.pki("apiserver.crt")))
+    );
+    // the CA said it, once as news and a day later as a reminder
+    assert!(
+        logs[0].contains("CA ca ends on") && logs[0].contains("caps 6 certificate(s)"),
+        "{}",
+        logs[0]
+    );
+    assert!(
+        logs[5].contains("CA ca ends on") && logs[5].contains("reminder"),
+        "{}",
+        logs[5]
+    );
+    assert!(
+        logs[1..5].iter().all(|l| !l.contains("CA ca ends on")),
+        "{all}"
+    );
+}
+
 /// Settings for a restart run from a test through the library (poll 100 ms).
 fn library_settings(node: &Node, start_timeout: Duration, settle: Duration) -> Settings {
     Settings {

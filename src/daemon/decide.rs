@@ -9,6 +9,9 @@
 //!   next window — `renew_before_days` at the least, more when the schedule is sparser.
 //! - **Emergency**: a renewable certificate below `critical_days`, expired or not valid yet is
 //!   renewed at once, outside the window; a failed attempt is retried an hour later.
+//! - **Capped leaves** (ending at their CA's end: no renewal can extend them) are never due,
+//!   by the window nor the emergency rule, and their warning and critical are left to their
+//!   CA: one alert per CA naming them when they change, reminded daily.
 //! - **A failed window** is not recorded as done: its job is tried again an hour later.
 //! - **The clock**: what the memory recorded later than now was recorded under a clock that
 //!   was ahead, and is not trusted (see [`trusted`]).
@@ -52,6 +55,49 @@ pub struct Watched {
     pub is_ca: bool,
     /// The product renews it when due (kubeadm's set, signed by a CA whose key is here).
     pub renewable: bool,
+    /// It ends at its CA's end ([`crate::pki::inventory::Cap::reached_by`]), which is this:
+    /// no renewal can extend it, so it is never due, and its CA speaks for it.
+    pub capped: Option<OffsetDateTime>,
+}
+
+impl Watched {
+    /// Whether a `renew --due` at `at` renewing what expires within `days` renews it (the rule
+    /// of the planner, for the decisions and `schedule`): renewable, and not valid yet, or
+    /// ending within the horizon and not at its CA's cap.
+    pub fn due(&self, at: OffsetDateTime, days: u32) -> bool {
+        let left = (self.cert.not_after - at).whole_seconds();
+        self.renewable
+            && (at < self.cert.not_before
+                || (self.capped.is_none() && left < i64::from(days) * DAY))
+    }
+}
+
+/// A CA that caps leaves, as the daemon says it: renewing them cannot extend them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capping {
+    /// kubeadm's name of the CA.
+    pub ca: String,
+    /// Its certificate file (empty when the CA row is not among the watched).
+    pub path: String,
+    /// The earliest end it caps them at.
+    pub at: OffsetDateTime,
+    /// The leaves it caps, by name.
+    pub leaves: Vec<String>,
+    /// A daily reminder rather than news.
+    pub reminder: bool,
+}
+
+/// The leaves each CA caps: CA name → (the earliest cap, the leaves' names).
+pub fn capping(certs: &[Watched]) -> BTreeMap<String, (OffsetDateTime, Vec<String>)> {
+    let mut out: BTreeMap<String, (OffsetDateTime, Vec<String>)> = BTreeMap::new();
+    for w in certs.iter().filter(|w| !w.is_ca) {
+        if let (Some(at), Some(ca)) = (w.capped, &w.cert.ca) {
+            let entry = out.entry(ca.clone()).or_insert((at, Vec::new()));
+            entry.0 = entry.0.min(at);
+            entry.1.push(w.cert.name.clone());
+        }
+    }
+    out
 }
 
 /// How a certificate stands, ordered by gravity.
@@ -143,6 +189,9 @@ pub struct Memory {
     /// When a pending restart was last tried (the runtime answered).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub pending_tried: Option<OffsetDateTime>,
+    /// The leaves each CA capped at the last evaluation (CA → names): a change is news.
+    #[serde(default)]
+    pub capping: BTreeMap<String, Vec<String>>,
 }
 
 /// The last job the daemon ran.
@@ -186,6 +235,8 @@ pub struct RenewOrder {
 pub struct Decision {
     /// Alerts to raise now: (kind, certificate, is a daily reminder).
     pub alerts: Vec<(Kind, CertAlert, bool)>,
+    /// The CAs that cap leaves, to say now (when that changed, and as a daily reminder).
+    pub capping: Vec<Capping>,
     /// A renewal to run now.
     pub renew: Option<RenewOrder>,
     /// Retry the restart the pending record asks for (no renewal runs now).
@@ -376,8 +427,26 @@ pub fn decide(
     let mut next = memory.clone();
     let mut alerts = Vec::new();
     let mut levels = BTreeMap::new();
+    let ca_levels: BTreeMap<&str, Level> = certs
+        .iter()
+        .filter(|w| w.is_ca)
+        .map(|w| (w.cert.name.as_str(), level(w, now, policy)))
+        .collect();
     for w in certs {
-        let now_level = level(w, now, policy);
+        let mut now_level = level(w, now, policy);
+        // a capped leaf's warning or critical is its CA's matter, said by the CA's own alerts
+        // and the capping one — unless its CA's row is less grave (its thresholds are lower,
+        // or the row shows another certificate of a bundle than the one that caps)
+        if w.capped.is_some()
+            && matches!(now_level, Level::Warning | Level::Critical)
+            && w.cert
+                .ca
+                .as_deref()
+                .and_then(|ca| ca_levels.get(ca))
+                .is_some_and(|ca_level| *ca_level >= now_level)
+        {
+            now_level = Level::Ok;
+        }
         let before = memory
             .levels
             .get(&w.cert.name)
@@ -399,10 +468,31 @@ pub fn decide(
                 .is_some_and(|l| *l > Level::Ok)
         })
         .collect();
-    if !alerts.is_empty() {
+    let capped_now = capping(certs);
+    let capping_of = |ca: &str, (at, leaves): &(OffsetDateTime, Vec<String>), reminder| Capping {
+        ca: ca.to_string(),
+        path: certs
+            .iter()
+            .find(|w| w.is_ca && w.cert.name == ca)
+            .map(|w| w.cert.path.clone())
+            .unwrap_or_default(),
+        at: *at,
+        leaves: leaves.clone(),
+        reminder,
+    };
+    let mut capping_alerts: Vec<Capping> = capped_now
+        .iter()
+        .filter(|(ca, (_, leaves))| memory.capping.get(*ca) != Some(leaves))
+        .map(|(ca, capped)| capping_of(ca, capped, false))
+        .collect();
+    next.capping = capped_now
+        .iter()
+        .map(|(ca, (_, leaves))| (ca.clone(), leaves.clone()))
+        .collect();
+    if !alerts.is_empty() || !capping_alerts.is_empty() {
         // a crossing counts as the day's word on the matter
         next.last_reminder = Some(now);
-    } else if !not_ok.is_empty()
+    } else if (!not_ok.is_empty() || !capped_now.is_empty())
         && memory
             .last_reminder
             .is_none_or(|last| now - last >= Duration::DAY)
@@ -411,6 +501,9 @@ pub fn decide(
             if let Some(kind) = next.levels[&w.cert.name].kind() {
                 alerts.push((kind, w.cert.clone(), true));
             }
+        }
+        for (ca, capped) in &capped_now {
+            capping_alerts.push(capping_of(ca, capped, true));
         }
         next.last_reminder = Some(now);
     }
@@ -458,12 +551,8 @@ pub fn decide(
             note,
         });
     }
-    let critical = i64::from(policy.critical_days) * DAY;
-    let emergency = policy.emergency_renewal
-        && certs.iter().any(|w| {
-            w.renewable
-                && ((w.cert.not_after - now).whole_seconds() < critical || now < w.cert.not_before)
-        });
+    let emergency =
+        policy.emergency_renewal && certs.iter().any(|w| w.due(now, policy.critical_days));
     let emergency_retry_at = memory.last_emergency.map(|t| t + EMERGENCY_RETRY);
     if renew.is_none()
         && window_retry_at.is_none()
@@ -502,6 +591,7 @@ pub fn decide(
     }
     Decision {
         alerts,
+        capping: capping_alerts,
         restart_pending: retry_pending,
         renew,
         next_window,

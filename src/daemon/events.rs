@@ -60,11 +60,14 @@ pub enum Kind {
     /// The state dir may be written by another user: the daemon does no job there until root
     /// makes it its own again.
     StateDirUntrusted,
+    /// A CA caps certificates: they end at its end, and no renewal can extend them; only a
+    /// rotation of the CA can.
+    CaCapsRenewal,
 }
 
 impl Kind {
     /// Every kind, for the catalog and its test.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Expiring,
         Kind::Critical,
         Kind::Expired,
@@ -84,6 +87,7 @@ impl Kind {
         Kind::RecoveryFailed,
         Kind::CaKeyDamaged,
         Kind::StateDirUntrusted,
+        Kind::CaCapsRenewal,
     ];
 
     /// The stable journal `MESSAGE_ID` (128 bits, hex, as systemd's catalog wants them).
@@ -108,6 +112,7 @@ impl Kind {
             Kind::RecoveryFailed => "c84d2e7f1a9b4c3d8e6f5a2b7c1d9e03",
             Kind::CaKeyDamaged => "b8bdebe50cc84c93814bb64583d215ee",
             Kind::StateDirUntrusted => "fee2e8db21304cdaa7181662983a7cb7",
+            Kind::CaCapsRenewal => "b69961936e7c4cc3a934300369e7548e",
         }
     }
 
@@ -133,6 +138,7 @@ impl Kind {
             Kind::RecoveryFailed => "recovery-failed",
             Kind::CaKeyDamaged => "ca-key-damaged",
             Kind::StateDirUntrusted => "state-dir-untrusted",
+            Kind::CaCapsRenewal => "ca-caps-renewal",
         }
     }
 }
@@ -180,6 +186,35 @@ pub fn ca_key_damaged(ca: &str, key_path: &str, reason: &str, reminder: bool) {
         outcome = kind.name(),
         "CA {ca} cannot sign: {reason}; `kube-cert-renewer recover` restores a snapshot's copy \
          that matches its certificate"
+    );
+}
+
+/// A CA caps certificates (`capping`: which, and until when): renewing them cannot extend
+/// them. Said when that changes, then daily as a reminder; names the way out.
+pub fn ca_caps_renewal(capping: &crate::daemon::decide::Capping, now: OffsetDateTime) {
+    let kind = Kind::CaCapsRenewal;
+    let action = if capping.reminder {
+        "reminder"
+    } else {
+        "alert"
+    };
+    let not_after = rfc3339(capping.at);
+    let days = crate::daemon::decide::days_left(capping.at, now);
+    let ca = capping.ca.as_str();
+    let ends = if capping.at > now {
+        format!("ends on {not_after} (in {days} days)")
+    } else {
+        format!("ended on {not_after}")
+    };
+    warn!(
+        message_id = kind.message_id(),
+        ca_name = ca, cert_name = %capping.leaves.join(","), cert_path = %capping.path,
+        not_after = %not_after, days_left = days, action, outcome = kind.name(),
+        "CA {ca} {ends} and caps {} certificate(s) there ({}): renewing them cannot extend \
+         them, so they are not renewed again; {}",
+        capping.leaves.len(),
+        capping.leaves.join(", "),
+        crate::report::status::ROTATE_CA_ADVICE
     );
 }
 

@@ -231,6 +231,7 @@ fn look(config: &Config, now: OffsetDateTime) -> Look {
                 },
                 is_ca: e.kind == Kind::Ca,
                 renewable: renewable.contains(&e.name),
+                capped: e.capped().map(|cap| cap.not_after),
             })
         })
         .collect();
@@ -284,6 +285,17 @@ fn status_line(
         parts.push(format!(
             "CA KEY DAMAGED: {}, run `kube-cert-renewer recover`",
             names.join(", ")
+        ));
+    }
+    let capping = decide::capping(&look.certs);
+    if let Some(soonest) = capping.values().map(|(at, _)| *at).min() {
+        let capped: usize = capping.values().map(|(_, leaves)| leaves.len()).sum();
+        let cas: Vec<&str> = capping.keys().map(String::as_str).collect();
+        parts.push(format!(
+            "CAPPED: {capped} certificate(s) end with their CA ({}) in {}, only a CA rotation \
+             extends them (see `kube-cert-renewer check`)",
+            cas.join(", "),
+            crate::report::human_duration((soonest - now).whole_seconds())
         ));
     }
     if let Some(next) = decision.next_window {
@@ -549,6 +561,9 @@ pub fn run(start: Start) -> Result<i32, String> {
             }
             for (kind, cert, reminder) in &decision.alerts {
                 events::certificate(*kind, cert, *reminder);
+            }
+            for capping in &decision.capping {
+                events::ca_caps_renewal(capping, t);
             }
             memory = decision.memory.clone();
             alert_pending(&look_now.pending, &mut memory, t);
@@ -944,11 +959,7 @@ pub fn schedule_text(config: &Config, now: OffsetDateTime, n: usize) -> Result<S
         let due: Vec<&str> = look
             .certs
             .iter()
-            .filter(|w| {
-                w.renewable
-                    && ((w.cert.not_after - window).whole_seconds() < i64::from(horizon) * 86_400
-                        || window < w.cert.not_before)
-            })
+            .filter(|w| w.due(window, horizon))
             .map(|w| w.cert.name.as_str())
             .collect();
         out.push_str(&format!(

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use time::OffsetDateTime;
+
 use crate::config::NodePaths;
 use crate::pki::cert::CertFacts;
 use crate::pki::keys::{self, PrivateKey};
@@ -144,6 +146,35 @@ pub struct Entry {
     /// read and shown, but the row is critical: the next renewal of anything it signs would
     /// fail, and the operator must hear of it before then.
     pub key_problem: Option<String>,
+    /// For a leaf a known CA verifiably signed: the NotAfter no renewal of it can go past
+    /// (see [`Cap`]). `None` for CAs, extra files and leaves no known CA signed.
+    pub cap: Option<Cap>,
+}
+
+/// How far before its cap a leaf may end and still count as at it: a renewal would gain it no
+/// more than this, which is not worth a restart of the control plane.
+pub const CAP_SLACK: time::Duration = time::Duration::MINUTE;
+
+/// The end no renewal of a leaf can go past: the NotAfter of the CA certificate that signs its
+/// renewals (a renewal is cut to it, as kubeadm does). Past it the chain no longer verifies, so
+/// a leaf's life really ends there whatever its own NotAfter says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    /// kubeadm's name of the CA.
+    pub ca: &'static str,
+    /// That CA certificate's NotAfter.
+    pub not_after: OffsetDateTime,
+}
+
+impl Cap {
+    /// The rule every decision about capped leaves asks (`check`, the metrics, `renew --due`,
+    /// the daemon): a leaf ending at `not_after` is *capped* — a renewal could not move its
+    /// NotAfter later — when it ends at the cap, after it (old kubeadm did not cut leaves to
+    /// their CA), or less than [`CAP_SLACK`] before it. Re-issuing such a leaf changes nothing
+    /// but its serial, and costs a restart; only a rotation of the CA helps.
+    pub fn reached_by(&self, not_after: OffsetDateTime) -> bool {
+        not_after >= self.not_after - CAP_SLACK
+    }
 }
 
 impl Entry {
@@ -164,6 +195,14 @@ impl Entry {
             Signer::NotChecked => self.expected_ca,
         }
     }
+
+    /// The cap this certificate has reached ([`Cap::reached_by`]), if it has.
+    pub fn capped(&self) -> Option<&Cap> {
+        let facts = self.facts()?;
+        self.cap
+            .as_ref()
+            .filter(|cap| cap.reached_by(facts.not_after))
+    }
 }
 
 /// A CA file as read: all certificates of its bundle, and whether its key exists.
@@ -179,6 +218,25 @@ pub struct CaFile {
     pub bundle: Vec<CertFacts>,
     /// The key file exists.
     pub has_key: bool,
+    /// The position in `bundle` of the certificate whose key is the key file (the one that signs
+    /// renewals), when the key is there and matches one.
+    pub signing: Option<usize>,
+}
+
+impl CaFile {
+    /// The certificate a renewal of `leaf` (which this CA verifiably signed) is cut to: the one
+    /// whose key is on the node, which signs the renewal; without a usable key (an external
+    /// CA, a damaged key), the one that verified it.
+    pub fn cap_for(&self, leaf: &CertFacts) -> Option<Cap> {
+        let cert = match self.signing.and_then(|i| self.bundle.get(i)) {
+            Some(cert) => cert,
+            None => self.bundle.iter().find(|c| leaf.is_signed_by(c))?,
+        };
+        Some(Cap {
+            ca: self.spec.name,
+            not_after: cert.not_after,
+        })
+    }
 }
 
 /// Everything on the node.
@@ -449,6 +507,7 @@ fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
         externally_managed: false,
         state: State::Missing,
         key_problem: None,
+        cap: None,
     };
     let data = match read_file(&cert_path) {
         Ok(Some(d)) => d,
@@ -464,6 +523,7 @@ fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
             entry.state = State::Present(Box::new(bundle[0].clone()));
             // a key that cannot be read (a FIFO, a huge file) is never opened to sign
             let key_problem = unreadable_file(&key_path).filter(|_| has_key);
+            let mut signing = None;
             if let Some(why) = &key_problem {
                 entry.externally_managed = false;
                 entry.state =
@@ -471,7 +531,13 @@ fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
             } else if has_key {
                 // read to be judged, never to sign here (the renewal reads it again)
                 entry.key_problem = match read_bounded(&key_path) {
-                    Ok(Some(key)) => ca_key_match(&key, &bundle, &key_path, &cert_path).err(),
+                    Ok(Some(key)) => match ca_key_match(&key, &bundle, &key_path, &cert_path) {
+                        Ok((_, cert)) => {
+                            signing = bundle.iter().position(|c| std::ptr::eq(c, cert));
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
                     Ok(None) => None,
                     Err(e) => Some(e),
                 };
@@ -482,6 +548,7 @@ fn read_ca(pki: &Path, spec: CaSpec) -> (Entry, Option<CaFile>) {
                 key_path,
                 bundle,
                 has_key: has_key && key_problem.is_none(),
+                signing,
             };
             (entry, Some(file))
         }
@@ -523,6 +590,7 @@ fn leaf_entry(
         externally_managed: false,
         state,
         key_problem: None,
+        cap: None,
     }
 }
 
@@ -815,6 +883,12 @@ pub fn scan(paths: &NodePaths, options: &Options) -> Inventory {
     for entry in leaves.iter_mut().chain(others.iter_mut()) {
         if let State::Present(facts) = &entry.state {
             entry.signer = find_signer(facts, entry.expected_ca, &ca_files);
+            if let Signer::Verified { ca } = entry.signer {
+                entry.cap = ca_files
+                    .iter()
+                    .find(|f| f.spec.name == ca)
+                    .and_then(|f| f.cap_for(facts));
+            }
         }
         if let Some(ca) = entry.ca_name().or(entry.expected_ca) {
             entry.externally_managed = externally_managed(ca);

@@ -222,7 +222,16 @@ fn build(
     let algorithm: KeyAlgorithm = keys::algorithm_of_spki(&current.cert.spki_der)
         .map_err(|e| format!("{}: {e}", item.source.describe()))?;
     let validity = item.validity;
-    if validity.capped {
+    if item.at_cap {
+        warnings.push(format!(
+            "{}: validity capped at the end of CA {} ({}), where it already ended: this renewal \
+             does not extend it; {}",
+            item.name,
+            item.ca,
+            crate::report::rfc3339(validity.not_after),
+            crate::report::status::ROTATE_CA_ADVICE
+        ));
+    } else if validity.capped {
         warnings.push(format!(
             "{}: validity capped at the end of CA {} ({})",
             item.name,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use crate::pki::cert::CertFacts;
-use crate::pki::inventory::{Entry, Inventory, Kind, Signer, Source, State};
+use crate::pki::inventory::{Cap, Entry, Inventory, Kind, Signer, Source, State};
 use crate::pki::kubeadm;
 use crate::pki::reissue::{self, Validity};
 
@@ -51,6 +51,9 @@ pub struct Item {
     pub validity: Validity,
     /// Keep the key file as it is.
     pub reuse_key: bool,
+    /// It already ends at its CA's end ([`Cap::reached_by`]): re-issued only because it was
+    /// asked for by name or with `all`, or is not valid yet; the new one ends no later.
+    pub at_cap: bool,
 }
 
 /// A certificate left alone, and why (not a failure).
@@ -292,6 +295,26 @@ pub fn plan(inventory: &Inventory, signing: &SigningCerts, options: &Options) ->
             continue;
         }
         let ca_not_after = signing_cert.not_after;
+        let cap = Cap {
+            ca,
+            not_after: ca_not_after,
+        };
+        let at_cap = cap.reached_by(facts.not_after);
+        // a renewal would give it the end it has: never due (a named or `all` renewal is the
+        // operator's intent, e.g. a compromised key, and goes ahead)
+        if options.selection == Selection::Due && at_cap && !not_yet_valid {
+            skip(
+                &mut plan,
+                format!(
+                    "capped: it ends on {}, at the end of its CA {ca} ({}), so a renewal cannot \
+                     extend it; {}",
+                    crate::report::rfc3339(facts.not_after),
+                    ca_file.cert_path.display(),
+                    crate::report::status::ROTATE_CA_ADVICE
+                ),
+            );
+            continue;
+        }
         plan.renew.push(Item {
             name,
             source: entry.source.clone(),
@@ -299,6 +322,7 @@ pub fn plan(inventory: &Inventory, signing: &SigningCerts, options: &Options) ->
             old_not_after: facts.not_after,
             validity: reissue::validity(options.now, options.validity_days, ca_not_after),
             reuse_key: options.reuse_keys,
+            at_cap,
         });
     }
     plan.refuse.extend(shared_files(inventory, &plan.renew));
@@ -512,6 +536,116 @@ mod tests {
         let item = p.renew.iter().find(|i| i.name == "apiserver").unwrap();
         assert!(item.validity.capped);
         assert_eq!(item.validity.not_after, ca_end);
+    }
+
+    /// A node whose CAs end `ca_days` from now and whose leaves end at `leaf_end(CA's end)`.
+    fn node_near_its_cas_end(
+        ca_days: i64,
+        leaf_end: impl FnOnce(OffsetDateTime) -> OffsetDateTime,
+    ) -> (tempfile::TempDir, Inventory, SigningCerts, OffsetDateTime) {
+        node_with(3, |spec| {
+            spec.ca_not_after = spec.leaf_not_after + Duration::days(ca_days - 3);
+            spec.leaf_not_after = leaf_end(spec.ca_not_after);
+        })
+    }
+
+    #[test]
+    fn due_skips_a_leaf_at_its_cas_end_and_says_why() {
+        let (_t, inv, signing, now) = node_near_its_cas_end(5, |ca_end| ca_end);
+        let p = plan(&inv, &signing, &options(Selection::Due, now));
+        assert!(p.renew.is_empty(), "{:?}", p.renew);
+        assert!(p.refuse.is_empty(), "{:?}", p.refuse);
+        let apiserver = p.skip.iter().find(|s| s.name == "apiserver").unwrap();
+        assert!(
+            apiserver.reason.starts_with("capped: it ends on")
+                && apiserver.reason.contains("at the end of its CA ca (")
+                && apiserver
+                    .reason
+                    .contains(crate::report::status::ROTATE_CA_ADVICE),
+            "{}",
+            apiserver.reason
+        );
+        // outliving its CA (old kubeadm did not cut leaves): skipped too
+        let (_t, inv, signing, now) =
+            node_near_its_cas_end(5, |ca_end| ca_end + Duration::days(30));
+        let p = plan(&inv, &signing, &options(Selection::Due, now));
+        assert!(p.renew.is_empty(), "{:?}", p.renew);
+        // 61 s short of it: a renewal still extends it, so it is due
+        let (_t, inv, signing, now) =
+            node_near_its_cas_end(5, |ca_end| ca_end - Duration::seconds(61));
+        let p = plan(&inv, &signing, &options(Selection::Due, now));
+        assert_eq!(p.renew.len(), 10, "{:?}", p.skip);
+        assert!(p.renew.iter().all(|i| !i.at_cap && i.validity.capped));
+    }
+
+    #[test]
+    fn all_and_names_still_reissue_a_capped_leaf_and_mark_it() {
+        let (_t, inv, signing, now) = node_near_its_cas_end(5, |ca_end| ca_end);
+        let p = plan(&inv, &signing, &options(Selection::All, now));
+        assert_eq!(p.renew.len(), 10, "{:?}", p.skip);
+        let ca_end = signing["ca"].as_ref().unwrap().not_after;
+        for item in &p.renew {
+            assert!(item.at_cap, "{}", item.name);
+            assert!(
+                item.validity.not_after <= item.old_not_after,
+                "{}",
+                item.name
+            );
+        }
+        assert_eq!(p.renew[1].validity.not_after, ca_end);
+        let names = Selection::Names(vec!["apiserver".into()]);
+        let p = plan(&inv, &signing, &options(names, now));
+        assert_eq!(p.renew.len(), 1);
+        assert!(p.renew[0].at_cap);
+    }
+
+    #[test]
+    fn a_capped_leaf_not_valid_yet_is_still_due() {
+        let (_t, inv, signing, _) = node_near_its_cas_end(5, |ca_end| ca_end);
+        // judged before the leaves' NotBefore (a clock behind): a renewal makes them valid
+        let before = inv.leaf("apiserver").unwrap().facts().unwrap().not_before;
+        let p = plan(
+            &inv,
+            &signing,
+            &options(Selection::Due, before - Duration::hours(1)),
+        );
+        assert_eq!(p.renew.len(), 10, "{:?}", p.skip);
+        assert!(p.renew.iter().all(|i| i.at_cap));
+    }
+
+    /// Mid-rotation: `ca.crt` holds the old CA (ending in 5 days, which signed the leaves and
+    /// caps them there) and a new one whose key is now `ca.key`. A renewal signs with the new
+    /// CA and does extend them: they are not capped, and `--due` takes them.
+    #[test]
+    fn the_cap_is_the_ca_certificate_that_signs_the_renewal() {
+        let (tmp, _, _, now) = node_near_its_cas_end(5, |ca_end| ca_end);
+        let mut spec = NodeSpec::new(now, 100);
+        spec.ca_key_algorithm = KeyAlgorithm::EcdsaP256;
+        let new = nodegen::make_ca("kubernetes", &spec).unwrap();
+        let pki = tmp.path().join("pki");
+        let old = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+        std::fs::write(pki.join("ca.crt"), format!("{old}{}", new.cert_pem)).unwrap();
+        std::fs::write(pki.join("ca.key"), &new.key_pem).unwrap();
+        let paths = NodePaths {
+            pki: pki.clone(),
+            kubeconfigs: tmp.path().to_path_buf(),
+            manifests: tmp.path().join("manifests"),
+            state: tmp.path().join("state"),
+        };
+        let inv = inventory::scan(&paths, &inventory::Options::default());
+        let apiserver = inv.leaf("apiserver").unwrap();
+        assert_eq!(apiserver.signer, Signer::Verified { ca: "ca" });
+        let cap = apiserver.cap.unwrap();
+        assert!(cap.not_after > now + Duration::days(3000), "{cap:?}");
+        assert_eq!(apiserver.capped(), None);
+        let signing =
+            crate::renew::execute::signing_certs(&crate::renew::execute::load_signers(&inv));
+        let p = plan(&inv, &signing, &options(Selection::Due, now));
+        let renewed: Vec<&str> = p.renew.iter().map(|i| i.name.as_str()).collect();
+        assert!(renewed.contains(&"apiserver"), "{:?}", p.skip);
+        // the etcd leaves, whose CA did not change, stay capped
+        assert!(!renewed.contains(&"etcd-server"), "{renewed:?}");
+        assert!(inv.leaf("etcd-server").unwrap().capped().is_some());
     }
 
     #[test]

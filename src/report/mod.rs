@@ -74,6 +74,9 @@ impl<'a> Report<'a> {
                 unknown_signer = true;
             }
         }
+        for (ca_file, cap, leaves) in status::capping(inventory) {
+            problems.push(status::capping_note(ca_file, &cap, &leaves, now));
+        }
         Report {
             now,
             cas: rows(&inventory.cas),
@@ -384,6 +387,10 @@ impl<'a> Report<'a> {
                 if with_ca && let Some(ca) = e.ca_name() {
                     obj.insert("caName".into(), json!(ca));
                 }
+                if let Some(cap) = e.capped() {
+                    obj.insert("cappedBy".into(), json!(cap.ca));
+                    obj.insert("cappedAt".into(), json!(rfc3339(cap.not_after)));
+                }
                 obj.insert("externallyManaged".into(), json!(e.externally_managed));
                 obj.insert("missing".into(), json!(false));
             }
@@ -401,6 +408,14 @@ impl<'a> Report<'a> {
         );
         if let Source::KubeconfigFileRef { kubeconfig, .. } = &e.source {
             obj.insert("kubeconfig".into(), json!(kubeconfig.display().to_string()));
+        }
+        if e.kind == Kind::Ca {
+            let caps: Vec<&str> = self
+                .rows()
+                .filter(|r| r.entry.capped().is_some_and(|cap| cap.ca == e.name))
+                .map(|r| r.entry.name.as_str())
+                .collect();
+            obj.insert("caps".into(), json!(caps));
         }
         if let Some(f) = e.facts() {
             obj.insert("notBefore".into(), json!(rfc3339(f.not_before)));
@@ -446,7 +461,7 @@ impl<'a> Report<'a> {
                 damaged_keys.push((row.entry.name.as_str(), key));
             }
             match row.entry.facts() {
-                Some(f) => labelled.push((prom_labels(row.entry, f), f)),
+                Some(f) => labelled.push((prom_labels(row.entry, f), f, row.entry)),
                 None if matches!(row.status, Status::Missing | Status::Unreadable) => {
                     read_errors += 1
                 }
@@ -454,34 +469,40 @@ impl<'a> Report<'a> {
             }
         }
         let mut out = String::new();
-        let mut family =
-            |name: &str, help: &str, value: &dyn Fn(&crate::pki::cert::CertFacts) -> i64| {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} gauge");
-                for (labels, f) in &labelled {
-                    let _ = writeln!(out, "{name}{{{labels}}} {}", value(f));
-                }
-            };
+        type Value<'v> = &'v dyn Fn(&crate::pki::cert::CertFacts, &Entry) -> i64;
+        let mut family = |name: &str, help: &str, value: Value<'_>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (labels, f, e) in &labelled {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", value(f, e));
+            }
+        };
         family(
             "x509_cert_not_before",
             "Indicates the certificate's not before timestamp",
-            &|f| f.not_before.unix_timestamp(),
+            &|f, _| f.not_before.unix_timestamp(),
         );
         family(
             "x509_cert_not_after",
             "Indicates the certificate's not after timestamp",
-            &|f| f.not_after.unix_timestamp(),
+            &|f, _| f.not_after.unix_timestamp(),
         );
         let now = self.now;
         family(
             "x509_cert_expired",
             "Indicates if the certificate is expired",
-            &|f| i64::from(f.not_after <= now),
+            &|f, _| i64::from(f.not_after <= now),
         );
         family(
             "kube_cert_renewer_cert_not_yet_valid",
             "Indicates if the certificate's not before is still ahead (every TLS peer refuses it)",
-            &|f| i64::from(now < f.not_before),
+            &|f, _| i64::from(now < f.not_before),
+        );
+        family(
+            "kube_cert_renewer_cert_capped",
+            "Indicates if the certificate ends at its CA's end, so that no renewal can extend it \
+             (only a rotation of the CA)",
+            &|_, e| i64::from(e.capped().is_some()),
         );
         let _ = writeln!(
             out,

@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::pki::inventory::{Entry, Kind, Signer, State};
+use crate::pki::inventory::{Cap, Entry, Inventory, Kind, Signer, State};
 
 /// How an entry stands; ordered by how much it needs attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -12,6 +12,15 @@ pub enum Status {
     Absent,
     /// Valid for longer than the warning threshold.
     Ok,
+    /// A leaf at its CA's cap ([`Cap::reached_by`]): no renewal can extend it, only a rotation
+    /// of its CA, so it is never *due*. It counts in `check`'s exit code as its days left do:
+    /// the word changes what is renewed, never the urgency (its CA's row, ending no later under
+    /// wider thresholds, is normally as urgent; but mid-rotation the row shows the bundle's
+    /// first certificate, which may not be the one that caps).
+    Capped {
+        /// What its days left give by the leaf thresholds: 0 ok, 1 warning, 2 critical.
+        exit_code: i32,
+    },
     /// Expected but not there.
     Missing,
     /// Inside the warning threshold.
@@ -33,6 +42,7 @@ impl Status {
         match self {
             Status::Absent => "absent",
             Status::Ok => "ok",
+            Status::Capped { .. } => "capped",
             Status::Missing => "missing",
             Status::Warning => "warning",
             Status::Critical => "critical",
@@ -46,6 +56,7 @@ impl Status {
     pub fn exit_code(self) -> i32 {
         match self {
             Status::Absent | Status::Ok => 0,
+            Status::Capped { exit_code } => exit_code,
             Status::Missing | Status::Warning => 1,
             Status::Critical | Status::NotYetValid | Status::Expired | Status::Unreadable => 2,
         }
@@ -96,7 +107,76 @@ pub fn classify(entry: &Entry, now: OffsetDateTime, t: &Thresholds) -> Status {
     if entry.key_problem.is_some() {
         return by_dates.max(Status::Critical);
     }
+    // expired and not-yet-valid stay what they are: the first is broken whatever caps it, the
+    // second a renewal does fix (valid from now)
+    if matches!(by_dates, Status::Ok | Status::Warning | Status::Critical)
+        && entry.kind != Kind::Ca
+        && entry.capped().is_some()
+    {
+        return Status::Capped {
+            exit_code: by_dates.exit_code(),
+        };
+    }
     by_dates
+}
+
+/// The way out for certificates a CA caps, in one place so that the CA rotation command
+/// replaces it when it exists: until then it names the Kubernetes procedure, never a command
+/// that is not there.
+pub const ROTATE_CA_ADVICE: &str = "only a rotation of the CA helps: follow Kubernetes' \
+    \"Manually rotate CA certificates\" \
+    (https://kubernetes.io/docs/tasks/tls/manual-rotation-of-ca-certificates/), in which \
+    `kube-cert-renewer renew all` moves every certificate to the new CA once its key is in place \
+    (`kube-cert-renewer rotate-ca` is planned, not available yet)";
+
+/// The leaves each CA caps ([`Entry::capped`]), by CA in kubeadm's order: (the CA's file, the
+/// earliest cap, the leaves' names). Only CAs that cap some leaf.
+pub fn capping(inventory: &Inventory) -> Vec<(&crate::pki::inventory::CaFile, Cap, Vec<&str>)> {
+    inventory
+        .ca_files
+        .iter()
+        .filter_map(|file| {
+            let capped: Vec<(&str, &Cap)> = inventory
+                .leaves
+                .iter()
+                .chain(&inventory.others)
+                .filter_map(|e| e.capped().map(|cap| (e.name.as_str(), cap)))
+                .filter(|(_, cap)| cap.ca == file.spec.name)
+                .collect();
+            let cap = capped
+                .iter()
+                .map(|(_, cap)| **cap)
+                .min_by_key(|c| c.not_after)?;
+            Some((file, cap, capped.into_iter().map(|(n, _)| n).collect()))
+        })
+        .collect()
+}
+
+/// The line `check` says for a CA that caps leaves: which CA, until when, which leaves, and
+/// the way out.
+pub fn capping_note(
+    ca_file: &crate::pki::inventory::CaFile,
+    cap: &Cap,
+    leaves: &[&str],
+    now: OffsetDateTime,
+) -> String {
+    let ends = if cap.not_after > now {
+        format!(
+            "ends on {} (in {})",
+            crate::report::expires(cap.not_after),
+            crate::report::human_duration((cap.not_after - now).whole_seconds())
+        )
+    } else {
+        format!("ended on {}", crate::report::expires(cap.not_after))
+    };
+    format!(
+        "{}: {} {ends} and caps {} certificate(s) there ({}): renewing them cannot extend them; \
+         {ROTATE_CA_ADVICE}",
+        cap.ca,
+        ca_file.cert_path.display(),
+        leaves.len(),
+        leaves.join(", ")
+    )
 }
 
 /// The status of a leaf certificate that is not a file of the node (one a component serves).
@@ -160,6 +240,106 @@ pub fn notes(entry: &Entry, ca_present: impl Fn(&str) -> bool) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::cert::CertFacts;
+    use crate::pki::inventory::Source;
+
+    fn facts(not_before: OffsetDateTime, not_after: OffsetDateTime) -> CertFacts {
+        CertFacts {
+            der: Vec::new(),
+            subject: "CN=kube-apiserver".into(),
+            issuer: "CN=kubernetes".into(),
+            subject_cn: Some("kube-apiserver".into()),
+            issuer_cn: Some("kubernetes".into()),
+            serial_hex: "01".into(),
+            not_before,
+            not_after,
+            spki_der: Vec::new(),
+        }
+    }
+
+    /// The apiserver leaf valid from `not_before` to `not_after`, signed by `ca`, whose renewals
+    /// are cut to `cap`.
+    fn leaf(not_before: OffsetDateTime, not_after: OffsetDateTime, cap: OffsetDateTime) -> Entry {
+        Entry {
+            name: "apiserver".into(),
+            kind: Kind::Leaf,
+            source: Source::PemPair {
+                cert: "/etc/kubernetes/pki/apiserver.crt".into(),
+                key: "/etc/kubernetes/pki/apiserver.key".into(),
+            },
+            expected_ca: Some("ca"),
+            signer: Signer::Verified { ca: "ca" },
+            externally_managed: false,
+            state: State::Present(Box::new(facts(not_before, not_after))),
+            key_problem: None,
+            cap: Some(Cap {
+                ca: "ca",
+                not_after: cap,
+            }),
+        }
+    }
+
+    const T: Thresholds = Thresholds {
+        warn_days: 30,
+        critical_days: 7,
+        ca_warn_days: 365,
+        ca_critical_days: 90,
+    };
+
+    #[test]
+    fn a_leaf_is_capped_from_a_minute_before_its_cas_end_on() {
+        let end = time::macros::datetime!(2027-01-10 12:00 UTC);
+        let cap = Cap {
+            ca: "ca",
+            not_after: end,
+        };
+        let s = time::Duration::seconds;
+        assert!(cap.reached_by(end), "exactly at the cap");
+        assert!(cap.reached_by(end - s(59)));
+        assert!(
+            cap.reached_by(end - s(60)),
+            "a renewal would gain a minute at most"
+        );
+        assert!(
+            !cap.reached_by(end - s(61)),
+            "a renewal would still extend it"
+        );
+        assert!(!cap.reached_by(end - time::Duration::days(30)));
+        assert!(cap.reached_by(end + s(1)), "a leaf that outlives its CA");
+        assert!(cap.reached_by(end + time::Duration::days(300)));
+    }
+
+    #[test]
+    fn a_capped_leaf_says_so_and_counts_as_its_days_left_do() {
+        let now = time::macros::datetime!(2027-01-10 12:00 UTC);
+        let day = time::Duration::days(1);
+        let year = time::Duration::days(365);
+        let at = |days: i64| now + time::Duration::days(days);
+        // at its CA's end: capped, with the urgency its days left give
+        for (days, exit_code) in [(100, 0), (20, 1), (5, 2)] {
+            let status = classify(&leaf(now - year, at(days), at(days)), now, &T);
+            assert_eq!(status, Status::Capped { exit_code }, "{days} days");
+            assert_eq!(status.as_str(), "capped");
+            assert_eq!(status.exit_code(), exit_code);
+        }
+        // outliving its CA: capped too
+        let e = leaf(now - year, at(400), at(200));
+        assert_eq!(classify(&e, now, &T), Status::Capped { exit_code: 0 });
+        assert_eq!(e.capped().map(|c| c.ca), Some("ca"));
+        // 61 seconds short of the cap: a renewal would extend it
+        let e = leaf(now - year, at(5) - time::Duration::seconds(61), at(5));
+        assert_eq!(classify(&e, now, &T), Status::Critical);
+        assert_eq!(e.capped(), None);
+        // expired stays expired, not valid yet stays not valid yet (a renewal fixes that)
+        let e = leaf(now - year, now - day, now - day);
+        assert_eq!(classify(&e, now, &T), Status::Expired);
+        let e = leaf(now + day, at(5), at(5));
+        assert_eq!(classify(&e, now, &T), Status::NotYetValid);
+        // no cap known (no known CA signed it): never capped
+        let mut e = leaf(now - year, at(5), at(5));
+        e.cap = None;
+        assert_eq!(classify(&e, now, &T), Status::Critical);
+    }
 
     #[test]
     fn a_certificate_before_its_not_before_is_not_yet_valid_and_urgent() {

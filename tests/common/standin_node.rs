@@ -65,6 +65,16 @@ impl Node {
     }
 
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        self.command_at(super::now(), args, env)
+    }
+
+    /// [`Node::command`] on a clock of the test's (`--now`): time travel for the daemon.
+    pub fn command_at(
+        &self,
+        now: time::OffsetDateTime,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kube-cert-renewer"));
         c.args(["--config", self.config().to_str().unwrap()])
             .args(["--kubernetes-dir", self.dir().to_str().unwrap()])
@@ -75,8 +85,7 @@ impl Node {
             ))
             .args([
                 "--now",
-                &super::now()
-                    .format(&time::format_description::well_known::Rfc3339)
+                &now.format(&time::format_description::well_known::Rfc3339)
                     .unwrap(),
             ])
             .args(args);
@@ -392,6 +401,17 @@ pub fn start_node(
     config_extra: &str,
     adjust: impl FnOnce(&Path),
 ) -> Node {
+    start_node_of(socket, tag, config_extra, |_| {}, adjust)
+}
+
+/// [`start_node`] with the node's spec `edit`ed first (its CAs' validity, …).
+pub fn start_node_of(
+    socket: PathBuf,
+    tag: &str,
+    config_extra: &str,
+    edit: impl FnOnce(&mut NodeSpec),
+    adjust: impl FnOnce(&Path),
+) -> Node {
     let tmp = tempfile::Builder::new()
         .prefix("kcr-restart.")
         .tempdir()
@@ -406,6 +426,7 @@ pub fn start_node(
     // node keeps 10257 and 10259)
     spec.controller_manager_port = super::free_port();
     spec.scheduler_port = super::free_port();
+    edit(&mut spec);
     let (controller_manager_port, scheduler_port) =
         (spec.controller_manager_port, spec.scheduler_port);
     let dir = tmp.path().join("k");

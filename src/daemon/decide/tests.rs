@@ -1,6 +1,6 @@
 //! Time travel: the decision run over years of a simulated node, on a clock the test drives.
-//! The simulated job renews what the order says is due (365 days from then), as `renew --due`
-//! does; everything else is the real decision and the real calendar.
+//! The simulated job renews what the order says is due (365 days from then, cut to the CA's
+//! end), as `renew --due` does; everything else is the real decision and the real calendar.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -58,6 +58,7 @@ fn node(start: OffsetDateTime, first_expiry_days: i64) -> Vec<Watched> {
             },
             is_ca: false,
             renewable: true,
+            capped: None,
         })
         .collect();
     for ca in ["ca", "etcd-ca", "front-proxy-ca"] {
@@ -72,6 +73,7 @@ fn node(start: OffsetDateTime, first_expiry_days: i64) -> Vec<Watched> {
             },
             is_ca: true,
             renewable: false,
+            capped: None,
         });
     }
     v
@@ -154,11 +156,17 @@ fn simulate_from(
         if let Some(order) = &d.renew {
             let mut renewed = Vec::new();
             if renew_works {
-                for w in certs.iter_mut().filter(|w| w.renewable) {
-                    let left = (w.cert.not_after - now).whole_seconds();
-                    if left < i64::from(order.due_within_days) * DAY || now < w.cert.not_before {
+                let ca_ends: BTreeMap<String, OffsetDateTime> = certs
+                    .iter()
+                    .filter(|w| w.is_ca)
+                    .map(|w| (w.cert.name.clone(), w.cert.not_after))
+                    .collect();
+                for w in certs.iter_mut() {
+                    if w.due(now, order.due_within_days) {
+                        let ca_end = ca_ends[w.cert.ca.as_deref().unwrap()];
                         w.cert.not_before = now - Duration::minutes(5);
-                        w.cert.not_after = now + Duration::days(365);
+                        w.cert.not_after = (now + Duration::days(365)).min(ca_end);
+                        w.capped = (w.cert.not_after == ca_end).then_some(ca_end);
                         renewed.push(w.cert.name.clone());
                     }
                 }
@@ -756,4 +764,136 @@ fn a_window_a_renewal_stands_for_is_taken_as_run_when_the_record_is_from_the_fut
     assert!(d.memory.last_window.unwrap() < soon);
     let d = decide(window, &certs, &calendar, &policy(), &d.memory, false);
     assert_eq!(d.renew.map(|o| o.why), Some(Why::Window));
+}
+
+/// The node of issue 18: its CA ends in 5 days. The emergency rule renews the leaves (3 days
+/// left) once, up to the CA's end; from then on they are capped: no renewal again — not the
+/// next hour, not at the window — no own critical alert every day, and one capping alert
+/// naming the CA and its leaves, reminded daily.
+#[test]
+fn leaves_at_their_cas_end_are_renewed_once_and_then_left_to_the_ca() {
+    let start = at("2026-12-03T10:00:00Z"); // the window of 2026-12-07 comes in the story
+    let calendar = monthly_utc();
+    let mut certs = node(start, 3);
+    for w in certs.iter_mut() {
+        w.cert.not_after = if w.is_ca {
+            start + Duration::days(5)
+        } else {
+            start + Duration::days(3)
+        };
+    }
+    let end = start + Duration::days(4) + Duration::hours(23);
+    let story = simulate(&calendar, &policy(), &mut certs, start, end, true, None);
+    assert!(story.evaluations > 100, "{}", story.evaluations);
+    assert_eq!(story.runs.len(), 2, "{:?}", story.runs);
+    let (_, why, _, renewed) = &story.runs[0];
+    assert_eq!(
+        (*why, renewed.len()),
+        (Why::Emergency, 11),
+        "{:?}",
+        story.runs
+    );
+    // the window of 2026-12-07 runs, and renews nothing (nothing to restart)
+    let (when, why, _, renewed) = &story.runs[1];
+    assert_eq!(*why, Why::Window, "{:?}", story.runs);
+    assert!(renewed.is_empty(), "renewed again at {when}: {renewed:?}");
+    for w in certs.iter().filter(|w| !w.is_ca) {
+        assert_eq!(w.capped, Some(start + Duration::days(5)), "{}", w.cert.name);
+    }
+    // the leaves' own critical alert comes once, before their renewal; after it only the CA
+    // speaks: its critical reminders and the capping alert
+    let leaf_alerts: Vec<_> = story
+        .alerts
+        .iter()
+        .filter(|(_, _, name, _)| LEAVES.contains(&name.as_str()))
+        .collect();
+    assert_eq!(leaf_alerts.len(), 11, "{leaf_alerts:?}");
+    assert!(
+        leaf_alerts
+            .iter()
+            .all(|(t, k, _, r)| *t == start && *k == Kind::Critical && !r)
+    );
+    let ca_reminders = story
+        .alerts
+        .iter()
+        .filter(|(_, k, name, r)| name == "ca" && *k == Kind::Critical && *r)
+        .count();
+    assert_eq!(ca_reminders, 4, "{:?}", story.alerts);
+}
+
+/// The capping alert itself: news when a CA starts capping (or the set changes), then a daily
+/// reminder; a capped leaf graver than its CA's row still alerts on its own.
+#[test]
+fn a_capping_ca_is_said_when_it_changes_and_daily() {
+    let start = at("2026-11-30T10:00:00Z");
+    let calendar = monthly_utc();
+    let ca_end = start + Duration::days(5);
+    let mut certs = node(start, 5);
+    for w in certs.iter_mut() {
+        w.cert.not_after = ca_end;
+        if !w.is_ca {
+            w.capped = Some(ca_end);
+        }
+    }
+    let memory = Memory {
+        last_window: calendar.last_at_or_before(start),
+        ..Memory::default()
+    };
+    let d = decide(start, &certs, &calendar, &policy(), &memory, false);
+    assert_eq!(d.renew, None, "capped leaves are never due");
+    assert_eq!(d.capping.len(), 1, "{:?}", d.capping);
+    let c = &d.capping[0];
+    assert_eq!((c.ca.as_str(), c.at, c.reminder), ("ca", ca_end, false));
+    assert_eq!(c.leaves.len(), 11);
+    assert_eq!(c.path, "/etc/kubernetes/pki/ca.crt");
+    // the CA is critical itself; none of its capped leaves says so on its own
+    let names: Vec<&str> = d.alerts.iter().map(|(_, c, _)| c.name.as_str()).collect();
+    assert_eq!(names, ["ca", "etcd-ca", "front-proxy-ca"], "{:?}", d.alerts);
+    assert_eq!(d.memory.levels["apiserver"], Level::Ok);
+    // an hour later: nothing new
+    let d = decide(
+        start + Duration::hours(1),
+        &certs,
+        &calendar,
+        &policy(),
+        &d.memory,
+        false,
+    );
+    assert!(
+        d.capping.is_empty() && d.alerts.is_empty() && d.renew.is_none(),
+        "{d:?}"
+    );
+    // a day later: the reminder
+    let day = start + Duration::days(1);
+    let d = decide(day, &certs, &calendar, &policy(), &d.memory, false);
+    assert_eq!(d.capping.len(), 1, "{:?}", d.capping);
+    assert!(d.capping[0].reminder);
+    // one leaf renewed away from the cap (a new CA): the set changed, which is news
+    certs[1].capped = None;
+    certs[1].cert.not_after = day + Duration::days(365);
+    let later = day + Duration::hours(2);
+    let d = decide(later, &certs, &calendar, &policy(), &d.memory, false);
+    assert_eq!(d.capping.len(), 1);
+    assert!(!d.capping[0].reminder);
+    assert_eq!(d.capping[0].leaves.len(), 10);
+    // a capped leaf whose CA row is less grave (the row shows the new CA of a bundle, the old
+    // one caps): it alerts on its own
+    for w in certs.iter_mut().filter(|w| w.is_ca) {
+        w.cert.not_after = later + Duration::days(3650);
+    }
+    let d = decide(
+        later,
+        &certs,
+        &calendar,
+        &policy(),
+        &Memory::default(),
+        false,
+    );
+    assert!(
+        d.alerts
+            .iter()
+            .any(|(k, c, _)| *k == Kind::Critical && c.name == "admin.conf"),
+        "{:?}",
+        d.alerts
+    );
 }
