@@ -56,6 +56,17 @@ impl Node {
     }
 }
 
+/// Starts the daemon on `command` with its notify socket in `dir` and its log in the node's
+/// temp dir, and waits for READY=1.
+fn start_ready(node: &Node, command: Command, dir: &Path, log: &str) -> (NotifySocket, Daemon) {
+    let mut notify = NotifySocket::bind(dir);
+    let daemon = Daemon::start(command, &notify, node.tmp.path().join(log));
+    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
+        has_line(m, "READY=1")
+    });
+    (notify, daemon)
+}
+
 fn has_line(msg: &str, line: &str) -> bool {
     msg.lines().any(|l| l == line)
 }
@@ -609,15 +620,8 @@ fn the_daemon_snapshots_alerts_missing_files_and_recovers_them() {
     std::fs::write(node.config(), "restart_poll_ms = 100\n").unwrap();
     let key = node.dir().join("pki/apiserver.key");
     let original = std::fs::read(&key).unwrap();
-    let mut notify = NotifySocket::bind(node.tmp.path());
-    let mut daemon = Daemon::start(
-        node.command(&[]),
-        &notify,
-        node.tmp.path().join("daemon.log"),
-    );
-    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
-        has_line(m, "READY=1")
-    });
+    let (mut notify, mut daemon) =
+        start_ready(&node, node.command(&[]), node.tmp.path(), "daemon.log");
     daemon.wait_said("snapshot taken", Duration::from_secs(20));
     let snapshots = node.state().join("snapshots");
     assert_eq!(std::fs::read_dir(&snapshots).unwrap().count(), 1);
@@ -661,15 +665,7 @@ fn the_daemon_snapshots_alerts_missing_files_and_recovers_them() {
     .unwrap();
     let again = node.tmp.path().join("again");
     std::fs::create_dir_all(&again).unwrap();
-    let mut notify = NotifySocket::bind(&again);
-    let daemon = Daemon::start(
-        node.command(&[]),
-        &notify,
-        node.tmp.path().join("daemon2.log"),
-    );
-    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
-        has_line(m, "READY=1")
-    });
+    let (_notify, daemon) = start_ready(&node, node.command(&[]), &again, "daemon2.log");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !key.exists() {
         assert!(
@@ -787,15 +783,11 @@ fn an_event_storm_starves_neither_the_watchdog_nor_the_window_nor_sigterm() {
         format!("restart_poll_ms = 100\n{}", daily_at(window)),
     )
     .unwrap();
-    let mut notify = NotifySocket::bind(node.tmp.path());
     let mut command = node.command(&[]);
     command
         .env("WATCHDOG_USEC", "3000000")
         .env_remove("WATCHDOG_PID");
-    let mut daemon = Daemon::start(command, &notify, node.tmp.path().join("daemon.log"));
-    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
-        has_line(m, "READY=1")
-    });
+    let (mut notify, mut daemon) = start_ready(&node, command, node.tmp.path(), "daemon.log");
     let mut storm = Storm::start(node.dir().join("pki/storm.txt"), Duration::from_millis(300));
     let began = Instant::now();
     let mut pings = vec![began];
@@ -854,15 +846,8 @@ fn an_extra_paths_dir_other_users_may_write_is_not_watched() {
         format!("extra_paths = [\"{}/*.pem\"]\n", open.display()),
     )
     .unwrap();
-    let mut notify = NotifySocket::bind(node.tmp.path());
-    let mut daemon = Daemon::start(
-        node.command(&[]),
-        &notify,
-        node.tmp.path().join("daemon.log"),
-    );
-    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
-        has_line(m, "READY=1")
-    });
+    let (mut notify, mut daemon) =
+        start_ready(&node, node.command(&[]), node.tmp.path(), "daemon.log");
     let said = format!("not watching {}", open.display());
     daemon.wait_said(&said, Duration::from_secs(5));
     // an expired certificate dropped there is not looked at because of the write
@@ -904,15 +889,8 @@ fn snapshots_of(node: &Node) -> Vec<PathBuf> {
 fn a_manifest_change_makes_the_daemon_take_a_snapshot() {
     let node = Node::with_manifests(100, true);
     std::fs::write(node.config(), "restart_poll_ms = 100\n").unwrap();
-    let mut notify = NotifySocket::bind(node.tmp.path());
-    let mut daemon = Daemon::start(
-        node.command(&[]),
-        &notify,
-        node.tmp.path().join("daemon.log"),
-    );
-    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
-        has_line(m, "READY=1")
-    });
+    let (_notify, mut daemon) =
+        start_ready(&node, node.command(&[]), node.tmp.path(), "daemon.log");
     daemon.wait_said("snapshot taken", Duration::from_secs(20));
     assert_eq!(snapshots_of(&node).len(), 1);
     let manifest = node.dir().join("manifests/kube-scheduler.yaml");
@@ -947,15 +925,8 @@ fn a_window_whose_job_failed_is_not_recorded() {
     std::fs::write(node.dir().join("pki/front-proxy-client.crt"), "garbage\n").unwrap();
     let window = now() + time::Duration::seconds(8);
     std::fs::write(node.config(), daily_at(window)).unwrap();
-    let mut notify = NotifySocket::bind(node.tmp.path());
-    let mut daemon = Daemon::start(
-        node.command(&[]),
-        &notify,
-        node.tmp.path().join("daemon.log"),
-    );
-    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
-        has_line(m, "READY=1")
-    });
+    let (_notify, mut daemon) =
+        start_ready(&node, node.command(&[]), node.tmp.path(), "daemon.log");
     daemon.wait_said("maintenance window: renewing", Duration::from_secs(30));
     daemon.wait_said("renewal refused", Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1233,15 +1204,7 @@ fn auto_recover_leaves_a_reset_node_alone() {
     std::fs::remove_file(&key).unwrap();
     let again = node.tmp.path().join("again");
     std::fs::create_dir_all(&again).unwrap();
-    let mut notify = NotifySocket::bind(&again);
-    let daemon = Daemon::start(
-        node.command(&[]),
-        &notify,
-        node.tmp.path().join("daemon2.log"),
-    );
-    notify.wait_for("READY=1", Duration::from_secs(60), |m| {
-        has_line(m, "READY=1")
-    });
+    let (_notify, daemon) = start_ready(&node, node.command(&[]), &again, "daemon2.log");
     daemon.wait_said("restored from snapshot", Duration::from_secs(30));
     assert!(key.exists(), "{}", daemon.said());
     assert!(!daemon.said().contains("looks reset"), "{}", daemon.said());

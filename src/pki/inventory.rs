@@ -335,7 +335,6 @@ fn unreadable_file(path: &Path) -> Option<String> {
 /// Reads a certificate, key or kubeconfig file: `None` when it does not exist; never more than
 /// [`MAX_FILE_BYTES`], never a file that is not a regular one (the error says why).
 pub fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     /// `O_NONBLOCK` (Linux, x86_64 and aarch64): should a FIFO be swapped in after the look
     /// below, opening it does not wait for a writer.
@@ -355,20 +354,28 @@ pub fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, String> {
         .custom_flags(O_NONBLOCK)
         .open(path)
         .map_err(|e| cannot(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| cannot(e.to_string()))?;
+    read_opened(file)
+        .map(|(data, _)| Some(data))
+        .map_err(cannot)
+}
+
+/// Reads a file already opened: refused unless it is a regular file (what stood at the path
+/// may have been swapped since it was looked at), never more than [`MAX_FILE_BYTES`]. Returns
+/// the bytes and the file's metadata; the error says why, for the caller to name the file.
+pub(crate) fn read_opened(file: std::fs::File) -> Result<(Vec<u8>, std::fs::Metadata), String> {
+    use std::io::Read;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
     if let Some(why) = not_readable(&meta) {
-        return Err(cannot(why));
+        return Err(why);
     }
     let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or_default());
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut data)
-        .map_err(|e| cannot(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if data.len() as u64 > MAX_FILE_BYTES {
-        return Err(cannot(format!(
-            "grew past {MAX_FILE_BYTES} bytes while read"
-        )));
+        return Err(format!("grew past {MAX_FILE_BYTES} bytes while read"));
     }
-    Ok(Some(data))
+    Ok((data, meta))
 }
 
 fn read_file(path: &Path) -> Result<Option<Vec<u8>>, String> {

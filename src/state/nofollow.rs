@@ -10,14 +10,13 @@
 //! ([`write_in_shared_dir`]).
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::pki::inventory::{MAX_FILE_BYTES, not_readable};
+use crate::pki::inventory::read_opened;
 use crate::state::{store, trust};
 
 /// Why opening `name` in `dir` failed: a link, said as such (the kernel says ELOOP or ENOTDIR
@@ -32,8 +31,8 @@ fn why_not_opened(dir: &OwnedFd, name: &Path, e: rustix::io::Errno) -> String {
 }
 
 /// Reads the regular file at `base/rel`, opening `base` as it is and every component of `rel`
-/// with `O_NOFOLLOW` (a link anywhere below `base` is refused); at most [`MAX_FILE_BYTES`].
-/// `None` when it is not there. Returns the bytes and the file's mode.
+/// with `O_NOFOLLOW` (a link anywhere below `base` is refused); at most
+/// [`crate::pki::inventory::MAX_FILE_BYTES`]. `None` when it is not there. Returns the bytes and the file's mode.
 fn read_below(base: &Path, rel: &Path) -> Result<Option<(Vec<u8>, u32)>, String> {
     let full = base.join(rel);
     let cannot = |why: String| format!("{}: cannot read: {why}", full.display());
@@ -76,19 +75,7 @@ fn read_below(base: &Path, rel: &Path) -> Result<Option<(Vec<u8>, u32)>, String>
         Err(e) if not_there(e) => return Ok(None),
         Err(e) => return Err(cannot(why_not_opened(&dir, last, e))),
     };
-    let meta = file.metadata().map_err(|e| cannot(e.to_string()))?;
-    if let Some(why) = not_readable(&meta) {
-        return Err(cannot(why));
-    }
-    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or_default());
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| cannot(e.to_string()))?;
-    if data.len() as u64 > MAX_FILE_BYTES {
-        return Err(cannot(format!(
-            "grew past {MAX_FILE_BYTES} bytes while read"
-        )));
-    }
+    let (data, meta) = read_opened(file).map_err(cannot)?;
     Ok(Some((data, meta.mode() & 0o7777)))
 }
 
