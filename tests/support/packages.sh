@@ -44,6 +44,7 @@ expected=$(cat <<'EOF'
 /usr/share/licenses/kube-cert-renewer/LICENSE
 /usr/share/man/man8/kube-cert-renewer-check.8.gz
 /usr/share/man/man8/kube-cert-renewer-demo.8.gz
+/usr/share/man/man8/kube-cert-renewer-lease-credentials.8.gz
 /usr/share/man/man8/kube-cert-renewer-recover.8.gz
 /usr/share/man/man8/kube-cert-renewer-renew.8.gz
 /usr/share/man/man8/kube-cert-renewer-restart.8.gz
